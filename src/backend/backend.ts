@@ -1,0 +1,23 @@
+/**
+ * The kernel interface. The tensor core calls only these functions for its heavy
+ * arithmetic, so a new backend (OpenBLAS today, WebGPU later) implements this and
+ * nothing else. Matrices are row-major, as in C's cblas with CblasRowMajor.
+ */
+export interface Backend {
+  /** Short name printed in the one-line announcement, e.g. "openblas (libopenblas.so.0)". */
+  readonly name: string;
+  /** Worker threads used by the kernels. */
+  threads: number;
+  setThreads(n: number): void;
+  /**
+   * C[M,N] = alpha * op(A)[M,K] · op(B)[K,N] + beta * C, row-major.
+   * op(A) = A (stored M×K, leading dimension lda) or Aᵀ (stored K×M) when transA.
+   * Offsets let callers address slices of larger buffers without copying.
+   */
+  sgemm(
+    transA: boolean, transB: boolean, M: number, N: number, K: number,
+    alpha: number, A: Float32Array, aOff: number, lda: number,
+    B: Float32Array, bOff: number, ldb: number,
+    beta: number, C: Float32Array, cOff: number, ldc: number,
+  ): void;
+}

@@ -1,0 +1,6 @@
+/** The tensor core: knows nothing of VAR. Ops are grouped by family under ops/. */
+export * from './tensor.js';
+export * from './ops/elementwise.js';
+export * from './ops/shape.js';
+export * from './ops/reduce.js';
+export * from './ops/matmul.js';
