@@ -4,3 +4,5 @@ export * from './ops/elementwise.js';
 export * from './ops/shape.js';
 export * from './ops/reduce.js';
 export * from './ops/matmul.js';
+export * from './flops.js';
+export * from './rng.js';

@@ -1,6 +1,7 @@
 /** Matrix products through the backend's sgemm: matmul, batched matmul, linear. */
 import { backend } from '../../backend/index.js';
 import { Tensor, result, assertFloat, sizeOf } from '../tensor.js';
+import { recordFlops, isDryRun } from '../flops.js';
 
 /**
  * Batched C[b] = op(A[b]) · op(B[b]). A is [..., M, K] (or [..., K, M] with transA), B is [..., K, N]
@@ -22,7 +23,10 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
   const be = backend();
   const out = new Float32Array(nb * M * N);
   const lda = transA ? M : K, ldb = transB ? K : N;
-  if (shared && !transA) {
+  recordFlops(2 * nb * M * N * K);
+  if (isDryRun()) {
+    // shape-only execution: no arithmetic
+  } else if (shared && !transA) {
     // one GEMM over all batch rows: [nb*M, K] · B
     be.sgemm(false, transB, nb * M, N, K, 1, A, 0, lda, Bd, 0, ldb, 0, out, 0, N);
   } else {
@@ -72,7 +76,8 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
     const bb = bias.f32;
     for (let r = 0; r < rows; r++) y.set(bb, r * out);
   }
-  be.sgemm(false, true, rows, out, inF, 1, X, 0, inF, W, 0, inF, bias ? 1 : 0, y, 0, out);
+  recordFlops(2 * rows * out * inF);
+  if (!isDryRun()) be.sgemm(false, true, rows, out, inF, 1, X, 0, inF, W, 0, inF, bias ? 1 : 0, y, 0, out);
   const shape = [...x.shape.slice(0, -1), out];
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return result(y, shape, 'linear', inputs, (g) => {

@@ -1,0 +1,49 @@
+/**
+ * FLOPs accounting (1 multiply-add = 2 FLOPs, matmul and conv only, as in var-reference.md §10).
+ * Model code labels work with `flopsCategory('ffn', () => ...)`; every GEMM/conv kernel call adds
+ * its FLOPs to the innermost active category. The core knows no category names.
+ *
+ * Dry-run mode (`dryRun(() => ...)`) runs the same code but GEMM and conv kernels skip their
+ * arithmetic (outputs stay zero), so FLOPs of large models can be counted quickly.
+ */
+export class FlopsCounter {
+  readonly byCategory = new Map<string, number>();
+  add(category: string, flops: number): void {
+    this.byCategory.set(category, (this.byCategory.get(category) ?? 0) + flops);
+  }
+  get total(): number { let s = 0; for (const v of this.byCategory.values()) s += v; return s; }
+  toJSON(): Record<string, number> { return Object.fromEntries(this.byCategory); }
+}
+
+const counters: FlopsCounter[] = [];
+const categories: string[] = [];
+let dry = false;
+
+/** Count the FLOPs of everything `fn` runs (nested counters all see the work). */
+export function countFlops<T>(fn: () => T): { result: T; flops: FlopsCounter } {
+  const c = new FlopsCounter();
+  counters.push(c);
+  try { return { result: fn(), flops: c }; } finally { counters.splice(counters.lastIndexOf(c), 1); }
+}
+
+/** Label the kernels that `fn` runs with `name` (innermost label wins). */
+export function flopsCategory<T>(name: string, fn: () => T): T {
+  categories.push(name);
+  try { return fn(); } finally { categories.pop(); }
+}
+
+/** Called by kernels. Cheap when no counter is active. */
+export function recordFlops(flops: number): void {
+  if (counters.length === 0) return;
+  const cat = categories.length ? categories[categories.length - 1] : 'other';
+  for (const c of counters) c.add(cat, flops);
+}
+
+export function isDryRun(): boolean { return dry; }
+
+/** Run `fn` with GEMM/conv arithmetic skipped (shapes, control flow and FLOPs counts unchanged). */
+export function dryRun<T>(fn: () => T): T {
+  const prev = dry;
+  dry = true;
+  try { return fn(); } finally { dry = prev; }
+}
