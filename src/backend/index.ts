@@ -1,29 +1,66 @@
 import type { Backend } from './backend.js';
 import { TsBackend } from './ts.js';
+import { loadOpenBlas, configError, defaultThreads } from './openblas.js';
 
 export type { Backend } from './backend.js';
+export { TsBackend, checkSgemmArgs } from './ts.js';
+export { OpenBlasBackend, loadOpenBlas, blasCandidates, defaultThreads } from './openblas.js';
+export type { BlasKind, BlasLoadResult } from './openblas.js';
 
 let current: Backend | null = null;
+/** Why the current backend was chosen, for the announcement. */
+let reason = '';
 let announced = false;
 
+const NO_BLAS_HINT = 'no OpenBLAS found; apt-get install libopenblas0 (macOS: brew install openblas) for >10x faster matmul';
+
 /**
- * The active backend. Chosen once: OpenBLAS when a library is found (see openblas.ts),
- * else the TypeScript fallback. ACTVAR_BACKEND=ts forces the fallback,
- * ACTVAR_THREADS sets the thread count (default: all cores).
+ * The active backend, chosen on first use:
+ * - ACTVAR_BACKEND=ts (or typescript): the TypeScript fallback;
+ * - ACTVAR_BACKEND=openblas (or blas): a BLAS library, error if none loads;
+ * - unset / auto: OpenBLAS if found (see openblas.ts for the search order), else the fallback.
+ * ACTVAR_THREADS sets the thread count (default: all cores), ACTVAR_BLAS_LIB the library path.
  */
 export function backend(): Backend {
   if (current) return current;
-  current = new TsBackend();
+  const choice = (process.env.ACTVAR_BACKEND ?? '').trim().toLowerCase();
+  if (choice === 'ts' || choice === 'typescript') {
+    defaultThreads(); // still validate ACTVAR_THREADS
+    current = new TsBackend();
+    reason = 'ACTVAR_BACKEND=ts';
+  } else if (choice === 'openblas' || choice === 'blas') {
+    const { backend: blas, tried } = loadOpenBlas();
+    if (!blas) {
+      throw configError(`ACTVAR_BACKEND=${process.env.ACTVAR_BACKEND} but no BLAS library could be loaded (tried ${tried.map((t) => t.library).join(', ')}). ` +
+        'Install one (apt-get install libopenblas0), point ACTVAR_BLAS_LIB at it, or unset ACTVAR_BACKEND to use the TypeScript fallback.');
+    }
+    current = blas;
+    reason = '';
+  } else if (choice === '' || choice === 'auto') {
+    const { backend: blas } = loadOpenBlas();
+    if (blas) { current = blas; reason = ''; } else { current = new TsBackend(); reason = NO_BLAS_HINT; }
+  } else {
+    throw configError(`ACTVAR_BACKEND='${process.env.ACTVAR_BACKEND}' is not a backend; use 'openblas', 'ts' or 'auto' (or leave it unset)`);
+  }
   return current;
 }
 
-/** Replace the active backend (tests use this to compare backends). */
-export function setBackend(b: Backend): void { current = b; }
+/** Replace the active backend (tests compare backends); null makes the next `backend()` choose again. */
+export function setBackend(b: Backend | null): void {
+  current = b;
+  reason = '';
+}
 
-/** Print once, to stderr, which backend runs the kernels. */
+/** The announcement text without the "actvar: " prefix, e.g. "kernels on openblas (libopenblas.so.0), 2 threads". */
+export function describeBackend(): string {
+  const b = backend();
+  if (b instanceof TsBackend) return `kernels on ${b.name}${reason ? ` (${reason})` : ''}`;
+  return `kernels on ${b.name}, ${b.threads} thread${b.threads === 1 ? '' : 's'}`;
+}
+
+/** Print once per process, to stderr, which backend runs the kernels (also warns about a slow generic BLAS). */
 export function announceBackend(): void {
   if (announced) return;
   announced = true;
-  const b = backend();
-  process.stderr.write(`actvar: kernels on ${b.name}, ${b.threads} thread(s)\n`);
+  process.stderr.write(`actvar: ${describeBackend()}\n`);
 }

@@ -1,0 +1,20 @@
+/**
+ * GEMM throughput at the transformer's FFN shape (680x1024x4096 = M×N×K), through the tensor
+ * API and as a raw backend sgemm, plus the TypeScript fallback at 256³ for reference.
+ */
+import { measureGemm, formatGemmTable } from '../src/cli/commands/bench.js';
+import { announceBackend, backend, setBackend, TsBackend } from '../src/backend/index.js';
+
+export function gemmBench(): void {
+  announceBackend();
+  console.log(formatGemmTable(measureGemm()));
+  const active = backend();
+  if (!(active instanceof TsBackend)) {
+    setBackend(new TsBackend());
+    try {
+      console.log(formatGemmTable(measureGemm({ shape: [256, 256, 256] })));
+    } finally {
+      setBackend(active);
+    }
+  }
+}

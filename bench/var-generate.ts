@@ -1,0 +1,133 @@
+/**
+ * VAR generation benchmark (issue #3 item 6): seeded random VAR-d16 (or another preset) + the
+ * official-shape VQVAE, batch 1, CFG 1.5, top-k 900, top-p 0.96. Times the transformer part
+ * (KV-cache sampling of all scales: blocks, head, sampling, f̂ updates) and the decode
+ * (`fhatToImg`) separately, the time inside sgemm, per-scale times, and peak RSS (VmHWM).
+ * The official PyTorch code took 23.9 s + 5.5 s on 2 threads; goals ≤ 10 s and ≤ 5 s,
+ * peak RSS ≤ 1.3× the fp32 weight bytes.
+ *
+ *   node dist/bench/var-generate.js [preset] [--no-decode] [--no-warmup]
+ */
+import fs from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { announceBackend, backend } from '../src/backend/index.js';
+import { Rng } from '../src/tensor/index.js';
+import { varPreset } from '../src/var/config.js';
+import { randomVar } from '../src/var/init.js';
+import { VQVAE } from '../src/vqvae/vqvae.js';
+import { OFFICIAL_VQVAE } from '../src/vqvae/config.js';
+
+export interface VarGenerateBenchOptions {
+  preset?: string;
+  cfg?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  /** Time the decode too (default true). */
+  decode?: boolean;
+  /** One untimed transformer run first (JIT, BLAS threads, page faults); default true. */
+  warmup?: boolean;
+  log?: (s: string) => void;
+}
+
+export interface VarGenerateBenchResult {
+  preset: string;
+  backend: string;
+  threads: number;
+  init_s: number;
+  transformer_s: number;
+  /** Of which inside sgemm calls. */
+  transformer_sgemm_s: number;
+  per_scale_s: number[];
+  decode_s: number | null;
+  peak_rss_mb: number;
+  /** fp32 bytes of VAR + VQVAE weights. */
+  weight_mb: number;
+  rss_over_weights: number;
+}
+
+/** Peak resident set size of this process (VmHWM), in MB. */
+export function peakRssMB(): number {
+  const m = /VmHWM:\s+(\d+)\s+kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) / 1024 : process.resourceUsage().maxRSS / 1024;
+}
+
+function sgemmTimer(): { seconds(): number; restore(): void } {
+  const be = backend();
+  const orig = be.sgemm;
+  let ms = 0;
+  be.sgemm = function (this: typeof be, ...args: Parameters<typeof orig>) {
+    const t = performance.now();
+    orig.apply(this, args);
+    ms += performance.now() - t;
+  };
+  return { seconds: () => ms / 1000, restore: () => { be.sgemm = orig; } };
+}
+
+export function benchVarGenerate(opts: VarGenerateBenchOptions = {}): VarGenerateBenchResult {
+  const log = opts.log ?? ((s: string) => console.log(s));
+  const preset = opts.preset ?? 'd16';
+  announceBackend();
+  const t0 = performance.now();
+  const cfg = varPreset(preset);
+  const model = randomVar(cfg, opts.seed ?? 0);
+  const vqvae = VQVAE.random({ ...OFFICIAL_VQVAE, patchNums: cfg.patchNums }, new Rng(1));
+  const init = (performance.now() - t0) / 1000;
+  let nVar = 0, nVae = 0;
+  for (const t of model.params.values()) nVar += t.size;
+  for (const t of vqvae.parameters()) nVae += t.size;
+  const weightMB = ((nVar + nVae) * 4) / (1 << 20);
+  log(`VAR-${preset} (${(nVar / 1e6).toFixed(1)} M params) + VQVAE (${(nVae / 1e6).toFixed(1)} M) random, built in ${init.toFixed(1)} s`);
+
+  const gen = (onScale?: (si: number) => void) => model.autoregressiveInfer({
+    labels: [207], vqvae, cfg: opts.cfg ?? 1.5, topK: opts.topK ?? 900, topP: opts.topP ?? 0.96,
+    rng: new Rng(opts.seed ?? 0), decode: false, onScale,
+  });
+  if (opts.warmup !== false) {
+    const w = performance.now();
+    gen();
+    log(`warm-up transformer run: ${((performance.now() - w) / 1000).toFixed(2)} s`);
+  }
+  const timer = sgemmTimer();
+  const perScale: number[] = [];
+  let res: ReturnType<typeof gen>;
+  let transformer: number, sgemm: number;
+  try {
+    const s0 = performance.now();
+    let last = s0;
+    res = gen(() => { const n = performance.now(); perScale.push((n - last) / 1000); last = n; });
+    transformer = (performance.now() - s0) / 1000;
+    sgemm = timer.seconds();
+  } finally {
+    timer.restore();
+  }
+  let decode: number | null = null;
+  if (opts.decode !== false) {
+    const d0 = performance.now();
+    vqvae.fhatToImg(res.fHat);
+    decode = (performance.now() - d0) / 1000;
+  }
+  const rss = peakRssMB();
+  const be = backend();
+  const r: VarGenerateBenchResult = {
+    preset, backend: be.name, threads: be.threads, init_s: round(init),
+    transformer_s: round(transformer), transformer_sgemm_s: round(sgemm), per_scale_s: perScale.map(round),
+    decode_s: decode === null ? null : round(decode), peak_rss_mb: Math.round(rss), weight_mb: Math.round(weightMB),
+    rss_over_weights: round(rss / weightMB),
+  };
+  log(`transformer: ${r.transformer_s} s (sgemm ${r.transformer_sgemm_s} s, other ${round(transformer - sgemm)} s); per scale: ${r.per_scale_s.join(' ')}`);
+  if (decode !== null) log(`decode: ${r.decode_s} s`);
+  log(`peak RSS ${r.peak_rss_mb} MB = ${r.rss_over_weights}× the fp32 weights (${r.weight_mb} MB)`);
+  return r;
+}
+
+function round(x: number): number { return Math.round(x * 100) / 100; }
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
+  const args = process.argv.slice(2);
+  const r = benchVarGenerate({
+    preset: args.find((a) => !a.startsWith('--')) ?? 'd16',
+    decode: !args.includes('--no-decode'), warmup: !args.includes('--no-warmup'),
+  });
+  console.log(JSON.stringify(r));
+}

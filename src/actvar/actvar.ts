@@ -1,0 +1,397 @@
+/**
+ * ActVAR (paper §3.2–3.4, Figure 2) wrapped around a VAR without forking it.
+ *
+ * The VAR runs unchanged; ActVAR only hands it a `blockExecutor` (src/var/var.ts) that takes over
+ * the blocks at the activated scales (`config.scales`) in KV-cache inference. In every block m of
+ * such a scale, for every row of the batch (with CFG: the conditional rows and the unconditional
+ * rows each on their own):
+ *
+ *   1. select   — the gated selector scores all l tokens of the block input q_{m−1} (selector.ts) and
+ *                 keeps the K_t = round(rate·l) best positions of the row;
+ *   2. gather   — the kept tokens form a compact sequence q̂_{m−1} [rows, K_t, C] (TypedArray.set per row);
+ *   3. attend   — the block's own attention branch (basic-var.ts `attnBranch`) runs on q̂ only: AdaLN,
+ *                 QKV for K_t tokens, keys/values of the kept tokens are appended to the block's KV
+ *                 cache, and the K_t queries attend to everything cached — all tokens of earlier dense
+ *                 scales, the kept tokens of earlier activated scales, and this scale's kept tokens.
+ *                 Unselected tokens neither query nor enter the cache: their keys/values would have
+ *                 to be computed (QKV for them), which is most of the attention saving. The paper is
+ *                 silent on the cache (its eq. 8 applies Attn to q̂ only, so unselected tokens are
+ *                 invisible to the selected ones at this block); we follow that literally and keep
+ *                 the cache consistent with what was attended to, so later scales see exactly the
+ *                 keys/values that this scale produced;
+ *   4. FFN      — the block's FFN branch with the FFN replaced by the expert FFN (experts.ts): the
+ *                 router (router.ts) picks K_w = round(γ·N) experts per kept token and each expert
+ *                 runs on exactly its tokens (grouped, never dense-then-mask);
+ *   5. scatter  — the updated tokens q̂_m go back to their positions; every other token is copied
+ *                 unchanged, bit for bit (eq. 9).
+ *
+ * Non-activated scales and the teacher-forced forward run the dense VAR blocks.
+ *
+ * Weights: router and selector of every block (and the hidden-unit permutation with co-activation
+ * grouping) are kept in their own tensors, saved as safetensors under `actvar.blocks.{i}.router.weight`,
+ * `.router.bias`, `.selector.weight`, `.selector.bias`, `.experts.perm` (int32), with the config in
+ * `__metadata__` ('actvar.config'). The VAR's weights are not duplicated.
+ */
+import {
+  Tensor, noGrad, layerNorm, isDryRun, repeat0,
+} from '../tensor/index.js';
+import { readSafetensorsFile, writeSafetensors } from '../io/safetensors.js';
+import { VAR, type BlockContext, type BlockExecutor, type InferOptions, type InferResult, type VarHooks } from '../var/var.js';
+import { attnBranch, ffnBranch, adaLNModulate, gatedResidual, type VarBlock } from '../var/basic-var.js';
+import {
+  resolveActVarConfig, tokensToKeep, expertsToKeep, tokenRateAt, configToMetadata, configFromMetadata,
+  ActVarConfigError, type ActVarConfig,
+} from './config.js';
+import { ExpertFFN, coactivationPermutation } from './experts.js';
+import { Router } from './router.js';
+import { Selector } from './selector.js';
+import { routerFromWeights, BlockCalibration } from './init.js';
+
+/** ActVAR state of one VAR block. */
+export interface ActVarBlock {
+  router: Router;
+  selector: Selector;
+  experts: ExpertFFN;
+}
+
+/** What one sparse block did (for activation maps, Fig. 5 and 6). */
+export interface ActivationRecord {
+  scaleIndex: number;
+  blockIndex: number;
+  /** Side of the scale's token map; tokens = pn². */
+  patchNum: number;
+  rows: number;
+  /** Kept tokens per row, K_t. */
+  K: number;
+  /** rows × K kept token positions (ascending within a row). */
+  selected: Int32Array;
+  /** Experts per kept token, K_w. */
+  Kw: number;
+  /** (rows·K) × K_w expert ids of every kept token, in the order of `selected`. */
+  route: Int32Array;
+}
+
+export interface ActVarWrapOptions {
+  /** Per block, a permutation of the FFN hidden units (co-activation grouping), or null. */
+  perms?: (Int32Array | null)[];
+  /** Router/selector start when no weights are given: 'weights' (data-free, init.ts; default) or 'zeros'. */
+  init?: 'weights' | 'zeros';
+}
+
+export interface CalibrateOptions {
+  /** The VQVAE the VAR samples with. */
+  vqvae: InferOptions['vqvae'];
+  /** Class ids of the calibration samples (one generation each). */
+  labels: number[];
+  cfg?: number;
+  topK?: number;
+  topP?: number;
+  rng?: InferOptions['rng'];
+  /** Ridge strength relative to the mean feature variance (default 1e-2). */
+  ridge?: number;
+  /** FFN inputs kept per block for co-activation grouping (default 1024). */
+  reservoir?: number;
+  /** Progress: called after each calibration sample. */
+  onSample?: (i: number, n: number) => void;
+}
+
+const KEY = (i: number, k: string): string => `actvar.blocks.${i}.${k}`;
+
+export class ActVAR {
+  readonly model: VAR;
+  config: ActVarConfig;
+  readonly blocks: ActVarBlock[];
+  /** Receives a record of every sparse block execution (null = no recording). */
+  onActivation: ((r: ActivationRecord) => void) | null = null;
+  /** When set, seconds spent per phase of the sparse blocks are added here (bench --profile). */
+  timings: Record<string, number> | null = null;
+  /** The hook to pass to the VAR (`autoregressiveInfer({..., blockExecutor})`). */
+  readonly blockExecutor: BlockExecutor;
+
+  private constructor(model: VAR, config: ActVarConfig, blocks: ActVarBlock[]) {
+    this.model = model; this.config = config; this.blocks = blocks;
+    this.blockExecutor = (ctx) => this.execute(ctx);
+  }
+
+  /** Wrap `model` (any VAR: loaded, random or trained). */
+  static wrap(model: VAR, cfg: Partial<ActVarConfig> = {}, opts: ActVarWrapOptions = {}): ActVAR {
+    const config = resolveActVarConfig(cfg, {
+      numScales: model.numScales, ffnHidden: model.config.mlpHidden, tokensPerScale: model.config.patchNums.map((p) => p * p),
+    });
+    if (opts.perms && opts.perms.length !== model.blocks.length) throw new ActVarConfigError(`${opts.perms.length} expert permutations for ${model.blocks.length} blocks`);
+    const blocks = model.blocks.map((b, i) => {
+      const experts = expertFFNOf(b, config.experts, opts.perms?.[i] ?? null);
+      const router = (opts.init ?? 'weights') === 'weights' ? routerFromWeights(experts) : Router.zeros(config.experts, b.C);
+      return { router, selector: Selector.zeros(b.C), experts };
+    });
+    if (opts.perms?.some((p) => p)) config.grouping = 'coactivation';
+    return new ActVAR(model, config, blocks);
+  }
+
+  /**
+   * Wrap `model` with router/selector weights (and permutations) from a safetensors file written by
+   * `save`. Settings stored with the weights are used unless `overrides` change them; the number of
+   * experts must match the stored router.
+   */
+  static load(model: VAR, path: string | Uint8Array, overrides: Partial<ActVarConfig> = {}): ActVAR {
+    const { tensors, metadata } = readSafetensorsFile(path);
+    const stored = configFromMetadata(metadata) ?? {};
+    const where = typeof path === 'string' ? path : 'the ActVAR weights';
+    const r0 = tensors.get(KEY(0, 'router.weight'));
+    if (!r0) throw new ActVarConfigError(`${where} holds no '${KEY(0, 'router.weight')}': not an ActVAR weights file`);
+    const N = r0.shape[0];
+    if (overrides.experts !== undefined && overrides.experts !== N) {
+      throw new ActVarConfigError(`${where} was made for ${N} experts, but ${overrides.experts} were asked for (leave --experts out, or recalibrate)`);
+    }
+    const perms = model.blocks.map((_, i) => {
+      const p = tensors.get(KEY(i, 'experts.perm'));
+      return p ? Int32Array.from(p.i32) : null;
+    });
+    const cfg: Partial<ActVarConfig> = { ...stored, ...stripUndefined(overrides), experts: N };
+    const a = ActVAR.wrap(model, cfg, { perms, init: 'zeros' });
+    a.setParameters(tensors, where);
+    return a;
+  }
+
+  /** Hooks for `VAR.autoregressiveInfer` / `inferScale`. */
+  get hooks(): VarHooks { return { blockExecutor: this.blockExecutor }; }
+
+  /** `autoregressiveInfer` of the wrapped VAR with ActVAR at the activated scales. */
+  generate(opts: InferOptions): InferResult {
+    return this.model.autoregressiveInfer({ ...opts, blockExecutor: this.blockExecutor });
+  }
+
+  /** Router, selector (and permutation) tensors under their safetensors keys. */
+  parameters(): Map<string, Tensor> {
+    const m = new Map<string, Tensor>();
+    this.blocks.forEach((b, i) => {
+      m.set(KEY(i, 'router.weight'), b.router.weight);
+      m.set(KEY(i, 'router.bias'), b.router.bias);
+      m.set(KEY(i, 'selector.weight'), b.selector.weight);
+      m.set(KEY(i, 'selector.bias'), b.selector.bias);
+      if (b.experts.perm) m.set(KEY(i, 'experts.perm'), new Tensor(b.experts.perm.slice(), [b.experts.perm.length]));
+    });
+    return m;
+  }
+
+  /** Copy router/selector values from `tensors` (all keys must be present with the right shapes). */
+  setParameters(tensors: Map<string, Tensor>, where = 'the ActVAR weights'): void {
+    const problems: string[] = [];
+    for (const [k, t] of this.parameters()) {
+      if (k.endsWith('experts.perm')) continue;
+      const s = tensors.get(k);
+      if (!s) { problems.push(`missing '${k}'`); continue; }
+      if (s.shape.join() !== t.shape.join() || s.dtype !== 'float32') { problems.push(`'${k}' is ${s.dtype} [${s.shape.join(', ')}], expected float32 [${t.shape.join(', ')}]`); continue; }
+      t.f32.set(s.f32);
+    }
+    for (const k of tensors.keys()) {
+      const m = /^actvar\.blocks\.(\d+)\./.exec(k);
+      if (!m || Number(m[1]) >= this.blocks.length) problems.push(`unexpected '${k}' (the VAR has ${this.blocks.length} blocks)`);
+    }
+    if (problems.length) throw new ActVarConfigError(`${where} do not fit this VAR:\n  - ${problems.join('\n  - ')}`);
+  }
+
+  /** Save router/selector (+ permutations) and the config as safetensors (atomic). */
+  save(path: string): void {
+    writeSafetensors(path, this.parameters(), configToMetadata(this.config));
+  }
+
+  /** Change the activation rates / scales without touching the weights (same experts and grouping). */
+  reconfigure(cfg: Partial<ActVarConfig>): void {
+    const next = resolveActVarConfig({ ...this.config, ...stripUndefined(cfg) }, { numScales: this.model.numScales, ffnHidden: this.model.config.mlpHidden });
+    if (next.experts !== this.config.experts) throw new ActVarConfigError(`the number of experts is fixed once wrapped (${this.config.experts}); wrap again to change it`);
+    this.config = next;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // execution
+
+  private execute(ctx: BlockContext): Tensor | undefined {
+    if (ctx.mode !== 'infer' || !ctx.cache) return undefined;
+    const rate = tokenRateAt(this.config, ctx.scaleIndex);
+    if (rate === null) return undefined;
+    return this.sparseBlock(ctx, rate);
+  }
+
+  /** One block at an activated scale (steps 1–5 of the header). x [rows, l, C] → [rows, l, C]. */
+  sparseBlock(ctx: BlockContext, rate: number): Tensor {
+    const { block, x, ada } = ctx;
+    const st = this.blocks[ctx.blockIndex];
+    const [R, l, C] = x.shape;
+    const K = tokensToKeep(rate, l);
+    const Kw = expertsToKeep(this.config.expertRate, this.config.experts);
+    const tm = this.timings;
+    let t0 = tm ? performance.now() : 0;
+    const lap = (k: string): void => {
+      if (!tm) return;
+      const t = performance.now();
+      tm[k] = (tm[k] ?? 0) + (t - t0) / 1e3;
+      t0 = t;
+    };
+    return noGrad(() => {
+      // 1. select (per row)
+      const { index } = st.selector.select(layerNorm(x, block.eps), K);
+      lap('select');
+      // 2. gather
+      const X = x.f32, dry = isDryRun();
+      const xs = new Float32Array(R * K * C);
+      if (!dry) {
+        for (let r = 0; r < R; r++) for (let k = 0; k < K; k++) {
+          const src = (r * l + index[r * K + k]) * C;
+          xs.set(X.subarray(src, src + C), (r * K + k) * C);
+        }
+      }
+      lap('gather');
+      // 3. attention on the kept tokens (only their K/V enter the cache)
+      const x1 = attnBranch(block, new Tensor(xs, [R, K, C]), ada, { kind: 'cache', cache: ctx.cache! });
+      lap('attention');
+      // 4. FFN with the experts chosen by the router
+      let route: Int32Array | null = null;
+      const x2 = ffnBranch(block, x1, ada, {}, (_b: VarBlock, h: Tensor) => {
+        lap('ffn_other');
+        const r = st.router.route(h, Kw);
+        route = r.route;
+        lap('router');
+        const y = st.experts.forward(h, r.route, Kw);
+        lap('experts');
+        return y;
+      });
+      lap('ffn_other');
+      // 5. scatter back; unselected tokens are copied unchanged (eq. 9)
+      const out = X.slice();
+      const Y = x2.f32;
+      if (!dry) {
+        for (let r = 0; r < R; r++) for (let k = 0; k < K; k++) {
+          const src = (r * K + k) * C;
+          out.set(Y.subarray(src, src + C), (r * l + index[r * K + k]) * C);
+        }
+      }
+      lap('scatter');
+      if (this.onActivation) {
+        this.onActivation({ scaleIndex: ctx.scaleIndex, blockIndex: ctx.blockIndex, patchNum: ctx.patchNum, rows: R, K, selected: index, Kw, route: route! });
+      }
+      return new Tensor(out, x.shape);
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // calibration (training-free initialisation, init.ts)
+
+  /**
+   * Fit every block's selector and router by least squares on dense generations (init.ts explains
+   * the targets). With grouping 'coactivation', a first pass groups the hidden units and rebuilds
+   * the experts. Returns the number of tokens seen per block.
+   */
+  calibrate(opts: CalibrateOptions): number {
+    if (opts.labels.length === 0) throw new ActVarConfigError('calibration needs at least one class label');
+    const run = (executor: BlockExecutor): void => {
+      opts.labels.forEach((label, i) => {
+        this.model.autoregressiveInfer({
+          labels: [label], vqvae: opts.vqvae, cfg: opts.cfg ?? 1.5, topK: opts.topK ?? 900, topP: opts.topP ?? 0.96,
+          rng: opts.rng, decode: false, blockExecutor: executor,
+        });
+        opts.onSample?.(i + 1, opts.labels.length);
+      });
+    };
+    const active = (ctx: BlockContext): boolean => ctx.mode === 'infer' && !!ctx.cache && tokenRateAt(this.config, ctx.scaleIndex) !== null;
+    const N = this.config.experts;
+    if (this.config.grouping === 'coactivation') {
+      const res = opts.reservoir ?? 1024;
+      const stats = this.model.blocks.map((b, i) => new BlockCalibration(b.C, N, res, 1 + i));
+      run((ctx) => {
+        if (!active(ctx)) return undefined;
+        const { block, x, ada } = ctx;
+        const x1 = attnBranch(block, x, ada, { kind: 'cache', cache: ctx.cache! });
+        return ffnBranch(block, x1, ada, {}, (_b, h) => {
+          const n = h.size / block.C;
+          stats[ctx.blockIndex].addRouterSamples(h.f32, n, new Float32Array(n * N), new Float32Array(n * N), new Float32Array(n).fill(1));
+          return this.blocks[ctx.blockIndex].experts.forwardAll(h);
+        });
+      });
+      this.model.blocks.forEach((b, i) => {
+        const s = stats[i], T = s.ffnInputCount;
+        const h = new Tensor(s.ffnInputs.slice(0, T * b.C), [T, b.C]);
+        const pre = noGrad(() => preActivations(b, h));
+        const perm = coactivationPermutation(pre, T, b.fc1W.shape[0], N, { seed: i });
+        this.blocks[i].experts = expertFFNOf(b, N, perm);
+      });
+    }
+    const stats = this.model.blocks.map((b) => new BlockCalibration(b.C, N));
+    let seen = 0;
+    run((ctx) => {
+      if (!active(ctx)) return undefined;
+      const { block, x, ada } = ctx;
+      const st = stats[ctx.blockIndex], ex = this.blocks[ctx.blockIndex].experts;
+      const [R, l, C] = x.shape;
+      const xn = layerNorm(x, block.eps).f32;
+      const x1 = attnBranch(block, x, ada, { kind: 'cache', cache: ctx.cache! });
+      const h = adaLNModulate(x1, ada.scale2, ada.shift2, block.eps);
+      const n = R * l;
+      const es = ex.expertStats(h.f32, n);
+      st.addRouterSamples(h.f32, n, es.norms, es.dots, es.totalNorm2);
+      const f = es.total;
+      const b2 = ex.b2.f32;
+      for (let t = 0; t < n; t++) for (let c = 0; c < C; c++) f[t * C + c] += b2[c];
+      const x2 = gatedResidual(x1, new Tensor(f, x.shape), ada.gamma2);
+      const X = x.f32, Y = x2.f32, delta = new Float32Array(l);
+      for (let r = 0; r < R; r++) {
+        for (let t = 0; t < l; t++) {
+          let s = 0;
+          const o = (r * l + t) * C;
+          for (let c = 0; c < C; c++) { const d = Y[o + c] - X[o + c]; s += d * d; }
+          delta[t] = Math.sqrt(s);
+        }
+        st.addSelectorRow(xn, r * l * C, delta, l);
+      }
+      if (ctx.blockIndex === 0) seen += n;
+      return x2;
+    });
+    const ridge = opts.ridge ?? 1e-2;
+    this.blocks.forEach((b, i) => {
+      b.router = stats[i].fitRouter(ridge);
+      b.selector = stats[i].fitSelector(ridge);
+    });
+    return seen;
+  }
+}
+
+/** The expert split of block b's FFN (shares the VAR's tensors unless permuted). */
+function expertFFNOf(b: VarBlock, N: number, perm: Int32Array | null): ExpertFFN {
+  return new ExpertFFN({ fc1Weight: b.fc1W, fc1Bias: b.fc1B, fc2Weight: b.fc2W, fc2Bias: b.fc2B }, N, perm);
+}
+
+/** Hidden activations δ(h·W₁ᵀ + b₁) of block b's FFN for inputs h [T, C] → T × D_h. */
+function preActivations(b: VarBlock, h: Tensor): Float32Array {
+  const ex = new ExpertFFN({ fc1Weight: b.fc1W, fc1Bias: b.fc1B, fc2Weight: b.fc2W, fc2Bias: b.fc2B }, 1);
+  return ex.hiddenActivations(h.f32, h.shape[0]);
+}
+
+function stripUndefined<T extends object>(o: T): Partial<T> {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+/**
+ * Run only the transformer of KV-cache inference (blocks and head at every scale), with given
+ * per-scale inputs instead of sampled ones: the part of generation that ActVAR changes. Used by
+ * `actvar flops` and `actvar bench actvar`. `inputs[si]` (si ≥ 1) is the VQ feature map of scale si
+ * [B, pn², Cvae]; CFG doubles the rows (cond rows, then null-class rows) as sampling does.
+ */
+export function runTransformer(model: VAR, labels: number[], inputs: Tensor[], hooks: VarHooks = {}, cfg = true): Tensor[] {
+  return noGrad(() => {
+    const B = labels.length;
+    const rowLabels = cfg ? [...labels, ...labels.map(() => model.config.numClasses)] : labels;
+    const state = model.beginInference(rowLabels);
+    let x = model.sosInput(state);
+    const logits: Tensor[] = [];
+    for (let si = 0; si < model.numScales; si++) {
+      logits.push(model.inferScale(state, x, hooks));
+      if (si + 1 < model.numScales) {
+        const inp = inputs[si + 1];
+        if (!inp || inp.shape[0] !== B) throw new RangeError(`runTransformer: missing or mis-sized input for scale ${si + 1}`);
+        const e = model.scaleInput(si + 1, inp);
+        x = cfg ? repeat0(e, 2) : e;
+      }
+    }
+    return logits;
+  });
+}

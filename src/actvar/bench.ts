@@ -1,0 +1,144 @@
+/**
+ * `actvar bench actvar`: wall-clock seconds of the transformer part of one generation (all scales:
+ * blocks and head, KV-cache inference, CFG on), dense vs ActVAR, with random weights.
+ *
+ * Method: one seeded random VAR (official init, §3.7 of var-reference) and random VQ features as
+ * the per-scale inputs (the same for both runs; sampling and the VQVAE are not part of the timed
+ * transformer and do not change with ActVAR). Router and selector get seeded random weights
+ * (N(0, 1/C)), which spreads tokens over experts roughly evenly, as the load-balancing loss of a
+ * trained router does (eq. 7). One warm-up of each, then `repeats` interleaved dense / ActVAR runs;
+ * the best time of each is reported (robust against other load on the machine). FLOPs come from the
+ * FLOPs counter on the same code. With `profile`, the activated scales are broken down by phase.
+ */
+import { Tensor, Rng, countFlops } from '../tensor/index.js';
+import { varPreset } from '../var/config.js';
+import { randomVar } from '../var/init.js';
+import { attnBranch, ffnBranch } from '../var/basic-var.js';
+import type { VAR, VarHooks, BlockContext } from '../var/var.js';
+import { ActVAR, runTransformer } from './actvar.js';
+import { tokenRateAt, type ActVarConfig } from './config.js';
+
+export interface ActVarBenchOptions {
+  preset?: string;
+  actvar?: Partial<ActVarConfig>;
+  batch?: number;
+  repeats?: number;
+  seed?: number;
+  /** Also time the phases of the activated scales. */
+  profile?: boolean;
+  /** Reuse a model (tests). */
+  model?: VAR;
+  /** Progress lines (stderr). */
+  log?: (s: string) => void;
+}
+
+export interface ActVarBenchResult {
+  dense_s: number;
+  actvar_s: number;
+  flops_saving: number;
+  time_saving: number;
+  /** time_saving / flops_saving (goal ≥ 0.9). */
+  efficiency: number;
+  preset: string;
+  setting: string;
+  batch: number;
+  dense_gflops: number;
+  actvar_gflops: number;
+  /** Seconds per scale (best run), dense and ActVAR. */
+  dense_scale_s?: number[];
+  actvar_scale_s?: number[];
+  /** Seconds per phase at the activated scales (summed over their blocks), dense and ActVAR. */
+  dense_phases_s?: Record<string, number>;
+  actvar_phases_s?: Record<string, number>;
+}
+
+/** Wrap a hooks object so that the activated scales' dense blocks are timed by phase. */
+function timedDenseHooks(a: ActVAR, phases: Record<string, number>): VarHooks {
+  return {
+    blockExecutor: (ctx: BlockContext) => {
+      if (ctx.mode !== 'infer' || !ctx.cache || tokenRateAt(a.config, ctx.scaleIndex) === null) return undefined;
+      const t0 = performance.now();
+      const x1 = attnBranch(ctx.block, ctx.x, ctx.ada, { kind: 'cache', cache: ctx.cache });
+      const t1 = performance.now();
+      const out = ffnBranch(ctx.block, x1, ctx.ada);
+      const t2 = performance.now();
+      phases.attention = (phases.attention ?? 0) + (t1 - t0) / 1e3;
+      phases.ffn = (phases.ffn ?? 0) + (t2 - t1) / 1e3;
+      return out;
+    },
+  };
+}
+
+export function benchActVar(opts: ActVarBenchOptions = {}): ActVarBenchResult {
+  const preset = opts.preset ?? 'd16', B = opts.batch ?? 1, repeats = opts.repeats ?? 3, seed = opts.seed ?? 0;
+  const log = opts.log ?? (() => {});
+  let model = opts.model;
+  if (!model) {
+    log(`building a random ${preset} …`);
+    model = randomVar(varPreset(preset), seed);
+  }
+  const C = model.C;
+  const a = ActVAR.wrap(model, { tokenRates: [0.75, 0.75], expertRate: 0.75, ...opts.actvar }, { init: 'zeros' });
+  const rng = new Rng(seed + 1);
+  const std = 1 / Math.sqrt(C);
+  for (const b of a.blocks) for (const t of [b.router.weight, b.selector.weight]) for (let i = 0; i < t.size; i++) t.f32[i] = rng.normal() * std;
+  const inputs = model.config.patchNums.map((pn) => {
+    const d = new Float32Array(B * pn * pn * model!.config.Cvae);
+    for (let i = 0; i < d.length; i++) d[i] = rng.normal() * 0.5;
+    return new Tensor(d, [B, pn * pn, model!.config.Cvae]);
+  });
+  const labels = Array.from({ length: B }, (_, i) => (seed + 7 * i) % model.config.numClasses);
+
+  const SN = model.numScales;
+  const timeRun = (hooks: VarHooks, perScale: number[] | null): number => {
+    let last = performance.now();
+    const t0 = last;
+    const wrapped: VarHooks = { ...hooks };
+    if (perScale) {
+      wrapped.afterBlock = (ctx: BlockContext) => {
+        if (ctx.blockIndex === model!.blocks.length - 1) {
+          const now = performance.now();
+          perScale[ctx.scaleIndex] += (now - last) / 1e3;
+          last = now;
+        }
+      };
+    }
+    runTransformer(model!, labels, inputs, wrapped);
+    return (performance.now() - t0) / 1e3;
+  };
+
+  const denseFlops = countFlops(() => runTransformer(model!, labels, inputs)).flops.total;
+  const sparseFlops = countFlops(() => runTransformer(model!, labels, inputs, a.hooks)).flops.total;
+  log('warm-up …');
+  timeRun({}, null);
+  timeRun(a.hooks, null);
+  let dense = Infinity, sparse = Infinity;
+  for (let r = 0; r < repeats; r++) {
+    const d = timeRun({}, null);
+    const s = timeRun(a.hooks, null);
+    log(`run ${r + 1}/${repeats}: dense ${d.toFixed(3)} s, ActVAR ${s.toFixed(3)} s`);
+    dense = Math.min(dense, d); sparse = Math.min(sparse, s);
+  }
+  const flopsSaving = 1 - sparseFlops / denseFlops, timeSaving = 1 - sparse / dense;
+  const r4 = (v: number): number => Math.round(v * 1e4) / 1e4;
+  const res: ActVarBenchResult = {
+    dense_s: r4(dense), actvar_s: r4(sparse), flops_saving: r4(flopsSaving), time_saving: r4(timeSaving),
+    efficiency: r4(timeSaving / flopsSaving), preset, batch: B,
+    setting: `(${a.config.tokenRates.map((v) => Math.round(v * 100)).join(',')};${Math.round(a.config.expertRate * 100)})`,
+    dense_gflops: Math.round(denseFlops / 1e6) / 1e3, actvar_gflops: Math.round(sparseFlops / 1e6) / 1e3,
+  };
+  if (opts.profile) {
+    log('profiling …');
+    const ds = new Array<number>(SN).fill(0), ss = new Array<number>(SN).fill(0);
+    const dp: Record<string, number> = {};
+    timeRun(timedDenseHooks(a, dp), ds);
+    a.timings = {};
+    timeRun(a.hooks, ss);
+    const sp = a.timings;
+    a.timings = null;
+    const rr = (o: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, r4(v)]));
+    res.dense_scale_s = ds.map(r4); res.actvar_scale_s = ss.map(r4);
+    res.dense_phases_s = rr(dp); res.actvar_phases_s = rr(sp);
+  }
+  return res;
+}

@@ -1,0 +1,77 @@
+/**
+ * The gated token selector G(·) of one block (paper §3.3, "Adaptive token activation").
+ *
+ * p_s = sigmoid(Linear(C→1)(ln(x))) per token, where x is the block input q_{m−1} and ln is the
+ * block's own LayerNorm (no affine, eps 1e-6, var-reference §3.2). Each row of the batch keeps its
+ * K_t = round(rate·l) most probable tokens (top-k per row: the CFG-doubled batch's conditional and
+ * unconditional rows each choose their own tokens).
+ *
+ * Why Linear(C→1) + sigmoid and not a small MLP: (1) cost — the gate runs on every token of the
+ * scale, selected or not, so its 2·l·C FLOPs are pure overhead (it is the "1" in eq. 12's
+ * 2·L·H·(1 + (1−η)·N) overhead term, which is exactly a C→1 linear layer); a C→C/4→1 MLP would cost
+ * C/4 times more, ~2% of the block at C = 1024 and a large fraction of the saving at low η.
+ * (2) training — the selector is supervised by a top-k pseudo-label over ‖Δx‖ (eq. 10–11), a ranking
+ * target for which a linear score over normalised features is a good first model and can be fitted
+ * in closed form for a training-free start (init.ts). Why ln(x) rather than raw x: the residual
+ * stream's scale varies strongly between tokens and blocks while a block's update depends on the
+ * normalised token, which is what its attention and FFN read; a linear score of ln(x) is
+ * scale-invariant and better conditioned for the least-squares fit.
+ *
+ * Parameters: `weight` (1, C), `bias` (1) — stored as `actvar.blocks.{i}.selector.{weight,bias}`.
+ * FLOPs: 2·l·C per row, category 'selector'.
+ */
+import { Tensor, linear, flopsCategory, noGrad, sigmoid, layerNorm, topk, isDryRun } from '../tensor/index.js';
+
+/** The selector's input: the block's LayerNorm of x (no affine, eps 1e-6). */
+export function selectorInput(x: Tensor): Tensor { return layerNorm(x, 1e-6); }
+
+export class Selector {
+  constructor(readonly weight: Tensor, readonly bias: Tensor) {
+    if (weight.ndim !== 2 || weight.shape[0] !== 1) throw new RangeError(`selector weight must be (1, C), got [${weight.shape.join(', ')}]`);
+    if (bias.size !== 1) throw new RangeError(`selector bias must have one entry, got [${bias.shape.join(', ')}]`);
+  }
+
+  get width(): number { return this.weight.shape[1]; }
+
+  static zeros(C: number): Selector {
+    return new Selector(new Tensor(new Float32Array(C), [1, C]), new Tensor(new Float32Array(1), [1]));
+  }
+
+  /** Gate logits [...] for normalised tokens xn [..., C] (differentiable). */
+  logits(xn: Tensor): Tensor {
+    const y = flopsCategory('selector', () => linear(xn, this.weight, this.bias));
+    return y;
+  }
+
+  /** p_s = sigmoid(logits), shape [...,1]. */
+  probs(xn: Tensor): Tensor { return sigmoid(this.logits(xn)); }
+
+  /**
+   * Hard selection for inference. xn is [R, l, C] (normalised block input); returns, per row, the K
+   * selected token positions in ascending order (R × K, row-major) and the logits (R × l).
+   * Ties → lower position. In dry-run mode (no arithmetic) the first K positions are returned.
+   */
+  select(xn: Tensor, K: number): { index: Int32Array; logits: Float32Array } {
+    if (xn.ndim !== 3) throw new RangeError(`selector.select expects [rows, tokens, C], got [${xn.shape.join(', ')}]`);
+    const [R, l] = xn.shape;
+    if (!Number.isInteger(K) || K < 1 || K > l) throw new RangeError(`selector: K_t must be in 1..${l}, got ${K}`);
+    const lg = noGrad(() => this.logits(xn)).f32;
+    return { index: topKPositions(lg, R, l, K, isDryRun()), logits: lg };
+  }
+}
+
+/** Per row of an (R × l) score matrix, the K best positions, sorted ascending. */
+export function topKPositions(scores: Float32Array, R: number, l: number, K: number, dry = false): Int32Array {
+  const index = new Int32Array(R * K);
+  if (dry || K === l) {
+    for (let r = 0; r < R; r++) for (let k = 0; k < K; k++) index[r * K + k] = k;
+    return index;
+  }
+  const t = noGrad(() => topk(new Tensor(scores, [R, l]), K, -1)).indices.i32;
+  for (let r = 0; r < R; r++) {
+    const row = index.subarray(r * K, r * K + K);
+    row.set(t.subarray(r * K, r * K + K));
+    row.sort();
+  }
+  return index;
+}

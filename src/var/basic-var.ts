@@ -1,0 +1,609 @@
+/**
+ * The VAR block `AdaLNSelfAttn` and its pieces, mirroring the official basic_var.py split
+ * (var-reference.md §3.2–3.5). Every piece works on any token subset (ActVAR runs them on the
+ * selected tokens only) and is exported on its own:
+ *
+ *   blockAdaLN      ada_lin(SiLU(cond)) → gamma1, gamma2, scale1, scale2, shift1, shift2   (§3.2, 'adaln')
+ *   adaLNModulate   ln(x)·(1+scale)+shift, LayerNorm without affine                         (§3.2)
+ *   attentionQKV    x·W_qkvᵀ + (q_bias, 0, v_bias) → per-head q, k, v, cosine-normalised    (§3.3, 'qkv')
+ *   attend          softmax(q·kᵀ + bias)·v for teacher forcing (block-causal bias)          (§3.3, 'attn_scores')
+ *   attendWithCache append k, v to the block's KV cache, then attend to everything cached   (§3.3, 'attn_scores')
+ *   attnProj        proj                                                                     ('attn_proj')
+ *   ffn             fc2(GELU_tanh(fc1(x)))                                                   (§3.4, 'ffn')
+ *   gatedResidual   x + branch·gamma (× the per-sample drop-path factor when training)
+ *   blockForward    the dense block composed of the above
+ *
+ * The fused kernels are differentiable (custom backward), so the teacher-forced forward trains;
+ * under `noGrad` they keep nothing for backward. Float32 rounding follows the official op order
+ * (e.g. `ln(x)*(1+scale)+shift` rounds after each op) so results agree to ~1e-6.
+ */
+import {
+  Tensor, result, isGradEnabled, assertFloat, linear, silu, reshape, slice, add,
+  flopsCategory, recordFlops, isDryRun, type Rng,
+} from '../tensor/index.js';
+import { backend } from '../backend/index.js';
+import type { VarConfig } from './config.js';
+
+const fr = Math.fround;
+
+/** Typed references to one block's parameters (read by name from the model's state-dict map). */
+export interface VarBlock {
+  readonly index: number;
+  readonly C: number;
+  readonly heads: number;
+  readonly headDim: number;
+  readonly eps: number;
+  readonly attnL2Norm: boolean;
+  /** Stochastic depth probability of this block (training only). */
+  readonly dropPath: number;
+  /** `ada_lin.1.*` (non-shared AdaLN) or null. */
+  readonly adaLinW: Tensor | null;
+  readonly adaLinB: Tensor | null;
+  /** `ada_gss` (1,1,6,C) with shared AdaLN, else null. */
+  readonly adaGss: Tensor | null;
+  readonly qkvW: Tensor;
+  readonly qBias: Tensor;
+  readonly vBias: Tensor;
+  /** `scale_mul_1H11` (1,H,1,1) with cosine attention, else null. */
+  readonly scaleMul: Tensor | null;
+  readonly projW: Tensor;
+  readonly projB: Tensor;
+  readonly fc1W: Tensor;
+  readonly fc1B: Tensor;
+  readonly fc2W: Tensor;
+  readonly fc2B: Tensor;
+}
+
+/** Build the typed view of block `i` from the parameter map (keys as in var-reference Appendix A). */
+export function makeBlock(params: Map<string, Tensor>, i: number, cfg: VarConfig): VarBlock {
+  const p = `blocks.${i}.`;
+  const get = (k: string): Tensor => {
+    const t = params.get(p + k);
+    if (!t) throw new Error(`VAR block ${i}: parameter '${p + k}' is missing`);
+    return t;
+  };
+  const dpr = cfg.depth > 1 ? (cfg.dropPathRate * i) / (cfg.depth - 1) : 0; // torch.linspace(0, rate, depth)
+  return {
+    index: i, C: cfg.width, heads: cfg.heads, headDim: cfg.width / cfg.heads, eps: cfg.normEps,
+    attnL2Norm: cfg.attnL2Norm, dropPath: dpr,
+    adaLinW: cfg.sharedAdaLN ? null : get('ada_lin.1.weight'),
+    adaLinB: cfg.sharedAdaLN ? null : get('ada_lin.1.bias'),
+    adaGss: cfg.sharedAdaLN ? get('ada_gss') : null,
+    qkvW: get('attn.mat_qkv.weight'), qBias: get('attn.q_bias'), vBias: get('attn.v_bias'),
+    scaleMul: cfg.attnL2Norm ? get('attn.scale_mul_1H11') : null,
+    projW: get('attn.proj.weight'), projB: get('attn.proj.bias'),
+    fc1W: get('ffn.fc1.weight'), fc1B: get('ffn.fc1.bias'),
+    fc2W: get('ffn.fc2.weight'), fc2B: get('ffn.fc2.bias'),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// AdaLN (§3.2)
+
+/** The six per-sample modulation vectors of a block, each [B, C]. */
+export interface AdaLN {
+  gamma1: Tensor; gamma2: Tensor; scale1: Tensor; scale2: Tensor; shift1: Tensor; shift2: Tensor;
+}
+
+/** Split a [B, 6C] AdaLN output in the official chunk order gamma1, gamma2, scale1, scale2, shift1, shift2. */
+export function splitAdaLN(ada: Tensor, C: number): AdaLN {
+  const B = ada.shape[0];
+  const v = reshape(ada, [B, 6, C]);
+  const part = (j: number) => reshape(slice(v, 1, j, j + 1), [B, C]);
+  return { gamma1: part(0), gamma2: part(1), scale1: part(2), scale2: part(3), shift1: part(4), shift2: part(5) };
+}
+
+/**
+ * AdaLN modulation of one block. Non-shared: `ada_lin(cond) = Linear(SiLU(cond))` → [B, 6C].
+ * Shared (d36): `sharedAda` is `shared_ada_lin(cond)` [B, 6C] (computed once per step by the model)
+ * plus this block's `ada_gss`. Category 'adaln' (12·C² FLOPs per sample, §10).
+ */
+export function blockAdaLN(block: VarBlock, cond: Tensor, sharedAda?: Tensor | null): AdaLN {
+  if (block.adaGss) {
+    if (!sharedAda) throw new Error(`block ${block.index} uses shared AdaLN: pass shared_ada_lin(cond) as sharedAda`);
+    return splitAdaLN(add(sharedAda, reshape(block.adaGss, [6 * block.C])), block.C);
+  }
+  const ada = flopsCategory('adaln', () => linear(silu(cond), block.adaLinW!, block.adaLinB));
+  return splitAdaLN(ada, block.C);
+}
+
+/**
+ * y = LN(x)·(1+scale) + shift over the last axis; LayerNorm without affine, biased variance,
+ * `eps` inside the square root (§3.2, §9). x is [B, ..., C]; scale and shift are [B, C] (one row
+ * per sample, broadcast over that sample's tokens). Statistics in float64.
+ */
+export function adaLNModulate(x: Tensor, scale: Tensor, shift: Tensor, eps: number): Tensor {
+  const X = assertFloat(x, 'adaLNModulate'), S = assertFloat(scale, 'adaLNModulate'), Sh = assertFloat(shift, 'adaLNModulate');
+  const C = x.shape[x.ndim - 1], rows = X.length / C, B = x.shape[0];
+  if (S.length !== B * C || Sh.length !== B * C) {
+    throw new RangeError(`adaLNModulate: scale/shift must be [${B}, ${C}] for x [${x.shape.join(', ')}], got [${scale.shape.join(', ')}] and [${shift.shape.join(', ')}]`);
+  }
+  const perB = B ? rows / B : 0;
+  const needGrad = isGradEnabled() && (x.requiresGrad || scale.requiresGrad || shift.requiresGrad);
+  const onePlus = new Float32Array(B * C);
+  for (let i = 0; i < onePlus.length; i++) onePlus[i] = 1 + S[i];
+  const Y = new Float32Array(X.length);
+  const Nrm = needGrad ? new Float32Array(X.length) : null;
+  const rstdArr = needGrad ? new Float64Array(rows) : null;
+  for (let r = 0; r < rows; r++) {
+    const o = r * C, bo = Math.floor(r / perB) * C;
+    let m = 0;
+    for (let c = 0; c < C; c++) m += X[o + c];
+    m /= C;
+    let v = 0;
+    for (let c = 0; c < C; c++) { const d = X[o + c] - m; v += d * d; }
+    const rstd = 1 / Math.sqrt(v / C + eps);
+    if (rstdArr) rstdArr[r] = rstd;
+    for (let c = 0; c < C; c++) {
+      const n = fr((X[o + c] - m) * rstd);
+      if (Nrm) Nrm[o + c] = n;
+      Y[o + c] = fr(n * onePlus[bo + c]) + Sh[bo + c];
+    }
+  }
+  return result(Y, x.shape, 'adaLNModulate', [x, scale, shift], (g) => {
+    const gx = x.requiresGrad ? new Float32Array(X.length) : null;
+    const gs = new Float32Array(B * C), gsh = new Float32Array(B * C);
+    for (let r = 0; r < rows; r++) {
+      const o = r * C, bo = Math.floor(r / perB) * C;
+      let sdn = 0, sdnn = 0;
+      for (let c = 0; c < C; c++) {
+        const gi = g[o + c], n = Nrm![o + c];
+        gsh[bo + c] += gi;
+        gs[bo + c] += gi * n;
+        const dn = gi * onePlus[bo + c];
+        sdn += dn; sdnn += dn * n;
+      }
+      if (gx) {
+        const rstd = rstdArr![r], mdn = sdn / C, mdnn = sdnn / C;
+        for (let c = 0; c < C; c++) gx[o + c] = rstd * (g[o + c] * onePlus[bo + c] - mdn - Nrm![o + c] * mdnn);
+      }
+    }
+    return [gx, scale.requiresGrad ? gs : null, shift.requiresGrad ? gsh : null];
+  });
+}
+
+/**
+ * x + branch·gamma, gamma [B, C] per sample (the residual of §3.2). `sampleScale` (length B) is
+ * the drop-path factor (0 or 1/keep) of each sample, training only.
+ */
+export function gatedResidual(x: Tensor, branch: Tensor, gamma: Tensor, sampleScale: Float32Array | null = null): Tensor {
+  const X = assertFloat(x, 'gatedResidual'), Y = assertFloat(branch, 'gatedResidual'), G = assertFloat(gamma, 'gatedResidual');
+  if (X.length !== Y.length) throw new RangeError(`gatedResidual: x [${x.shape.join(', ')}] and branch [${branch.shape.join(', ')}] differ`);
+  const C = x.shape[x.ndim - 1], rows = X.length / C, B = x.shape[0], perB = B ? rows / B : 0;
+  if (G.length !== B * C) throw new RangeError(`gatedResidual: gamma must be [${B}, ${C}], got [${gamma.shape.join(', ')}]`);
+  const out = new Float32Array(X.length);
+  for (let r = 0; r < rows; r++) {
+    const o = r * C, b = Math.floor(r / perB), bo = b * C;
+    if (sampleScale) {
+      const s = sampleScale[b];
+      for (let c = 0; c < C; c++) out[o + c] = X[o + c] + fr(fr(Y[o + c] * G[bo + c]) * s);
+    } else {
+      for (let c = 0; c < C; c++) out[o + c] = X[o + c] + fr(Y[o + c] * G[bo + c]);
+    }
+  }
+  return result(out, x.shape, 'gatedResidual', [x, branch, gamma], (g) => {
+    const gy = branch.requiresGrad ? new Float32Array(Y.length) : null;
+    const gg = gamma.requiresGrad ? new Float32Array(G.length) : null;
+    for (let r = 0; r < rows; r++) {
+      const o = r * C, b = Math.floor(r / perB), bo = b * C, s = sampleScale ? sampleScale[b] : 1;
+      for (let c = 0; c < C; c++) {
+        const gi = g[o + c] * s;
+        if (gy) gy[o + c] = gi * G[bo + c];
+        if (gg) gg[bo + c] += gi * Y[o + c];
+      }
+    }
+    return [x.requiresGrad ? g : null, gy, gg];
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention (§3.3)
+
+/** ln(100): the clamp of the learned per-head temperature (stored by torch as a float32 .item()). */
+const MAX_SCALE_MUL = Math.fround(Math.log(100));
+
+/**
+ * One of q (part 0), k (1), v (2) from the fused qkv output [B, L, 3C] (channel layout [q | k | v],
+ * head-major inside each): adds `bias`, and with cosine attention normalises each head vector
+ * (x / max(‖x‖, 1e-12)) and, for q, multiplies by exp(min(scale_mul_h, ln 100)). Result [B, H, L, hd].
+ */
+function splitHead(qkv: Tensor, part: number, H: number, bias: Tensor | null, l2: boolean, scaleMul: Tensor | null): Tensor {
+  const Q = assertFloat(qkv, 'attentionQKV');
+  const B = qkv.shape[0], C3 = qkv.shape[qkv.ndim - 1], C = C3 / 3, hd = C / H;
+  const L = Q.length / (B * C3);
+  const bias32 = bias ? bias.f32 : null;
+  const sm = scaleMul ? scaleMul.f32 : null;
+  const sH = new Float64Array(H).fill(1);
+  if (sm) for (let h = 0; h < H; h++) sH[h] = fr(Math.exp(Math.min(sm[h], MAX_SCALE_MUL)));
+  const needGrad = isGradEnabled() && (qkv.requiresGrad || !!bias?.requiresGrad || !!scaleMul?.requiresGrad);
+  const out = new Float32Array(B * L * C);
+  const U = needGrad && l2 ? new Float32Array(out.length) : null; // unit vectors (before × s_h)
+  const den = needGrad && l2 ? new Float64Array(B * H * L) : null;
+  const zeroBias = new Float32Array(C);
+  const bv = bias32 ?? zeroBias;
+  for (let b = 0; b < B; b++) for (let l = 0; l < L; l++) {
+    const src = (b * L + l) * C3 + part * C;
+    for (let h = 0; h < H; h++) {
+      const so = src + h * hd, dst = ((b * H + h) * L + l) * hd, bo = h * hd;
+      let ss = 0;
+      for (let d = 0; d < hd; d++) {
+        const x = fr(Q[so + d] + bv[bo + d]); // qkv + bias, rounded as torch's addmm output
+        out[dst + d] = x; ss += x * x;
+      }
+      if (l2) {
+        // x / max(‖x‖, 1e-12) · s_h, as one multiply (≤ 1 ulp from torch's divide-then-multiply)
+        const dn = Math.max(Math.sqrt(ss), 1e-12);
+        if (den) {
+          den[(b * H + h) * L + l] = dn;
+          for (let d = 0; d < hd; d++) U![dst + d] = out[dst + d] / dn;
+        }
+        const f = sH[h] / dn;
+        for (let d = 0; d < hd; d++) out[dst + d] *= f;
+      }
+    }
+  }
+  const inputs = [qkv, ...(bias ? [bias] : []), ...(scaleMul ? [scaleMul] : [])];
+  return result(out, [B, H, L, hd], 'splitHead', inputs, (g) => {
+    const gq = new Float32Array(Q.length);
+    const gb = bias ? new Float32Array(C) : null;
+    const gsm = scaleMul ? new Float32Array(H) : null;
+    for (let b = 0; b < B; b++) for (let l = 0; l < L; l++) {
+      const src = (b * L + l) * C3 + part * C;
+      for (let h = 0; h < H; h++) {
+        const so = src + h * hd, dst = ((b * H + h) * L + l) * hd;
+        if (l2) {
+          const s = sH[h], dn = den![(b * H + h) * L + l];
+          let dot = 0, gs = 0;
+          for (let d = 0; d < hd; d++) { const du = g[dst + d] * s; dot += du * U![dst + d]; gs += g[dst + d] * U![dst + d]; }
+          if (gsm) gsm[h] += gs;
+          const full = dn > 1e-12;
+          for (let d = 0; d < hd; d++) {
+            const du = g[dst + d] * s;
+            gq[so + d] = full ? (du - U![dst + d] * dot) / dn : du / dn;
+          }
+        } else {
+          for (let d = 0; d < hd; d++) gq[so + d] = g[dst + d];
+        }
+        if (gb) for (let d = 0; d < hd; d++) gb[h * hd + d] += gq[so + d];
+      }
+    }
+    // d exp(min(p, max))/dp = s where p <= max (torch clamp_max passes the gradient at equality)
+    if (gsm) for (let h = 0; h < H; h++) gsm[h] = sm![h] <= MAX_SCALE_MUL ? gsm[h] * sH[h] : 0;
+    return [qkv.requiresGrad ? gq : null, ...(bias ? [bias.requiresGrad ? gb : null] : []), ...(scaleMul ? [scaleMul.requiresGrad ? gsm : null] : [])];
+  });
+}
+
+/** q, k, v of a token set: each [B, H, L, headDim]. */
+export interface QKV { q: Tensor; k: Tensor; v: Tensor }
+
+/**
+ * `qkv = x·W_qkvᵀ + cat(q_bias, zero_k_bias, v_bias)` split into heads; with cosine attention
+ * q ← normalize(q)·exp(min(scale_mul, ln 100)), k ← normalize(k) (§3.3). x is [B, L, C]
+ * (already AdaLN-modulated); the GEMM is category 'qkv'. The K bias is identically zero.
+ */
+export function attentionQKV(block: VarBlock, xNormed: Tensor): QKV {
+  const qkv = flopsCategory('qkv', () => linear(xNormed, block.qkvW, null));
+  const l2 = block.attnL2Norm;
+  return {
+    q: splitHead(qkv, 0, block.heads, block.qBias, l2, l2 ? block.scaleMul : null),
+    k: splitHead(qkv, 1, block.heads, null, l2, null),
+    v: splitHead(qkv, 2, block.heads, block.vBias, false, null),
+  };
+}
+
+/** The softmax scale: 1 with cosine attention, else 0.25/√head_dim (§3.3; not 1/√head_dim). */
+export function attnScale(block: VarBlock): number {
+  return block.attnL2Norm ? 1 : 0.25 / Math.sqrt(block.headDim);
+}
+
+/** Row-wise softmax of S[rows, n] in place (max-subtracted; −inf entries give 0). */
+function softmaxRowsInPlace(S: Float32Array, off: number, rows: number, n: number): void {
+  for (let i = 0; i < rows; i++) {
+    const o = off + i * n;
+    let m = -Infinity;
+    for (let j = 0; j < n; j++) if (S[o + j] > m) m = S[o + j];
+    let s = 0;
+    for (let j = 0; j < n; j++) { const e = Math.exp(S[o + j] - m); S[o + j] = e; s += e; }
+    const r = 1 / s;
+    for (let j = 0; j < n; j++) S[o + j] *= r;
+  }
+}
+
+/**
+ * Multi-head attention `softmax(scale·q·kᵀ + bias)·v` with the heads merged back:
+ * q [B, H, Lq, hd], k and v [B, H, Lk, hd], bias [Lq, Lk] additive (0 / −inf) or null → [B, Lq, H·hd].
+ * Differentiable. Used by the teacher-forced forward with the block-causal bias (§3.3, §3.6).
+ * QKᵀ and AV are category 'attn_scores' (4·Lq·Lk·C FLOPs per sample, §10).
+ */
+export function attend(block: VarBlock, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | null): Tensor {
+  const Qd = assertFloat(q, 'attend'), Kd = assertFloat(k, 'attend'), Vd = assertFloat(v, 'attend');
+  const [B, H, Lq, hd] = q.shape, Lk = k.shape[2];
+  if (k.shape[0] !== B || k.shape[1] !== H || k.shape[3] !== hd || v.shape.join() !== k.shape.join()) {
+    throw new RangeError(`attend: q [${q.shape.join(', ')}], k [${k.shape.join(', ')}], v [${v.shape.join(', ')}] do not match`);
+  }
+  const bias32 = bias ? assertFloat(bias, 'attend') : null;
+  if (bias32 && bias32.length !== Lq * Lk) throw new RangeError(`attend: bias must be [${Lq}, ${Lk}], got [${bias!.shape.join(', ')}]`);
+  const scale = attnScale(block);
+  const C = H * hd, be = backend(), dry = isDryRun();
+  const needGrad = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad);
+  const P = new Float32Array(needGrad ? B * H * Lq * Lk : Lq * Lk);
+  const out = new Float32Array(B * Lq * C);
+  flopsCategory('attn_scores', () => {
+    recordFlops(4 * B * H * Lq * Lk * hd);
+    if (dry) return;
+    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
+      const bh = b * H + h, po = needGrad ? bh * Lq * Lk : 0;
+      be.sgemm(false, true, Lq, Lk, hd, scale, Qd, bh * Lq * hd, hd, Kd, bh * Lk * hd, hd, 0, P, po, Lk);
+      if (bias32) for (let i = 0; i < Lq * Lk; i++) P[po + i] += bias32[i];
+      softmaxRowsInPlace(P, po, Lq, Lk);
+      be.sgemm(false, false, Lq, hd, Lk, 1, P, po, Lk, Vd, bh * Lk * hd, hd, 0, out, b * Lq * C + h * hd, C);
+    }
+  });
+  return result(out, [B, Lq, C], 'attend', [q, k, v], (g) => {
+    const gq = new Float32Array(Qd.length), gk = new Float32Array(Kd.length), gv = new Float32Array(Vd.length);
+    const dP = new Float32Array(Lq * Lk);
+    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
+      const bh = b * H + h, po = bh * Lq * Lk, go = b * Lq * C + h * hd;
+      // dV = Pᵀ·dO ; dP = dO·Vᵀ ; dS = P ⊙ (dP − rowsum(dP ⊙ P)) ; dQ = scale·dS·K ; dK = scale·dSᵀ·Q
+      be.sgemm(true, false, Lk, hd, Lq, 1, P, po, Lk, g, go, C, 0, gv, bh * Lk * hd, hd);
+      be.sgemm(false, true, Lq, Lk, hd, 1, g, go, C, Vd, bh * Lk * hd, hd, 0, dP, 0, Lk);
+      for (let i = 0; i < Lq; i++) {
+        let s = 0;
+        for (let j = 0; j < Lk; j++) s += dP[i * Lk + j] * P[po + i * Lk + j];
+        for (let j = 0; j < Lk; j++) dP[i * Lk + j] = P[po + i * Lk + j] * (dP[i * Lk + j] - s);
+      }
+      be.sgemm(false, false, Lq, hd, Lk, scale, dP, 0, Lk, Kd, bh * Lk * hd, hd, 0, gq, bh * Lq * hd, hd);
+      be.sgemm(true, false, Lk, hd, Lq, scale, dP, 0, Lk, Qd, bh * Lq * hd, hd, 0, gk, bh * Lk * hd, hd);
+    }
+    return [q.requiresGrad ? gq : null, k.requiresGrad ? gk : null, v.requiresGrad ? gv : null];
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// KV cache (§3.3 inference, §6)
+
+/**
+ * One block's key/value cache for KV-cache inference: preallocated [batch, heads, capacity, headDim]
+ * buffers, `len` tokens filled. Appending is explicit (`appendKV`); `attendWithCache` appends and
+ * attends. Keys are stored normalised (cosine attention), exactly what the official cache holds.
+ */
+export interface KVCache {
+  readonly batch: number;
+  readonly heads: number;
+  readonly headDim: number;
+  readonly capacity: number;
+  len: number;
+  readonly k: Float32Array;
+  readonly v: Float32Array;
+}
+
+export function createKVCache(batch: number, heads: number, headDim: number, capacity: number): KVCache {
+  const n = batch * heads * capacity * headDim;
+  return { batch, heads, headDim, capacity, len: 0, k: new Float32Array(n), v: new Float32Array(n) };
+}
+
+/** Append k, v [batch, heads, l, headDim] after the `len` cached tokens of every row and head. */
+export function appendKV(cache: KVCache, k: Tensor, v: Tensor): void {
+  const [B, H, l, hd] = k.shape;
+  if (B !== cache.batch || H !== cache.heads || hd !== cache.headDim || v.shape.join() !== k.shape.join()) {
+    throw new RangeError(`appendKV: k [${k.shape.join(', ')}] / v [${v.shape.join(', ')}] do not fit a cache of [${cache.batch}, ${cache.heads}, ·, ${cache.headDim}]`);
+  }
+  if (cache.len + l > cache.capacity) throw new RangeError(`appendKV: ${cache.len} + ${l} tokens exceed the cache capacity ${cache.capacity}`);
+  const K = k.f32, V = v.f32, cap = cache.capacity;
+  for (let bh = 0; bh < B * H; bh++) {
+    const src = bh * l * hd, dst = (bh * cap + cache.len) * hd;
+    cache.k.set(K.subarray(src, src + l * hd), dst);
+    cache.v.set(V.subarray(src, src + l * hd), dst);
+  }
+  cache.len += l;
+}
+
+/**
+ * exp(x) for x ≤ 0 (softmax after subtracting a bound ≥ the max): e^x = e^{−k/8}·e^r with
+ * k = ⌊−8x⌋ from a table and r ∈ (−1/8, 0] by a degree-5 Taylor polynomial (error ≤ r⁶/720 ≈ 5e-9
+ * relative, far below float32 rounding). ~3× faster than Math.exp in V8, which matters for the
+ * ~150M exponentials of a d16 generation. Below −90 the result is 0 (float32 underflows at −103).
+ */
+const EXP_STEPS = 8, EXP_TABLE_N = 90 * EXP_STEPS;
+const EXP_TABLE = Float64Array.from({ length: EXP_TABLE_N }, (_, k) => Math.exp(-k / EXP_STEPS));
+
+/** Exported for tests: the table exp used by the inference softmax. */
+export function expNonPositive(x: number): number {
+  const t = -EXP_STEPS * x;
+  if (t >= EXP_TABLE_N) return 0;
+  const k = t | 0, r = x + k * (1 / EXP_STEPS);
+  return EXP_TABLE[k] * (1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120))))));
+}
+
+/** Scores buffer reused across calls (inference only; grows to the largest l·Lcum seen). */
+let scoreBuf = new Float32Array(0);
+let rowSum = new Float64Array(0);
+
+/**
+ * Unnormalised softmax of rows S[rows, n] in place, e = exp(s − c), returning the row sums in `sums`.
+ * With cosine attention every score is bounded by |s| ≤ s_h (unit q·k times the head temperature),
+ * so c = s_h (when 2·s_h < 80, keeping e in float32's normal range) replaces the row-max pass;
+ * otherwise c = the row max. Same softmax mathematically; ~1 ulp different rounding.
+ */
+function expRowsInPlace(S: Float32Array, rows: number, n: number, bound: number | null, sums: Float64Array): void {
+  for (let i = 0; i < rows; i++) {
+    const o = i * n;
+    let m: number;
+    if (bound !== null) m = bound;
+    else { m = -Infinity; for (let j = 0; j < n; j++) if (S[o + j] > m) m = S[o + j]; }
+    let s = 0;
+    for (let j = 0; j < n; j++) {
+      // expNonPositive(S[o + j] − m), inlined
+      const x = S[o + j] - m, t = -EXP_STEPS * x;
+      let e = 0;
+      if (!(t >= EXP_TABLE_N)) {
+        const k = t | 0, r = x + k * (1 / EXP_STEPS);
+        e = EXP_TABLE[k] * (1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120))))));
+      }
+      S[o + j] = e; s += e;
+    }
+    sums[i] = s;
+  }
+}
+
+/**
+ * KV-cache attention (inference only, not differentiable): appends this step's k, v to `cache`,
+ * then the l new queries attend to all cached tokens (earlier scales and this one; no mask needed,
+ * §3.3). q, k, v [B, H, l, hd] → [B, l, H·hd]. Category 'attn_scores'. The softmax normalisation
+ * is applied to the l×hd output rows instead of the l×Lcum probabilities (fewer operations).
+ */
+export function attendWithCache(block: VarBlock, q: Tensor, k: Tensor, v: Tensor, cache: KVCache): Tensor {
+  if (isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad)) {
+    throw new Error('attendWithCache is inference-only (run it under noGrad); for training use attend() with the block-causal bias');
+  }
+  appendKV(cache, k, v);
+  const Qd = q.f32;
+  const [B, H, l, hd] = q.shape;
+  const Lc = cache.len, cap = cache.capacity, C = H * hd, scale = attnScale(block);
+  const out = new Float32Array(B * l * C);
+  const be = backend();
+  if (scoreBuf.length < l * Lc) scoreBuf = new Float32Array(l * Lc);
+  if (rowSum.length < l) rowSum = new Float64Array(l);
+  const S = scoreBuf, sums = rowSum;
+  const sm = block.attnL2Norm && block.scaleMul ? block.scaleMul.f32 : null;
+  flopsCategory('attn_scores', () => {
+    recordFlops(4 * B * H * l * Lc * hd);
+    if (isDryRun()) return;
+    for (let h = 0; h < H; h++) {
+      // |q·k| ≤ s_h for unit vectors (q carries the temperature); the epsilon covers float32 rounding
+      const sh = sm ? Math.fround(Math.exp(Math.min(sm[h], MAX_SCALE_MUL))) * 1.0001 + 1e-6 : Infinity;
+      const bound = sh < 40 ? sh : null;
+      for (let b = 0; b < B; b++) {
+        const bh = b * H + h, ko = bh * cap * hd;
+        be.sgemm(false, true, l, Lc, hd, scale, Qd, bh * l * hd, hd, cache.k, ko, hd, 0, S, 0, Lc);
+        expRowsInPlace(S, l, Lc, bound, sums);
+        const oo = b * l * C + h * hd;
+        be.sgemm(false, false, l, hd, Lc, 1, S, 0, Lc, cache.v, ko, hd, 0, out, oo, C);
+        for (let i = 0; i < l; i++) {
+          const r = 1 / sums[i], ro = oo + i * C;
+          for (let d = 0; d < hd; d++) out[ro + d] *= r;
+        }
+      }
+    }
+  });
+  return new Tensor(out, [B, l, C]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// projections, FFN (§3.3, §3.4)
+
+/** Attention output projection, category 'attn_proj'. */
+export function attnProj(block: VarBlock, a: Tensor): Tensor {
+  return flopsCategory('attn_proj', () => linear(a, block.projW, block.projB));
+}
+
+const GELU_C = Math.sqrt(2 / Math.PI);
+
+/** GELU_tanh(x) in float64 (reference formula of §3.4). */
+export function geluExact(x: number): number {
+  return 0.5 * x * (1 + Math.tanh(GELU_C * (x + 0.044715 * x * x * x)));
+}
+function geluDeriv(x: number): number {
+  const u = GELU_C * (x + 0.044715 * x * x * x), t = Math.tanh(u);
+  return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x);
+}
+
+/**
+ * Inference GELU by piecewise cubic Hermite interpolation on [−8, 8) with step 1/64 (values and
+ * derivatives exact at the knots; error ≤ h⁴/384·max|f⁗| < 1e-9, below float32 rounding); x ≥ 8
+ * gives x and x ≤ −8 gives −0, as float32 tanh saturates there. ~3× faster than an exp per element.
+ */
+const GELU_H = 64, GELU_LO = -8, GELU_N = 16 * GELU_H;
+const GELU_TABLE = (() => {
+  const T = new Float64Array(GELU_N * 4), h = 1 / GELU_H;
+  for (let i = 0; i < GELU_N; i++) {
+    const x0 = GELU_LO + i * h, x1 = x0 + h, y0 = geluExact(x0), y1 = geluExact(x1), d0 = geluDeriv(x0) * h, d1 = geluDeriv(x1) * h;
+    T[4 * i] = y0; T[4 * i + 1] = d0; T[4 * i + 2] = 3 * (y1 - y0) - 2 * d0 - d1; T[4 * i + 3] = 2 * (y0 - y1) + d0 + d1;
+  }
+  return T;
+})();
+
+/** The interpolated GELU of one value (exported for tests). */
+export function geluFast(a: number): number {
+  if (a >= 8) return a;
+  if (a <= -8) return -0;
+  const t = (a - GELU_LO) * GELU_H, k = t | 0, f = t - k, o = 4 * k;
+  return GELU_TABLE[o] + f * (GELU_TABLE[o + 1] + f * (GELU_TABLE[o + 2] + f * GELU_TABLE[o + 3]));
+}
+
+/**
+ * GELU with the tanh approximation (§3.4), 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), via the
+ * interpolation table above (the gradient uses the exact derivative). `inPlace` (inference only)
+ * overwrites x instead of allocating.
+ */
+export function geluTanh(x: Tensor, inPlace = false): Tensor {
+  const X = assertFloat(x, 'gelu'), n = X.length;
+  const needGrad = isGradEnabled() && x.requiresGrad;
+  const Y = inPlace && !needGrad && !x.node ? X : new Float32Array(n);
+  const T = GELU_TABLE;
+  for (let i = 0; i < n; i++) {
+    // geluFast(X[i]), inlined
+    const a = X[i];
+    if (a >= 8) { Y[i] = a; continue; }
+    if (a <= -8) { Y[i] = -0; continue; }
+    const t = (a - GELU_LO) * GELU_H, k = t | 0, f = t - k, o = 4 * k;
+    Y[i] = T[o] + f * (T[o + 1] + f * (T[o + 2] + f * T[o + 3]));
+  }
+  if (Y === X) return x;
+  return result(Y, x.shape, 'gelu', [x], (g) => {
+    const gx = new Float32Array(n);
+    for (let i = 0; i < n; i++) gx[i] = g[i] * geluDeriv(X[i]);
+    return [gx];
+  });
+}
+
+/** FFN `fc2(GELU(fc1(x)))`, category 'ffn' (16·C² FLOPs per token, §10). */
+export function ffn(block: VarBlock, h: Tensor): Tensor {
+  return flopsCategory('ffn', () => linear(geluTanh(linear(h, block.fc1W, block.fc1B), true), block.fc2W, block.fc2B));
+}
+
+// ---------------------------------------------------------------------------------------------
+// the block
+
+/** How a block attends: teacher forcing (bias over all tokens, or none) or KV-cache inference. */
+export type AttnMode = { kind: 'bias'; bias: Tensor | null } | { kind: 'cache'; cache: KVCache };
+
+export interface BlockRunOptions {
+  /** Apply drop-path (needs `rng`). */
+  training?: boolean;
+  rng?: Rng;
+}
+
+/** Per-sample drop-path factors (0 or 1/keep), or null when not training / rate 0 (timm DropPath). */
+export function dropPathScale(block: VarBlock, B: number, opts: BlockRunOptions): Float32Array | null {
+  if (!opts.training || block.dropPath === 0) return null;
+  if (!opts.rng) throw new Error('drop-path in training mode needs an rng');
+  const keep = 1 - block.dropPath, s = new Float32Array(B);
+  for (let b = 0; b < B; b++) s[b] = opts.rng.uniform() < keep ? 1 / keep : 0;
+  return s;
+}
+
+/** x + attn(ln(x)·(1+scale1)+shift1)·gamma1 — the attention half of the block (§3.2). */
+export function attnBranch(block: VarBlock, x: Tensor, ada: AdaLN, mode: AttnMode, opts: BlockRunOptions = {}): Tensor {
+  const xn = adaLNModulate(x, ada.scale1, ada.shift1, block.eps);
+  const { q, k, v } = attentionQKV(block, xn);
+  const a = mode.kind === 'cache' ? attendWithCache(block, q, k, v, mode.cache) : attend(block, q, k, v, mode.bias);
+  return gatedResidual(x, attnProj(block, a), ada.gamma1, dropPathScale(block, x.shape[0], opts));
+}
+
+/**
+ * x + f(ln(x)·(1+scale2)+shift2)·gamma2 — the FFN half (§3.2). `f` defaults to the dense FFN;
+ * ActVAR passes its expert FFN.
+ */
+export function ffnBranch(
+  block: VarBlock, x: Tensor, ada: AdaLN, opts: BlockRunOptions = {},
+  f: (block: VarBlock, h: Tensor) => Tensor = ffn,
+): Tensor {
+  const xn = adaLNModulate(x, ada.scale2, ada.shift2, block.eps);
+  return gatedResidual(x, f(block, xn), ada.gamma2, dropPathScale(block, x.shape[0], opts));
+}
+
+/** The dense `AdaLNSelfAttn.forward` (§3.2): x [B, L, C] → [B, L, C]. */
+export function blockForward(block: VarBlock, x: Tensor, ada: AdaLN, mode: AttnMode, opts: BlockRunOptions = {}): Tensor {
+  return ffnBranch(block, attnBranch(block, x, ada, mode, opts), ada, opts);
+}
