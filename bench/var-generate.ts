@@ -6,7 +6,7 @@
  * The official PyTorch code took 23.9 s + 5.5 s on 2 threads; goals ≤ 10 s and ≤ 5 s,
  * peak RSS ≤ 1.3× the fp32 weight bytes.
  *
- *   node dist/bench/var-generate.js [preset] [--no-decode] [--no-warmup]
+ *   node dist/bench/var-generate.js [preset] [--no-decode] [--no-warmup] [--breakdown] [--attn-threads-1]
  */
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +14,7 @@ import { announceBackend, backend } from '../src/backend/index.js';
 import { Rng } from '../src/tensor/index.js';
 import { varPreset } from '../src/var/config.js';
 import { randomVar } from '../src/var/init.js';
+import { setAttentionThreads } from '../src/var/basic-var.js';
 import { VQVAE } from '../src/vqvae/vqvae.js';
 import { OFFICIAL_VQVAE } from '../src/vqvae/config.js';
 
@@ -27,6 +28,10 @@ export interface VarGenerateBenchOptions {
   decode?: boolean;
   /** One untimed transformer run first (JIT, BLAS threads, page faults); default true. */
   warmup?: boolean;
+  /** Print sgemm time by scale and GEMM kind. */
+  breakdown?: boolean;
+  /** Also time one more transformer run with the attention GEMMs on this many kernel threads. */
+  attnThreads?: number;
   log?: (s: string) => void;
 }
 
@@ -41,6 +46,8 @@ export interface VarGenerateBenchResult {
   per_scale_s: number[];
   decode_s: number | null;
   peak_rss_mb: number;
+  /** Peak RSS before the decode (weights + transformer). */
+  peak_rss_transformer_mb: number;
   /** fp32 bytes of VAR + VQVAE weights. */
   weight_mb: number;
   rss_over_weights: number;
@@ -52,16 +59,38 @@ export function peakRssMB(): number {
   return m ? Number(m[1]) / 1024 : process.resourceUsage().maxRSS / 1024;
 }
 
-function sgemmTimer(): { seconds(): number; restore(): void } {
+/**
+ * Wrap the backend's sgemm to time it, by GEMM kind (from its shape: qkv, proj, fc1/head, fc2,
+ * attention QKᵀ/AV with head_dim inner/outer) and by scale (the caller advances `scale`).
+ */
+function sgemmTimer(C: number, hidden: number, hd: number): { seconds(): number; restore(): void; byKind: Map<string, { s: number; gflop: number; calls: number }>; scale: { si: number } } {
   const be = backend();
   const orig = be.sgemm;
+  const byKind = new Map<string, { s: number; gflop: number; calls: number }>();
+  const scale = { si: 0 };
   let ms = 0;
+  const kind = (M: number, N: number, K: number): string => {
+    if (K === hd) return 'attn QK^T';
+    if (N === hd) return 'attn AV';
+    if (K === C && N === 3 * C) return 'qkv';
+    if (K === C && N === C) return 'proj';
+    if (K === C && N === hidden) return 'fc1 (+head if V = 4C)';
+    if (K === hidden && N === C) return 'fc2';
+    if (K === C) return `other K=C N=${N}`;
+    return `other ${M}x${N}x${K}`;
+  };
   be.sgemm = function (this: typeof be, ...args: Parameters<typeof orig>) {
     const t = performance.now();
     orig.apply(this, args);
-    ms += performance.now() - t;
+    const dt = performance.now() - t;
+    ms += dt;
+    const [, , M, N, K] = args;
+    const key = `${scale.si < 7 ? 'scales 0-6' : `scale ${scale.si}`}: ${kind(M, N, K)}`;
+    const e = byKind.get(key) ?? { s: 0, gflop: 0, calls: 0 };
+    e.s += dt / 1000; e.gflop += (2 * M * N * K) / 1e9; e.calls++;
+    byKind.set(key, e);
   };
-  return { seconds: () => ms / 1000, restore: () => { be.sgemm = orig; } };
+  return { seconds: () => ms / 1000, restore: () => { be.sgemm = orig; }, byKind, scale };
 }
 
 export function benchVarGenerate(opts: VarGenerateBenchOptions = {}): VarGenerateBenchResult {
@@ -88,18 +117,27 @@ export function benchVarGenerate(opts: VarGenerateBenchOptions = {}): VarGenerat
     gen();
     log(`warm-up transformer run: ${((performance.now() - w) / 1000).toFixed(2)} s`);
   }
-  const timer = sgemmTimer();
+  const timer = sgemmTimer(cfg.width, cfg.mlpHidden, cfg.width / cfg.heads);
   const perScale: number[] = [];
   let res: ReturnType<typeof gen>;
   let transformer: number, sgemm: number;
   try {
     const s0 = performance.now();
     let last = s0;
-    res = gen(() => { const n = performance.now(); perScale.push((n - last) / 1000); last = n; });
+    res = gen(() => { const n = performance.now(); perScale.push((n - last) / 1000); last = n; timer.scale.si++; });
     transformer = (performance.now() - s0) / 1000;
     sgemm = timer.seconds();
   } finally {
     timer.restore();
+  }
+  const rssTransformer = peakRssMB();
+  log(`peak RSS after the transformer: ${Math.round(rssTransformer)} MB`);
+  if (opts.attnThreads) {
+    setAttentionThreads(opts.attnThreads);
+    const a0 = performance.now();
+    gen();
+    log(`transformer with attention GEMMs on ${opts.attnThreads} thread(s): ${((performance.now() - a0) / 1000).toFixed(2)} s`);
+    setAttentionThreads(0);
   }
   let decode: number | null = null;
   if (opts.decode !== false) {
@@ -112,10 +150,16 @@ export function benchVarGenerate(opts: VarGenerateBenchOptions = {}): VarGenerat
   const r: VarGenerateBenchResult = {
     preset, backend: be.name, threads: be.threads, init_s: round(init),
     transformer_s: round(transformer), transformer_sgemm_s: round(sgemm), per_scale_s: perScale.map(round),
-    decode_s: decode === null ? null : round(decode), peak_rss_mb: Math.round(rss), weight_mb: Math.round(weightMB),
+    decode_s: decode === null ? null : round(decode), peak_rss_mb: Math.round(rss), peak_rss_transformer_mb: Math.round(rssTransformer), weight_mb: Math.round(weightMB),
     rss_over_weights: round(rss / weightMB),
   };
   log(`transformer: ${r.transformer_s} s (sgemm ${r.transformer_sgemm_s} s, other ${round(transformer - sgemm)} s); per scale: ${r.per_scale_s.join(' ')}`);
+  if (opts.breakdown) {
+    log('sgemm time by scale and kind (s, GFLOP/s, calls):');
+    for (const [k, e] of [...timer.byKind].sort((a, b) => a[0].localeCompare(b[0]))) {
+      log(`  ${k.padEnd(40)} ${e.s.toFixed(3).padStart(7)} ${(e.gflop / e.s).toFixed(1).padStart(7)} ${String(e.calls).padStart(6)}`);
+    }
+  }
   if (decode !== null) log(`decode: ${r.decode_s} s`);
   log(`peak RSS ${r.peak_rss_mb} MB = ${r.rss_over_weights}× the fp32 weights (${r.weight_mb} MB)`);
   return r;
@@ -127,7 +171,8 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
   const args = process.argv.slice(2);
   const r = benchVarGenerate({
     preset: args.find((a) => !a.startsWith('--')) ?? 'd16',
-    decode: !args.includes('--no-decode'), warmup: !args.includes('--no-warmup'),
+    decode: !args.includes('--no-decode'), warmup: !args.includes('--no-warmup'), breakdown: args.includes('--breakdown'),
+    attnThreads: args.includes('--attn-threads-1') ? 1 : undefined,
   });
   console.log(JSON.stringify(r));
 }

@@ -9,6 +9,28 @@ import { Selector, topKPositions } from '../src/actvar/selector.js';
 import { resolveActVarConfig, tokensToKeep, expertsToKeep, ActVarConfigError, configToMetadata, configFromMetadata } from '../src/actvar/config.js';
 import { analyticFlops, presetFlopsModel, eq12AsPrinted, eq12Corrected, TABLE2_SETTINGS } from '../src/actvar/flops.js';
 import { routerFromWeights, NormalEquations, BlockCalibration } from '../src/actvar/init.js';
+import { varConfigForDepth } from '../src/var/config.js';
+import { randomVar } from '../src/var/init.js';
+import type { VAR, BlockContext } from '../src/var/var.js';
+import { VQVAE } from '../src/vqvae/vqvae.js';
+import { ActVAR, runTransformer, type ActivationRecord } from '../src/actvar/actvar.js';
+import { benchActVar } from '../src/actvar/bench.js';
+import { ActivationMaps } from '../src/actvar/actmaps.js';
+import { decodePng } from '../src/image/png.js';
+import { mkdtempSync, rmSync, readdirSync, readFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve, dirname } from 'node:path';
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
+const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const cli = join(repoRoot, 'dist/src/cli/main.js');
+const tinyDir = resolve(repoRoot, '../shared/fixtures/var-tiny');
+
+function runCli(args: string[], cwd: string): { code: number | null; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [cli, ...args], { cwd, encoding: 'utf8', timeout: 120_000 });
+  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+}
 
 function maxAbsDiff(a: Float32Array, b: Float32Array): number {
   assert.equal(a.length, b.length);
@@ -255,14 +277,6 @@ test('analytic dense FLOPs reproduce var-reference §10 (CFG on) and §11 eq. 12
 // ---------------------------------------------------------------------------------------------
 // ActVAR wrapped around a (tiny, random) VAR
 
-import { varConfigForDepth } from '../src/var/config.js';
-import { randomVar } from '../src/var/init.js';
-import type { VAR, BlockContext } from '../src/var/var.js';
-import { VQVAE } from '../src/vqvae/vqvae.js';
-import { ActVAR, runTransformer, type ActivationRecord } from '../src/actvar/actvar.js';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 
 const TINY_PN = [1, 2, 3, 4, 5];
 
@@ -421,3 +435,83 @@ function spearman(a: number[], b: number[]): number {
   for (let i = 0; i < n; i++) d2 += (ra[i] - rb[i]) ** 2;
   return 1 - 6 * d2 / (n * (n * n - 1));
 }
+
+test('fused inference selector (selectRaw) equals the selector on ln(x)', () => {
+  const rng = new Rng(12);
+  const C = 16, l = 30, R = 2;
+  const sel = new Selector(randTensor(rng, [1, C], false), randTensor(rng, [1], false));
+  const x = randTensor(rng, [R, l, C], false, 3);
+  const a = sel.select(T.layerNorm(x, 1e-6), 11), b = sel.selectRaw(x, 11, 1e-6);
+  assert.deepEqual([...b.index], [...a.index]);
+  assert.ok(maxAbsDiff(a.logits, b.logits) < 1e-4);
+  const fl = T.countFlops(() => sel.selectRaw(x, 11, 1e-6)).flops;
+  assert.equal(fl.byCategory.get('selector'), 2 * R * l * C);
+});
+
+test('activation maps: one token tile per block + coverage, one expert tile per block + per-expert usage', () => {
+  const maps = new ActivationMaps(4, 2);
+  for (let blk = 0; blk < 3; blk++) {
+    maps.record({ scaleIndex: 1, blockIndex: blk, patchNum: 2, rows: 2, K: 2, selected: Int32Array.from([0, 3, 1, 2]), Kw: 2, route: Int32Array.from([0, 1, 2, 3, 1, 2, 3, 0]) });
+  }
+  const out = maps.render(0);
+  assert.deepEqual([...out.keys()], ['scale1_tokens', 'scale1_experts']);
+  const tok = out.get('scale1_tokens')!;
+  const cell = Math.round(2 * 16 / 2), side = 2 * cell;
+  assert.equal(tok.width, 4 * side + 3 * 2); // 3 block tiles + coverage tile
+  // token 0 (top-left) selected → white; token 1 (top-right) not → black, in the first tile
+  assert.deepEqual([...tok.data.subarray(0, 3)], [255, 255, 255]);
+  assert.deepEqual([...tok.data.subarray((side - 1) * 3, side * 3)], [0, 0, 0]);
+  const ex = out.get('scale1_experts')!;
+  assert.equal(ex.width, 7 * side + 6 * 2); // 3 block tiles + 4 expert usage tiles
+  assert.throws(() => maps.render(2), /row 2 is outside the batch of 2 rows/);
+});
+
+test('benchActVar reports dense/ActVAR seconds and savings (tiny model)', () => {
+  const r = benchActVar({ model: tinyVar(), repeats: 1, profile: true });
+  for (const k of ['dense_s', 'actvar_s', 'flops_saving', 'time_saving'] as const) assert.ok(Number.isFinite(r[k]), k);
+  assert.ok(r.flops_saving > 0 && r.flops_saving < 1);
+  assert.equal(r.dense_scale_s!.length, TINY_PN.length);
+  assert.ok('experts' in r.actvar_phases_s! && 'ffn' in r.dense_phases_s!);
+});
+
+test('CLI: actvar flops --json (d16) reports the measured saving = analytic, and eq. 12 both ways', () => {
+  const r = runCli(['flops', '--preset', 'd16', '--token-rates', '0.75,0.75', '--expert-rate', '0.75', '--json'], repoRoot);
+  assert.equal(r.code, 0, r.stderr);
+  const j = JSON.parse(r.stdout) as Record<string, number>;
+  assert.deepEqual(Object.keys(j).slice(0, 5), ['dense_gflops', 'actvar_gflops', 'measured_saving', 'eq12_as_printed', 'eq12_corrected']);
+  assert.equal(j.measured_saving, j.analytic_saving);
+  assert.ok(Math.abs(j.dense_gflops - 597.0) < 0.1, `dense ${j.dense_gflops}`); // §10's 600.8 minus AdaLN recomputation (cached here) and Phi
+  assert.ok(Math.abs(j.eq12_as_printed - 0.0706) < 1e-4 && Math.abs(j.eq12_corrected - 0.2131) < 1e-4);
+  const bad = runCli(['flops', '--token-rates', '75,75'], repoRoot);
+  assert.equal(bad.code, 2);
+  assert.match(bad.stderr, /fractions in \(0, 1\]/);
+});
+
+test('CLI: generate --actvar with act maps and --actvar-save; the saved weights reproduce the tokens', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'actvar-cli-'));
+  try {
+    const base = ['generate', '--var', join(tinyDir, 'var_state_dict.safetensors'), '--vae', join(tinyDir, 'vqvae_state_dict.safetensors'),
+      '--classes', '3,7', '--top-k', '1', '--quiet', '--actvar'];
+    const r = runCli([...base, '--actvar-calib', '2', '--act-maps', 'maps', '--actvar-save', 'w.safetensors', '--tokens-out', 't1.json'], dir);
+    assert.equal(r.code, 0, r.stderr);
+    const files = readdirSync(join(dir, 'maps')).sort();
+    assert.deepEqual(files, ['0_class3_scale2_experts.png', '0_class3_scale2_tokens.png', '0_class3_scale3_experts.png', '0_class3_scale3_tokens.png',
+      '1_class7_scale2_experts.png', '1_class7_scale2_tokens.png', '1_class7_scale3_experts.png', '1_class7_scale3_tokens.png']);
+    assert.ok(decodePng(readFileSync(join(dir, 'maps', files[0]))).width > 0);
+    const r2 = runCli([...base, '--actvar-weights', 'w.safetensors', '--tokens-out', 't2.json'], dir);
+    assert.equal(r2.code, 0, r2.stderr);
+    assert.deepEqual(JSON.parse(readFileSync(join(dir, 't2.json'), 'utf8')), JSON.parse(readFileSync(join(dir, 't1.json'), 'utf8')));
+    // bad input: nothing written, exit 2
+    const bad = runCli(['generate', '--var', join(tinyDir, 'var_state_dict.safetensors'), '--vae', join(tinyDir, 'vqvae_state_dict.safetensors'),
+      '--classes', '3', '--token-rates', '0.5', '--out', 'bad.png'], dir);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /--token-rates needs --actvar/);
+    const bad2 = runCli([...base, '--expert-rate', '2', '--out', 'bad.png'], dir);
+    assert.equal(bad2.code, 2);
+    assert.match(bad2.stderr, /fractions|expert rate must be/);
+    const bad3 = runCli([...base, '--actvar-weights', 'w.safetensors', '--experts', '4', '--out', 'bad.png'], dir);
+    assert.equal(bad3.code, 2);
+    assert.match(bad3.stderr, /made for 16 experts/);
+    assert.ok(!existsSync(join(dir, 'bad.png')));
+  } finally { rmSync(dir, { recursive: true, force: true }); }
+});

@@ -22,7 +22,7 @@ import { inferVarConfig, varConfigForDepth, varPreset, varParamCount, tokenLayou
 import { initVarParams, randomVar } from '../src/var/init.js';
 import {
   attnBranch, ffnBranch, adaLNModulate, attentionQKV, attendWithCache, attnProj, ffn, gatedResidual,
-  appendKV, createKVCache, attend,
+  appendKV, createKVCache, attend, expNonPositive, geluFast, geluExact,
 } from '../src/var/basic-var.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
 
@@ -172,6 +172,10 @@ test('var_tiny.pth loads bit-identical to the safetensors and generates the same
   const fx = readSafetensors(tiny('generate_greedy_cfg1.5.safetensors'));
   const res = m.autoregressiveInfer({ labels: [3, 7], vqvae, cfg: 1.5, topK: 1, decode: false });
   assertSameInts(res.idxBL, fx.get('idx_BL')!, 'idx_BL from .pth');
+  // the trainer checkpoint layout: trainer.var_wo_ddp is picked (a 3-tensor stand-in, not a VAR)
+  const ck = readVarStateDict(path.join(fixtures, 'var-tiny-pth', 'torch2.11_cuda_ckpt.pth'));
+  assert.deepEqual([...ck.keys()], ['lvl', '1.weight', '1.bias']);
+  assert.throws(() => loadVar(path.join(fixtures, 'var-tiny-pth', 'torch2.11_cuda_ckpt.pth')), VarWeightsError);
 });
 
 /** A random model of another architecture with O(1) weights (the official init would hide bugs behind 1e-5 gammas). */
@@ -412,4 +416,25 @@ test('random init follows §3.7 (std, gammas, head, scale_mul) and is seeded', (
   assert.ok(Math.abs(std(ada.subarray(2 * 64 * 64)) / (0.5 * s) - 1) < 0.05);
   assert.ok(w(a, 'blocks.0.attn.scale_mul_1H11').every((v) => Math.abs(v - Math.log(4)) < 1e-6));
   assert.ok(w(a, 'blocks.0.attn.q_bias').every((v) => v === 0));
+});
+
+test('fast inference kernels: table exp and interpolated GELU agree with the exact functions', () => {
+  let maxRel = 0;
+  for (let i = 0; i <= 200000; i++) {
+    const x = -89.9 * (i / 200000) ** 2; // below −90 (float32 denormals) the table returns 0
+    const e = Math.exp(x);
+    maxRel = Math.max(maxRel, Math.abs(expNonPositive(x) - e) / e);
+  }
+  assert.ok(maxRel < 1e-8, `exp rel err ${maxRel}`);
+  assert.equal(expNonPositive(-Infinity), 0);
+  assert.equal(expNonPositive(0), 1);
+  assert.ok(Number.isNaN(expNonPositive(NaN)));
+  let maxAbs = 0;
+  for (let i = 0; i <= 200000; i++) {
+    const x = -12 + 24 * (i / 200000);
+    maxAbs = Math.max(maxAbs, Math.abs(geluFast(x) - geluExact(x)) / Math.max(1, Math.abs(x)));
+  }
+  assert.ok(maxAbs < 1e-8, `gelu err ${maxAbs}`);
+  assert.ok(Number.isNaN(geluFast(NaN)));
+  assert.equal(geluFast(100), 100);
 });

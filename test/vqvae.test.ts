@@ -371,7 +371,7 @@ test('fused GroupNorm+SiLU fill equals silu(groupNorm(x)) bit for bit, on the ma
         ctx.sd.set('c.bias', randTensor(rng, [cout], false));
         ctx.sd.set('n.weight', randTensor(rng, [cin], false));
         ctx.sd.set('n.bias', randTensor(rng, [cin], false));
-        // offset and scale so the shifted statistics matter; conv output → shared buffer when workers run
+        // offset and scale so the shifted statistics matter
         const x = T.noGrad(() => conv2dInput(rng, [2, cin, h, w]));
         const res = randTensor(rng, [2, cout, h, w], false);
         T.noGrad(() => {
@@ -389,7 +389,7 @@ test('fused GroupNorm+SiLU fill equals silu(groupNorm(x)) bit for bit, on the ma
   }
 });
 
-/** A test input living where conv outputs live (a shared buffer when the fast path has workers). */
+/** A test input made by the fast conv itself (identity kernel, bias 3). */
 function conv2dInput(rng: Rng, shape: number[]): T.Tensor {
   const [B, C, H, W] = shape;
   const ctx: ModuleCtx = { sd: new Map(), specs: new Map(), normGroups: 1 };

@@ -230,7 +230,7 @@ export class ActVAR {
     };
     return noGrad(() => {
       // 1. select (per row)
-      const { index } = st.selector.select(layerNorm(x, block.eps), K);
+      const { index } = st.selector.selectRaw(x, K, block.eps);
       lap('select');
       // 2. gather
       const X = x.f32, dry = isDryRun();
@@ -311,8 +311,8 @@ export class ActVAR {
       this.model.blocks.forEach((b, i) => {
         const s = stats[i], T = s.ffnInputCount;
         const h = new Tensor(s.ffnInputs.slice(0, T * b.C), [T, b.C]);
-        const pre = noGrad(() => preActivations(b, h));
-        const perm = coactivationPermutation(pre, T, b.fc1W.shape[0], N, { seed: i });
+        const acts = noGrad(() => hiddenActivationsOf(b, h));
+        const perm = coactivationPermutation(acts, T, b.fc1W.shape[0], N, { seed: i });
         this.blocks[i].experts = expertFFNOf(b, N, perm);
       });
     }
@@ -361,7 +361,7 @@ function expertFFNOf(b: VarBlock, N: number, perm: Int32Array | null): ExpertFFN
 }
 
 /** Hidden activations δ(h·W₁ᵀ + b₁) of block b's FFN for inputs h [T, C] → T × D_h. */
-function preActivations(b: VarBlock, h: Tensor): Float32Array {
+function hiddenActivationsOf(b: VarBlock, h: Tensor): Float32Array {
   const ex = new ExpertFFN({ fc1Weight: b.fc1W, fc1Bias: b.fc1B, fc2Weight: b.fc2W, fc2Bias: b.fc2B }, 1);
   return ex.hiddenActivations(h.f32, h.shape[0]);
 }

@@ -25,22 +25,53 @@
  * parameters). With a permutation the permuted blocks are materialised once, at wrap time.
  */
 import { backend } from '../backend/index.js';
+import { geluTanh } from '../var/basic-var.js';
 import {
   Tensor, result, assertFloat, recordFlops, isDryRun, isGradEnabled, flopsCategory, Rng,
 } from '../tensor/index.js';
 
 const GELU_C = Math.sqrt(2 / Math.PI);
-/**
- * GELU, tanh approximation (var-reference §3.4), with tanh(u) = 1 − 2/(e^{2u}+1) — the same
- * formula as the VAR's dense FFN (src/var/basic-var.ts geluTanh), so dense and expert paths agree.
- */
-function geluScalar(a: number): number {
-  const t = 1 - 2 / (Math.exp(2 * GELU_C * (a + 0.044715 * a * a * a)) + 1);
-  return 0.5 * a * (1 + t);
-}
+/** d/dx GELU_tanh(x) (var-reference §3.4), for the backward pass. */
 function geluGradScalar(a: number): number {
   const t = 1 - 2 / (Math.exp(2 * GELU_C * (a + 0.044715 * a * a * a)) + 1);
   return 0.5 * (1 + t) + 0.5 * a * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * a * a);
+}
+
+// Hot loops as small monomorphic functions (V8 optimises these reliably; inlined in one big
+// function they were measured several times slower).
+
+/** dst rows 0..cnt−1 ← src rows tokens[o0 .. o0+cnt) (rows of C floats). */
+function gatherRows(dst: Float32Array, src: Float32Array, tokens: Int32Array, o0: number, cnt: number, C: number): void {
+  for (let r = 0; r < cnt; r++) { const t = tokens[o0 + r] * C; dst.set(src.subarray(t, t + C), r * C); }
+}
+
+/** out rows tokens[o0 .. o0+cnt) ← src rows 0..cnt−1. */
+function scatterRows(out: Float32Array, src: Float32Array, tokens: Int32Array, o0: number, cnt: number, C: number): void {
+  for (let r = 0; r < cnt; r++) out.set(src.subarray(r * C, r * C + C), tokens[o0 + r] * C);
+}
+
+/** out rows tokens[o0 .. o0+cnt) += src rows 0..cnt−1. */
+function scatterAddRows(out: Float32Array, src: Float32Array, tokens: Int32Array, o0: number, cnt: number, C: number): void {
+  for (let r = 0; r < cnt; r++) {
+    const ob = tokens[o0 + r] * C, sb = r * C;
+    for (let c = 0; c < C; c++) out[ob + c] += src[sb + c];
+  }
+}
+
+/** Every row of out (n rows of C) ← row. */
+function fillRows(out: Float32Array, row: Float32Array, n: number, C: number): void {
+  for (let t = 0; t < n; t++) out.set(row, t * C);
+}
+
+/** δ(a[0..n)) in place with the VAR's own inference GELU (basic-var.ts geluTanh), so expert and dense FFN agree. */
+function geluInPlace(a: Float32Array, n: number): void {
+  geluTanh(new Tensor(n === a.length ? a : a.subarray(0, n), [n]), true);
+}
+
+/** Every row r < cnt of a (rows of n) ← bias[off .. off+n). */
+function setBiasRows(a: Float32Array, bias: Float32Array, off: number, cnt: number, n: number): void {
+  const b = bias.subarray(off, off + n);
+  for (let r = 0; r < cnt; r++) a.set(b, r * n);
 }
 
 /** Tokens grouped by expert: tokens of expert e are `tokens[offsets[e] .. offsets[e+1])`, ascending. */
@@ -169,9 +200,9 @@ export class ExpertFFN {
     const h = new Float32Array(n * de), outputs = new Float32Array(N * n * C), total = new Float32Array(n * C);
     const norms = new Float32Array(n * N), dots = new Float32Array(n * N), totalNorm2 = new Float32Array(n);
     for (let e = 0; e < N; e++) {
-      for (let t = 0; t < n; t++) h.set(B1.subarray(e * de, e * de + de), t * de);
+      setBiasRows(h, B1, e * de, n, de);
       be.sgemm(false, true, n, de, C, 1, x, 0, C, W1, e * de * C, C, 1, h, 0, de);
-      for (let i = 0; i < h.length; i++) h[i] = geluScalar(h[i]);
+      geluInPlace(h, h.length);
       be.sgemm(false, true, n, C, de, 1, h, 0, de, W2, e * de, H, 0, outputs, e * n * C, C);
       for (let i = 0; i < n * C; i++) total[i] += outputs[e * n * C + i];
     }
@@ -195,7 +226,7 @@ export class ExpertFFN {
     const h = new Float32Array(n * H);
     for (let t = 0; t < n; t++) h.set(this.b1.f32, t * H);
     backend().sgemm(false, true, n, H, C, 1, x, 0, C, this.w1.f32, 0, C, 1, h, 0, H);
-    for (let i = 0; i < h.length; i++) h[i] = geluScalar(h[i]);
+    geluInPlace(h, h.length);
     return h;
   }
 
@@ -211,7 +242,7 @@ export class ExpertFFN {
     const out = new Float32Array(n * C);
     const dry = isDryRun();
     // b₂ once per token (see the header: not once per expert as eq. 4 prints it)
-    if (!dry) for (let t = 0; t < n; t++) out.set(B2, t * C);
+    if (!dry) fillRows(out, B2, n, C);
     const needGrad = isGradEnabled() && (x.requiresGrad || this.w1.requiresGrad || this.b1.requiresGrad || this.w2.requiresGrad || this.b2.requiresGrad);
     let maxCnt = 0;
     for (let e = 0; e < N; e++) maxCnt = Math.max(maxCnt, offsets[e + 1] - offsets[e]);
@@ -225,22 +256,17 @@ export class ExpertFFN {
       recordFlops(2 * cnt * de * C); // fc1 slice
       recordFlops(2 * cnt * C * de); // fc2 slice
       if (dry) continue;
-      // gather this expert's tokens
-      for (let r = 0; r < cnt; r++) { const t = tokens[o0 + r]; Xe.set(X.subarray(t * C, t * C + C), r * C); }
-      // He = Xe·W₁ₑᵀ + b₁ₑ
-      const b1e = B1.subarray(e * de, e * de + de);
-      for (let r = 0; r < cnt; r++) He.set(b1e, r * de);
+      gatherRows(Xe, X, tokens, o0, cnt, C);
+      // He = δ(Xe·W₁ₑᵀ + b₁ₑ), the bias preset and accumulated into as `linear` does
+      setBiasRows(He, B1, e * de, cnt, de);
       be.sgemm(false, true, cnt, de, C, 1, Xe, 0, C, W1, e * de * C, C, 1, He, 0, de);
       if (preAll) preAll.set(He.subarray(0, cnt * de), o0 * de);
-      const m = cnt * de;
-      for (let i = 0; i < m; i++) He[i] = geluScalar(He[i]);
-      // Ye = δ(He)·W₂ₑᵀ, W₂ₑ = columns [e·dₑ, (e+1)·dₑ) of fc2.weight (ld = D_h)
-      be.sgemm(false, true, cnt, C, de, 1, He, 0, de, W2, e * de, H, 0, Ye, 0, C);
-      // scatter-add
-      for (let r = 0; r < cnt; r++) {
-        const ob = tokens[o0 + r] * C, yb = r * C;
-        for (let c = 0; c < C; c++) out[ob + c] += Ye[yb + c];
-      }
+      geluInPlace(He, cnt * de);
+      // out[tokens] += δ(He)·W₂ₑᵀ, W₂ₑ = columns [e·dₑ, (e+1)·dₑ) of fc2.weight (ld = D_h): gather the
+      // running sums, accumulate with the GEMM (beta = 1), scatter back — copies instead of a JS add loop
+      gatherRows(Ye, out, tokens, o0, cnt, C);
+      be.sgemm(false, true, cnt, C, de, 1, He, 0, de, W2, e * de, H, 1, Ye, 0, C);
+      scatterRows(out, Ye, tokens, o0, cnt, C);
     }
     const w1 = this.w1, b1 = this.b1, w2 = this.w2, b2 = this.b2;
     return result(out, x.shape, 'expertFFN', [x, w1, b1, w2, b2], (g) => {
@@ -258,9 +284,11 @@ export class ExpertFFN {
       for (let e = 0; e < N; e++) {
         const o0 = offsets[e], cnt = offsets[e + 1] - o0;
         if (cnt === 0) continue;
-        for (let r = 0; r < cnt; r++) { const t = tokens[o0 + r]; Ge.set(g.subarray(t * C, t * C + C), r * C); Xg.set(X.subarray(t * C, t * C + C), r * C); }
+        gatherRows(Ge, g, tokens, o0, cnt, C);
+        gatherRows(Xg, X, tokens, o0, cnt, C);
         const pre = preAll.subarray(o0 * de, (o0 + cnt) * de);
-        for (let i = 0; i < cnt * de; i++) A[i] = geluScalar(pre[i]);
+        A.set(pre);
+        geluInPlace(A, cnt * de);
         // dA = Ge·W₂ₑ  (cnt × dₑ)
         be.sgemm(false, false, cnt, de, C, 1, Ge, 0, C, W2, e * de, H, 0, GA, 0, de);
         // dW₂ₑ (C × dₑ, ld D_h) = Geᵀ·A
@@ -272,10 +300,7 @@ export class ExpertFFN {
         if (gx) {
           // dXe = dH·W₁ₑ, scattered back
           be.sgemm(false, false, cnt, C, de, 1, GA, 0, de, W1, e * de * C, C, 0, Ge, 0, C);
-          for (let r = 0; r < cnt; r++) {
-            const ob = tokens[o0 + r] * C, yb = r * C;
-            for (let c = 0; c < C; c++) gx[ob + c] += Ge[yb + c];
-          }
+          scatterAddRows(gx, Ge, tokens, o0, cnt, C);
         }
       }
       return [gx, gw1, gb1, gw2, gb2];

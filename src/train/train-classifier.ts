@@ -24,6 +24,8 @@ import { findResume, jsonlLogger, trainLoop, type ProgressMode, type StepRecord,
 export interface TrainClassifierOptions {
   dataset?: DatasetName;
   dataDir?: string;
+  /** Use only the first `trainLimit` training images (quick experiments). */
+  trainLimit?: number;
   /** Use these splits instead of loading `dataset` (tests). */
   train?: ImageDataset;
   test?: ImageDataset;
@@ -93,7 +95,7 @@ export function randomShift(images: Tensor, s: number, rng: Rng): Tensor {
 export async function trainClassifier(opts: TrainClassifierOptions): Promise<TrainClassifierResult> {
   const log = opts.log ?? ((s: string) => process.stderr.write(s + '\n'));
   const datasetName = opts.dataset ?? 'fashion-mnist';
-  const train = opts.train ?? loadDataset(datasetName, 'train', { dir: opts.dataDir });
+  const train = opts.train ?? loadDataset(datasetName, 'train', { dir: opts.dataDir, limit: opts.trainLimit });
   const test = opts.test ?? loadDataset(datasetName, 'test', { dir: opts.dataDir });
   const steps = opts.steps;
   if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`steps must be a positive integer, got ${steps}`);
@@ -107,7 +109,7 @@ export async function trainClassifier(opts: TrainClassifierOptions): Promise<Tra
     seed: opts.seed ?? 0,
   };
   const clf = Classifier.init({ numClasses: train.numClasses, ...opts.config }, o.seed);
-  const signature = runSignature(o, { ...clf.config }, train.name);
+  const signature = { ...runSignature(o, { ...clf.config }, train.name), trainSize: train.length };
   const opt = new AdamW(paramGroups(clf.params, o.weightDecay), { lr: o.lr, betas: [0.9, 0.999], eps: 1e-8 });
   const loader = new DataLoader(train, { batchSize: o.batchSize, seed: o.seed });
   const augRng = new Rng((o.seed ^ 0x5eed) >>> 0);

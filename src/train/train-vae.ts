@@ -46,7 +46,7 @@ export const VQVAE_FORMAT = 'actvar-vqvae/1';
 
 /** A small tokenizer for 32×32 grey images: downsample 4 → 8×8 latent, 6 scales (130 tokens). */
 export const DEFAULT_TOKENIZER_CONFIG: Readonly<VqvaeConfigInput> = Object.freeze({
-  inChannels: 1, ch: 32, chMult: [1, 2, 2], numResBlocks: 1, usingSa: false, usingMidSa: false,
+  inChannels: 1, ch: 16, chMult: [1, 2, 4], numResBlocks: 1, usingSa: false, usingMidSa: false,
   Cvae: 32, vocabSize: 512, patchNums: [1, 2, 3, 4, 6, 8], quantResi: 0.5, shareQuantResi: 4, normGroups: 8,
   quantConvKs: 3, beta: 0.25,
 });
@@ -54,6 +54,8 @@ export const DEFAULT_TOKENIZER_CONFIG: Readonly<VqvaeConfigInput> = Object.freez
 export interface TrainVaeOptions {
   dataset?: DatasetName;
   dataDir?: string;
+  /** Use only the first `trainLimit` training images (quick experiments). */
+  trainLimit?: number;
   train?: ImageDataset;
   test?: ImageDataset;
   config?: VqvaeConfigInput;
@@ -204,7 +206,7 @@ export function loadTokenizer(path: string): { vae: VQVAE; metadata: Record<stri
 export async function trainVae(opts: TrainVaeOptions): Promise<TrainVaeResult> {
   const log = opts.log ?? ((s: string) => process.stderr.write(s + '\n'));
   const datasetName = opts.dataset ?? 'fashion-mnist';
-  const train = opts.train ?? loadDataset(datasetName, 'train', { dir: opts.dataDir });
+  const train = opts.train ?? loadDataset(datasetName, 'train', { dir: opts.dataDir, limit: opts.trainLimit });
   const test = opts.test ?? loadDataset(datasetName, 'test', { dir: opts.dataDir });
   const steps = opts.steps;
   if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`steps must be a positive integer, got ${steps}`);
@@ -219,7 +221,7 @@ export async function trainVae(opts: TrainVaeOptions): Promise<TrainVaeResult> {
     restartEvery: opts.restartEvery ?? 100, deadFraction: opts.deadFraction ?? 0.03, seed: opts.seed ?? 0,
   };
   const { downsample: _d, imgSize: _i, ...configInput } = config;
-  const signature = { dataset: train.name, config: configInput, ...o };
+  const signature = { dataset: train.name, trainSize: train.length, config: configInput, ...o };
 
   const vae = VQVAE.random(config, new Rng(o.seed), { requiresGrad: true });
   const params = vae.stateDict();

@@ -59,6 +59,8 @@ export interface VarModelOptions {
 export interface TrainVarOptions {
   dataset?: DatasetName;
   dataDir?: string;
+  /** Use only the first `trainLimit` training images (quick experiments). */
+  trainLimit?: number;
   train?: ImageDataset;
   test?: ImageDataset;
   /** Path of a tokenizer from `actvar train-vae`, or the model itself (tests). */
@@ -231,7 +233,7 @@ export function evaluateVar(model: VAR, vae: VQVAE, tokens: Int32Array, labels: 
 
 /** The VAR config for a tokenizer, a dataset's classes and the size knobs. */
 export function varConfigFor(vae: VQVAE, numClasses: number, m: VarModelOptions = {}): VarConfig {
-  const depth = m.depth ?? 6, width = m.width ?? 256, heads = m.heads ?? Math.max(1, Math.round(width / 64));
+  const depth = m.depth ?? 4, width = m.width ?? 128, heads = m.heads ?? Math.max(1, Math.round(width / 64));
   const cfg: VarConfig = {
     depth, width, heads, mlpHidden: Math.round((m.mlpRatio ?? 4) * width),
     vocabSize: vae.vocabSize, Cvae: vae.Cvae, numClasses, sharedAdaLN: false, patchNums: [...vae.patchNums],
@@ -254,7 +256,7 @@ export function loadTrainedVar(path: string): { var: VAR; metadata: Record<strin
 export async function trainVar(opts: TrainVarOptions): Promise<TrainVarResult> {
   const log = opts.log ?? ((s: string) => process.stderr.write(s + '\n'));
   const datasetName = opts.dataset ?? 'fashion-mnist';
-  const train = opts.train ?? loadDataset(datasetName, 'train', { dir: opts.dataDir });
+  const train = opts.train ?? loadDataset(datasetName, 'train', { dir: opts.dataDir, limit: opts.trainLimit });
   const test = opts.test ?? loadDataset(datasetName, 'test', { dir: opts.dataDir });
   const steps = opts.steps;
   if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`steps must be a positive integer, got ${steps}`);
@@ -275,7 +277,7 @@ export async function trainVar(opts: TrainVarOptions): Promise<TrainVarResult> {
     endFactor: opts.endFactor ?? 0.01, clip: opts.clip ?? 2, labelSmoothing: opts.labelSmoothing ?? 0, seed: opts.seed ?? 0,
     initAdalnGamma: opts.model?.initAdalnGamma ?? 1e-3,
   };
-  const signature = { dataset: train.name, tokenizer: vaeHash, config, ...o };
+  const signature = { dataset: train.name, trainSize: train.length, tokenizer: vaeHash, config, ...o };
 
   const model = new VAR(config, initVarParams(config, new Rng(o.seed), { initAdalnGamma: o.initAdalnGamma }));
   model.setRequiresGrad(true);

@@ -415,6 +415,14 @@ export function expNonPositive(x: number): number {
   return EXP_TABLE[k] * (1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120))))));
 }
 
+/**
+ * Kernel threads for the per-head attention GEMMs (0 = the backend's setting). These GEMMs are
+ * small (K or N = head_dim = 64), where thread hand-off can cost more than it gains; tunable by
+ * ACTVAR_ATTN_THREADS or `setAttentionThreads`.
+ */
+let attnThreads = Number(process.env.ACTVAR_ATTN_THREADS ?? 0) || 0;
+export function setAttentionThreads(n: number): void { attnThreads = Math.max(0, Math.floor(n)); }
+
 /** Scores buffer reused across calls (inference only; grows to the largest l·Lcum seen). */
 let scoreBuf = new Float32Array(0);
 let rowSum = new Float64Array(0);
@@ -466,26 +474,32 @@ export function attendWithCache(block: VarBlock, q: Tensor, k: Tensor, v: Tensor
   if (rowSum.length < l) rowSum = new Float64Array(l);
   const S = scoreBuf, sums = rowSum;
   const sm = block.attnL2Norm && block.scaleMul ? block.scaleMul.f32 : null;
-  flopsCategory('attn_scores', () => {
-    recordFlops(4 * B * H * l * Lc * hd);
-    if (isDryRun()) return;
-    for (let h = 0; h < H; h++) {
-      // |q·k| ≤ s_h for unit vectors (q carries the temperature); the epsilon covers float32 rounding
-      const sh = sm ? Math.fround(Math.exp(Math.min(sm[h], MAX_SCALE_MUL))) * 1.0001 + 1e-6 : Infinity;
-      const bound = sh < 40 ? sh : null;
-      for (let b = 0; b < B; b++) {
-        const bh = b * H + h, ko = bh * cap * hd;
-        be.sgemm(false, true, l, Lc, hd, scale, Qd, bh * l * hd, hd, cache.k, ko, hd, 0, S, 0, Lc);
-        expRowsInPlace(S, l, Lc, bound, sums);
-        const oo = b * l * C + h * hd;
-        be.sgemm(false, false, l, hd, Lc, 1, S, 0, Lc, cache.v, ko, hd, 0, out, oo, C);
-        for (let i = 0; i < l; i++) {
-          const r = 1 / sums[i], ro = oo + i * C;
-          for (let d = 0; d < hd; d++) out[ro + d] *= r;
+  const prevThreads = be.threads, switchThreads = attnThreads > 0 && attnThreads !== prevThreads;
+  if (switchThreads) be.setThreads(attnThreads);
+  try {
+    flopsCategory('attn_scores', () => {
+      recordFlops(4 * B * H * l * Lc * hd);
+      if (isDryRun()) return;
+      for (let h = 0; h < H; h++) {
+        // |q·k| ≤ s_h for unit vectors (q carries the temperature); the epsilon covers float32 rounding
+        const sh = sm ? Math.fround(Math.exp(Math.min(sm[h], MAX_SCALE_MUL))) * 1.0001 + 1e-6 : Infinity;
+        const bound = sh < 40 ? sh : null;
+        for (let b = 0; b < B; b++) {
+          const bh = b * H + h, ko = bh * cap * hd;
+          be.sgemm(false, true, l, Lc, hd, scale, Qd, bh * l * hd, hd, cache.k, ko, hd, 0, S, 0, Lc);
+          expRowsInPlace(S, l, Lc, bound, sums);
+          const oo = b * l * C + h * hd;
+          be.sgemm(false, false, l, hd, Lc, 1, S, 0, Lc, cache.v, ko, hd, 0, out, oo, C);
+          for (let i = 0; i < l; i++) {
+            const r = 1 / sums[i], ro = oo + i * C;
+            for (let d = 0; d < hd; d++) out[ro + d] *= r;
+          }
         }
       }
-    }
-  });
+    });
+  } finally {
+    if (switchThreads) be.setThreads(prevThreads);
+  }
   return new Tensor(out, [B, l, C]);
 }
 
@@ -540,6 +554,7 @@ export function geluTanh(x: Tensor, inPlace = false): Tensor {
   const X = assertFloat(x, 'gelu'), n = X.length;
   const needGrad = isGradEnabled() && x.requiresGrad;
   const Y = inPlace && !needGrad && !x.node ? X : new Float32Array(n);
+  if (Y === X && isDryRun()) return x; // shape-only run: values are meaningless, skip the work
   const T = GELU_TABLE;
   for (let i = 0; i < n; i++) {
     // geluFast(X[i]), inlined

@@ -474,7 +474,9 @@ export class VAR {
       opts.trace?.({ si, pn, x: xIn, rawLogits: raw, cfgLogits: cfgCopy!, filteredLogits: logits, idx, hBChw, fHat, next });
       opts.onScale?.(si, SN);
     }
-    this.endInference(state);
+    // keep the KV caches for the next call unless a decode follows (its peak memory matters more)
+    if (opts.decode === false) this.endInference(state);
+    else { state.caches = []; this.kvPool = null; }
     const idxBL = concat(idxs, 1);
     let image: Tensor | null = null;
     if (opts.decode !== false) {

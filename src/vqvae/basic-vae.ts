@@ -107,20 +107,22 @@ function fillKernel(P: Float32Array, X: Float32Array, xOff: number, Cin: number,
 }
 
 // A small pool of worker threads shares the SiLU-heavy fills (about 10⁸ exp() per 256×256 decode) with
-// the main thread. Buffers are SharedArrayBuffers; the main thread blocks on Atomics.wait meanwhile.
+// the main thread. They read and write two persistent SharedArrayBuffer workspaces; the main thread
+// does its share, then blocks on Atomics.wait until they are done.
 interface PoolWorker { worker: Worker; ctrl: Int32Array }
 let pool: PoolWorker[] | null = null;
 let poolSize = -1; // −1: backend threads − 1
 let parallelMinFloats = 1 << 18;
-/** Counters of the fast path (for tests and benchmarks). */
-export const conv3x3Stats = { calls: 0, parallelFills: 0 };
+const WORKER_TIMEOUT_MS = 120_000;
+/** Counters of the fast path (for tests and benchmarks): calls, split fills, milliseconds per phase. */
+export const conv3x3Stats = { calls: 0, parallelFills: 0, fillMs: 0, tapsMs: 0, gemmMs: 0, copyOutMs: 0 };
 
 const WORKER_SOURCE = `
 const { parentPort } = require('node:worker_threads');
 const fillKernel = ${fillKernel.toString()};
 parentPort.on('message', (m) => {
   try { fillKernel(...m.args); Atomics.store(m.ctrl, 0, 1); }
-  catch (e) { m.err[0] = 1; Atomics.store(m.ctrl, 0, 2); }
+  catch (e) { Atomics.store(m.ctrl, 0, 2); }
   Atomics.notify(m.ctrl, 0);
 });`;
 
@@ -163,50 +165,68 @@ export function setConv3x3Options(o: { bandFloats?: number; workers?: number; pa
 /** Output floats per GEMM band (Cout × rows × (W+2)); small enough to stay in cache while it is filled. */
 let bandFloats = 1 << 20;
 
-/** A float32 buffer, shared between threads when a worker pool is in use. */
-function newBuffer(n: number, shared: boolean): Float32Array {
+// Workspaces, reused across calls (the padded input is shared with the workers when they run).
+let padWorkspace: Float32Array | null = null;
+let inWorkspace: Float32Array | null = null;
+let bandWorkspace: Float32Array | null = null;
+let tapWorkspace: Float32Array | null = null;
+function sharedBuffer(old: Float32Array | null, n: number, shared: boolean): Float32Array {
+  const isShared = old?.buffer instanceof SharedArrayBuffer;
+  if (old && old.length >= n && (isShared || !shared)) return old;
   return shared ? new Float32Array(new SharedArrayBuffer(4 * n)) : new Float32Array(n);
 }
-
-let padWorkspace: Float32Array | null = null;
-let bandWorkspace: Float32Array | null = null;
-function padBuffer(n: number, shared: boolean): Float32Array {
-  const isShared = padWorkspace?.buffer instanceof SharedArrayBuffer;
-  if (!padWorkspace || padWorkspace.length < n || isShared !== shared) padWorkspace = newBuffer(n, shared);
-  return padWorkspace;
+/** Drop the workspaces of the inference 3×3 conv (about 2× the largest activation); they regrow on use. */
+export function releaseConv3x3Workspaces(): void {
+  padWorkspace = inWorkspace = bandWorkspace = tapWorkspace = null;
 }
 function bandBuffer(n: number): Float32Array {
   if (!bandWorkspace || bandWorkspace.length < n) bandWorkspace = new Float32Array(n);
   return bandWorkspace;
 }
 
-/** Fill P for one batch item, splitting the channels (on group boundaries) over the pool when it pays. */
-function fillPadded(P: Float32Array, X: Float32Array, xOff: number, Cin: number, Hin: number, Win: number, Wp: number, plane: number, pro: Prologue): void {
+/**
+ * Fill P for one batch item. SiLU fills big enough are split by channel groups between the main thread
+ * and the pool: each worker's channels of X are first copied into a shared input workspace.
+ */
+function fillPadded(X: Float32Array, xOff: number, Cin: number, Hin: number, Win: number, Wp: number, plane: number, pro: Prologue): Float32Array {
   const mode = MODE[pro.kind];
   const gn = pro.kind === 'gnSilu' ? pro : null;
   const groups = gn ? gn.groups : Cin;
-  const workers = mode === 1 || mode === 3 ? getPool() : [];
-  const shared = P.buffer instanceof SharedArrayBuffer && X.buffer instanceof SharedArrayBuffer;
-  const parts = shared && Cin * plane >= parallelMinFloats ? Math.min(workers.length + 1, groups) : 1;
-  const args = (g0: number, g1: number): Parameters<typeof fillKernel> => [P, X, xOff, Cin, Hin, Win, Wp, plane, mode,
-    (g0 * Cin) / groups, (g1 * Cin) / groups, groups, gn ? gn.weight : null, gn ? gn.bias : null, gn ? gn.eps : 0];
-  const cut = (i: number) => Math.round((i * groups) / parts);
-  const err = new Int32Array(1);
-  if (parts > 1) conv3x3Stats.parallelFills++;
-  for (let i = 1; i < parts; i++) {
-    const { worker, ctrl } = workers[i - 1];
-    Atomics.store(ctrl, 0, 0);
-    worker.postMessage({ args: args(cut(i), cut(i + 1)), ctrl, err });
+  const workers = (mode === 1 || mode === 3) && Cin * plane >= parallelMinFloats ? getPool() : [];
+  const parts = Math.min(workers.length + 1, groups);
+  const P = padWorkspace = sharedBuffer(padWorkspace, Cin * plane + 2, parts > 1);
+  const hw = Hin * Win;
+  const cut = (i: number) => (Math.round((i * groups) / parts) * Cin) / groups; // channel index of part i
+  const args = (src: Float32Array, off: number, c0: number, c1: number): Parameters<typeof fillKernel> => [P, src, off, Cin, Hin, Win, Wp, plane, mode,
+    c0, c1, groups, gn ? gn.weight : null, gn ? gn.bias : null, gn ? gn.eps : 0];
+  if (parts > 1) {
+    conv3x3Stats.parallelFills++;
+    const In = inWorkspace = sharedBuffer(inWorkspace, Cin * hw, true);
+    In.set(X.subarray(xOff + cut(1) * hw, xOff + Cin * hw), cut(1) * hw);
+    for (let i = 1; i < parts; i++) {
+      const { worker, ctrl } = workers[i - 1];
+      Atomics.store(ctrl, 0, 0);
+      worker.postMessage({ args: args(In, 0, cut(i), cut(i + 1)), ctrl });
+    }
   }
-  fillKernel(...args(0, cut(1)));
+  fillKernel(...args(X, xOff, 0, cut(1)));
   let failed = false;
+  const deadline = Date.now() + WORKER_TIMEOUT_MS;
   for (let i = 1; i < parts; i++) {
     const { ctrl } = workers[i - 1];
-    while (Atomics.load(ctrl, 0) === 0) Atomics.wait(ctrl, 0, 0);
+    while (Atomics.load(ctrl, 0) === 0) {
+      if (Date.now() > deadline) {
+        for (const p of pool ?? []) void p.worker.terminate();
+        pool = null; // do not reuse a pool with a lost worker
+        throw new Error(`conv3x3: a worker thread did not finish its fill within ${WORKER_TIMEOUT_MS / 1000} s`);
+      }
+      Atomics.wait(ctrl, 0, 0, 1000);
+    }
     if (Atomics.load(ctrl, 0) === 2) failed = true;
   }
   if (failed) throw new Error('conv3x3: a worker thread failed while filling the padded input');
   P[Cin * plane] = 0; P[Cin * plane + 1] = 0;
+  return P;
 }
 
 /**
@@ -228,26 +248,29 @@ function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Prologue, res
     throw new RangeError(`conv3x3: residual [${residual.shape.join(', ')}] does not match the output [${B}, ${Cout}, ${H}, ${W}]`);
   }
   conv3x3Stats.calls++;
-  const shared = getPool().length > 0;
-  const out = newBuffer(B * Cout * H * W, shared);
+  const out = new Float32Array(B * Cout * H * W);
   recordFlops(2 * B * Cout * H * W * Cin * 9);
   if (isDryRun() || out.length === 0) return new Tensor(out, [B, Cout, H, W]);
   const X = x.f32, Wt = weight.f32, Bi = bias.f32, Res = residual ? residual.f32 : null;
   const Wp = W + 2, plane = (H + 2) * Wp;
-  // taps as 9 contiguous [Cout, Cin] matrices
-  const wk = new Float32Array(9 * Cout * Cin);
-  for (let co = 0; co < Cout; co++) {
-    for (let ci = 0; ci < Cin; ci++) {
-      const s = (co * Cin + ci) * 9, d = co * Cin + ci;
-      for (let k = 0; k < 9; k++) wk[k * Cout * Cin + d] = Wt[s + k];
-    }
+  // taps as 9 contiguous [Cout, Cin] matrices (repacked at every call: weights may change in place)
+  const n = Cout * Cin;
+  if (!tapWorkspace || tapWorkspace.length < 9 * n) tapWorkspace = new Float32Array(9 * n);
+  const wk = tapWorkspace;
+  let t0 = performance.now();
+  for (let k = 0; k < 9; k++) {
+    const o = k * n;
+    for (let d = 0, s = k; d < n; d++, s += 9) wk[o + d] = Wt[s];
   }
-  const P = padBuffer(Cin * plane + 2, shared);
+  let t1 = performance.now();
+  conv3x3Stats.tapsMs += t1 - t0;
   const R = Math.max(1, Math.min(H, Math.floor(bandFloats / (Cout * Wp))));
   const band = bandBuffer(Cout * R * Wp);
   const be = backend();
   for (let b = 0; b < B; b++) {
-    fillPadded(P, X, b * Cin * Hin * Win, Cin, Hin, Win, Wp, plane, pro);
+    const P = fillPadded(X, b * Cin * Hin * Win, Cin, Hin, Win, Wp, plane, pro);
+    t0 = performance.now();
+    conv3x3Stats.fillMs += t0 - t1;
     for (let y0 = 0; y0 < H; y0 += R) {
       const rows = Math.min(R, H - y0), N = rows * Wp;
       for (let co = 0; co < Cout; co++) band.fill(Bi[co], co * N, co * N + N);
@@ -255,6 +278,8 @@ function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Prologue, res
         const off = (y0 + Math.floor(k / 3)) * Wp + (k % 3);
         be.sgemm(false, false, Cout, N, Cin, 1, wk, k * Cout * Cin, Cin, P, off, plane, 1, band, 0, N);
       }
+      t1 = performance.now();
+      conv3x3Stats.gemmMs += t1 - t0;
       // drop the junk columns; add the residual (torch: shortcut + h, the same sum)
       for (let co = 0; co < Cout; co++) {
         const o = ((b * Cout + co) * H + y0) * W;
@@ -264,7 +289,10 @@ function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Prologue, res
           else out.set(band.subarray(src, src + W), dst);
         }
       }
+      t0 = performance.now();
+      conv3x3Stats.copyOutMs += t0 - t1;
     }
+    t1 = performance.now();
   }
   return new Tensor(out, [B, Cout, H, W]);
 }

@@ -45,7 +45,7 @@ export function floatArg(name: string): (v: string) => number {
 }
 
 interface Flags {
-  dataset: DatasetName; dataDir?: string; steps?: number; epochs?: number; batchSize: number; lr: number; wd: number;
+  dataset: DatasetName; dataDir?: string; trainLimit?: number; steps?: number; epochs?: number; batchSize: number; lr: number; wd: number;
   warmup?: number; augmentShift: number; c1: number; c2: number; hidden: number; kernel: number; seed: number;
   evalEvery?: number; evalSamples: number; ckptDir?: string; ckptEvery: number; resume?: boolean; stopAt?: number;
   out: string; log?: string; progress: ProgressMode; json?: boolean;
@@ -62,6 +62,7 @@ export function trainClassifierCommand(): Command {
     .description('train the LeNet-sized classifier used to score generated samples (class accuracy) and as the feature network for FID-style metrics')
     .addOption(new Option('--dataset <name>', 'training data').choices(DATASET_NAMES as string[]).default('fashion-mnist'))
     .option('--data-dir <dir>', 'folder with the IDX files (default: where the dataset package installs them)')
+    .option('--train-limit <n>', 'use only the first n training images (quick experiments)', intArg('--train-limit', 1))
     .option('--steps <n>', 'optimisation steps (default: 3 epochs)', intArg('--steps', 1))
     .option('--epochs <n>', 'train for this many epochs instead of --steps', floatArg('--epochs'))
     .option('--batch-size <n>', 'images per step', intArg('--batch-size', 1), 64)
@@ -85,11 +86,11 @@ export function trainClassifierCommand(): Command {
     .addOption(new Option('--progress <mode>', 'progress display on stderr').choices(['auto', 'bar', 'lines', 'none']).default('auto'))
     .option('--json', 'print a one-line JSON summary on stdout at the end')
     .action(async (f: Flags) => {
-      const steps = resolveSteps(f.steps, f.epochs, f.batchSize, TRAIN_SIZE[f.dataset], 3);
-      announceBackend();
+      const steps = resolveSteps(f.steps, f.epochs, f.batchSize, Math.min(TRAIN_SIZE[f.dataset], f.trainLimit ?? Infinity), 3);
       if (f.resume && !f.ckptDir) throw new UserError('--resume needs --ckpt-dir (the folder the interrupted run checkpointed into)');
+      announceBackend();
       const r = await trainClassifier({
-        dataset: f.dataset, dataDir: f.dataDir, steps, batchSize: f.batchSize, lr: f.lr, weightDecay: f.wd,
+        dataset: f.dataset, dataDir: f.dataDir, trainLimit: f.trainLimit, steps, batchSize: f.batchSize, lr: f.lr, weightDecay: f.wd,
         warmupSteps: f.warmup, augmentShift: f.augmentShift, seed: f.seed,
         config: { c1: f.c1, c2: f.c2, hidden: f.hidden, kernel: f.kernel },
         evalEvery: f.evalEvery, evalSamples: f.evalSamples, ckptDir: f.ckptDir, ckptEvery: f.ckptEvery,

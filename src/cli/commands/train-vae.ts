@@ -11,7 +11,7 @@ import { UserError } from '../errors.js';
 import { floatArg, intArg, intListArg, resolveSteps, TRAIN_SIZE } from './train-classifier.js';
 
 interface Flags {
-  dataset: DatasetName; dataDir?: string; steps?: number; epochs?: number; batchSize: number; lr: number; wd: number; warmup?: number;
+  dataset: DatasetName; dataDir?: string; trainLimit?: number; steps?: number; epochs?: number; batchSize: number; lr: number; wd: number; warmup?: number;
   clip: number; restartEvery: number; deadFraction: number; seed: number;
   ch: number; chMult: number[]; resBlocks: number; attn?: boolean; midAttn?: boolean; cvae: number; vocab: number; patchNums: number[];
   quantResi: number; shareQuantResi: number; normGroups: number; beta: number;
@@ -29,6 +29,7 @@ export function trainVaeCommand(): Command {
     .description('train the multi-scale VQVAE tokenizer (32×32 grey images → 8×8 latent, residual multi-scale codes) with reconstruction + commitment + codebook losses')
     .addOption(new Option('--dataset <name>', 'training data').choices(DATASET_NAMES as string[]).default('fashion-mnist'))
     .option('--data-dir <dir>', 'folder with the IDX files (default: where the dataset package installs them)')
+    .option('--train-limit <n>', 'use only the first n training images (quick experiments)', intArg('--train-limit', 1))
     .option('--steps <n>', 'optimisation steps (default: 1 epoch)', intArg('--steps', 1))
     .option('--epochs <n>', 'train for this many epochs instead of --steps', floatArg('--epochs'))
     .option('--batch-size <n>', 'images per step', intArg('--batch-size', 1), 32)
@@ -63,11 +64,11 @@ export function trainVaeCommand(): Command {
     .addOption(new Option('--progress <mode>', 'progress display on stderr').choices(['auto', 'bar', 'lines', 'none']).default('auto'))
     .option('--json', 'print a one-line JSON summary on stdout at the end')
     .action(async (f: Flags) => {
-      const steps = resolveSteps(f.steps, f.epochs, f.batchSize, TRAIN_SIZE[f.dataset], 1);
+      const steps = resolveSteps(f.steps, f.epochs, f.batchSize, Math.min(TRAIN_SIZE[f.dataset], f.trainLimit ?? Infinity), 1);
       if (f.resume && !f.ckptDir) throw new UserError('--resume needs --ckpt-dir (the folder the interrupted run checkpointed into)');
       announceBackend();
       const r = await trainVae({
-        dataset: f.dataset, dataDir: f.dataDir, steps, batchSize: f.batchSize, lr: f.lr, weightDecay: f.wd, warmupSteps: f.warmup,
+        dataset: f.dataset, dataDir: f.dataDir, trainLimit: f.trainLimit, steps, batchSize: f.batchSize, lr: f.lr, weightDecay: f.wd, warmupSteps: f.warmup,
         clip: f.clip, restartEvery: f.restartEvery, deadFraction: f.deadFraction, seed: f.seed,
         config: {
           ch: f.ch, chMult: f.chMult, numResBlocks: f.resBlocks, usingSa: !!f.attn, usingMidSa: !!f.midAttn, Cvae: f.cvae,

@@ -11,7 +11,7 @@ import { UserError } from '../errors.js';
 import { floatArg, intArg, resolveSteps, TRAIN_SIZE } from './train-classifier.js';
 
 interface Flags {
-  dataset: DatasetName; dataDir?: string; tokenizer: string; depth: number; width: number; heads?: number; mlpRatio: number;
+  dataset: DatasetName; dataDir?: string; trainLimit?: number; tokenizer: string; depth: number; width: number; heads?: number; mlpRatio: number;
   dropPath: number; condDrop: number; alng: number; steps?: number; epochs?: number; batchSize: number; lr: number; wd: number;
   wdEnd?: number; warmup?: number; wpe: number; clip: number; ls: number; seed: number; evalEvery?: number; evalSamples: number;
   finalEvalSamples?: number; tokenCache?: string; ckptDir?: string; ckptEvery: number; resume?: boolean; stopAt?: number;
@@ -27,9 +27,10 @@ export function trainVarCommand(): Command {
     .description('train a class-conditional VAR by teacher forcing (label dropout, CE over all tokens, AdamW 0.9/0.95, warm-up + lin0, grad clipping)')
     .addOption(new Option('--dataset <name>', 'training data').choices(DATASET_NAMES as string[]).default('fashion-mnist'))
     .option('--data-dir <dir>', 'folder with the IDX files (default: where the dataset package installs them)')
+    .option('--train-limit <n>', 'use only the first n training images (quick experiments)', intArg('--train-limit', 1))
     .option('--tokenizer <file>', 'tokenizer from `actvar train-vae`', 'models/vqvae-fashion-mnist.safetensors')
-    .option('--depth <n>', 'transformer blocks', intArg('--depth', 1), 6)
-    .option('--width <n>', 'model width C', intArg('--width', 1), 256)
+    .option('--depth <n>', 'transformer blocks', intArg('--depth', 1), 4)
+    .option('--width <n>', 'model width C', intArg('--width', 1), 128)
     .option('--heads <n>', 'attention heads (default: width/64)', intArg('--heads', 1))
     .option('--mlp-ratio <x>', 'FFN hidden = ratio × width', floatArg('--mlp-ratio'), 4)
     .option('--drop-path <x>', 'stochastic depth of the last block', floatArg('--drop-path'), 0)
@@ -59,11 +60,11 @@ export function trainVarCommand(): Command {
     .addOption(new Option('--progress <mode>', 'progress display on stderr').choices(['auto', 'bar', 'lines', 'none']).default('auto'))
     .option('--json', 'print a one-line JSON summary on stdout at the end')
     .action(async (f: Flags) => {
-      const steps = resolveSteps(f.steps, f.epochs, f.batchSize, TRAIN_SIZE[f.dataset], 10);
+      const steps = resolveSteps(f.steps, f.epochs, f.batchSize, Math.min(TRAIN_SIZE[f.dataset], f.trainLimit ?? Infinity), 10);
       if (f.resume && !f.ckptDir) throw new UserError('--resume needs --ckpt-dir (the folder the interrupted run checkpointed into)');
       announceBackend();
       const r = await trainVar({
-        dataset: f.dataset, dataDir: f.dataDir, tokenizer: f.tokenizer,
+        dataset: f.dataset, dataDir: f.dataDir, trainLimit: f.trainLimit, tokenizer: f.tokenizer,
         model: { depth: f.depth, width: f.width, heads: f.heads, mlpRatio: f.mlpRatio, dropPathRate: f.dropPath, condDropRate: f.condDrop, initAdalnGamma: f.alng },
         steps, batchSize: f.batchSize, lr: f.lr, weightDecay: f.wd, weightDecayEnd: f.wdEnd, warmupSteps: f.warmup, endFactor: f.wpe,
         clip: f.clip, labelSmoothing: f.ls, seed: f.seed, evalEvery: f.evalEvery, evalSamples: f.evalSamples, finalEvalSamples: f.finalEvalSamples,
