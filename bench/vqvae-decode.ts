@@ -11,7 +11,7 @@ import { announceBackend, backend } from '../src/backend/index.js';
 import { Tensor, Rng, noGrad, countFlops } from '../src/tensor/index.js';
 import { VQVAE } from '../src/vqvae/vqvae.js';
 import { OFFICIAL_VQVAE } from '../src/vqvae/config.js';
-import { conv3x3Stats } from '../src/vqvae/basic-vae.js';
+import { conv3x3Stats, setConv3x3Options } from '../src/vqvae/basic-vae.js';
 
 export interface VqvaeDecodeResult { seconds: number[]; gflops: number; peakRssMB: number; weightMB: number; sgemmSeconds: number }
 
@@ -30,6 +30,13 @@ function timeSgemm(): { reset(): void; seconds(): number; restore(): void } {
 
 export function benchVqvaeDecode(repeats = 2): VqvaeDecodeResult {
   announceBackend();
+  // VQVAE_DECODE_FAST=0: the composed ops (im2col conv2d, groupNorm, silu, upsample) for comparison
+  const prevOptions = setConv3x3Options({ enabled: process.env.VQVAE_DECODE_FAST !== '0' });
+  if (process.env.VQVAE_DECODE_FAST === '0') console.log('fast 3×3 conv path disabled');
+  try { return run(repeats); } finally { setConv3x3Options(prevOptions); }
+}
+
+function run(repeats: number): VqvaeDecodeResult {
   const rng = new Rng(0);
   const t0 = performance.now();
   const vae = VQVAE.random(OFFICIAL_VQVAE, rng);

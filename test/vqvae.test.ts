@@ -346,7 +346,12 @@ test('inference 3×3 conv fast path matches conv2d (copy, SiLU, nearest ×2; ban
         assertClose(conv.forwardSilu(x, res), T.add(res, conv2d(T.silu(x), W, b, { padding: 1 })), `silu + residual ${cin}→${cout}`, 1e-5);
         assertClose(conv.forwardUp2(x), conv2d(upsampleNearest2x(x), W, b, { padding: 1 }), `up2 ${cin}→${cout}`, 1e-5);
       });
-      // with a graph the composed ops run (and give the same values)
+      // disabled, or with a graph, the composed ops run (and give the same values)
+      const was = setConv3x3Options({ enabled: false });
+      const calls = conv3x3Stats.calls;
+      assertClose(T.noGrad(() => conv.forwardUp2(x)), T.noGrad(() => conv2d(upsampleNearest2x(x), W, b, { padding: 1 })), 'disabled', 0);
+      assert.equal(conv3x3Stats.calls, calls);
+      setConv3x3Options(was);
       const xg = new T.Tensor(x.f32.slice(), x.shape, true);
       const y = conv.forwardSilu(xg);
       assert.ok(y.requiresGrad);

@@ -37,6 +37,10 @@ export interface ActVarBenchResult {
   actvar_s: number;
   flops_saving: number;
   time_saving: number;
+  /** Process CPU seconds of the best runs (all threads; robust on a shared machine when ACTVAR_THREADS=1). */
+  dense_cpu_s: number;
+  actvar_cpu_s: number;
+  cpu_saving: number;
   /** time_saving / flops_saving (goal ≥ 0.9). */
   efficiency: number;
   preset: string;
@@ -90,7 +94,9 @@ export function benchActVar(opts: ActVarBenchOptions = {}): ActVarBenchResult {
   const labels = Array.from({ length: B }, (_, i) => (seed + 7 * i) % model.config.numClasses);
 
   const SN = model.numScales;
+  let lastCpu = 0;
   const timeRun = (hooks: VarHooks, perScale: number[] | null): number => {
+    const c0 = process.cpuUsage();
     let last = performance.now();
     const t0 = last;
     const wrapped: VarHooks = { ...hooks };
@@ -104,6 +110,8 @@ export function benchActVar(opts: ActVarBenchOptions = {}): ActVarBenchResult {
       };
     }
     runTransformer(model!, labels, inputs, wrapped);
+    const c = process.cpuUsage(c0);
+    lastCpu = (c.user + c.system) / 1e6;
     return (performance.now() - t0) / 1e3;
   };
 
@@ -112,17 +120,19 @@ export function benchActVar(opts: ActVarBenchOptions = {}): ActVarBenchResult {
   log('warm-up …');
   timeRun({}, null);
   timeRun(a.hooks, null);
-  let dense = Infinity, sparse = Infinity;
+  let dense = Infinity, sparse = Infinity, denseCpu = Infinity, sparseCpu = Infinity;
   for (let r = 0; r < repeats; r++) {
-    const d = timeRun({}, null);
-    const s = timeRun(a.hooks, null);
-    log(`run ${r + 1}/${repeats}: dense ${d.toFixed(3)} s, ActVAR ${s.toFixed(3)} s`);
+    const d = timeRun({}, null), dc = lastCpu;
+    const s = timeRun(a.hooks, null), sc = lastCpu;
+    log(`run ${r + 1}/${repeats}: dense ${d.toFixed(3)} s (cpu ${dc.toFixed(2)}), ActVAR ${s.toFixed(3)} s (cpu ${sc.toFixed(2)})`);
     dense = Math.min(dense, d); sparse = Math.min(sparse, s);
+    denseCpu = Math.min(denseCpu, dc); sparseCpu = Math.min(sparseCpu, sc);
   }
   const flopsSaving = 1 - sparseFlops / denseFlops, timeSaving = 1 - sparse / dense;
   const r4 = (v: number): number => Math.round(v * 1e4) / 1e4;
   const res: ActVarBenchResult = {
     dense_s: r4(dense), actvar_s: r4(sparse), flops_saving: r4(flopsSaving), time_saving: r4(timeSaving),
+    dense_cpu_s: r4(denseCpu), actvar_cpu_s: r4(sparseCpu), cpu_saving: r4(1 - sparseCpu / denseCpu),
     efficiency: r4(timeSaving / flopsSaving), preset, batch: B,
     setting: `(${a.config.tokenRates.map((v) => Math.round(v * 100)).join(',')};${Math.round(a.config.expertRate * 100)})`,
     dense_gflops: Math.round(denseFlops / 1e6) / 1e3, actvar_gflops: Math.round(sparseFlops / 1e6) / 1e3,

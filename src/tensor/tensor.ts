@@ -113,13 +113,17 @@ export class Tensor {
       if (t.node) {
         const ins = t.node.inputs;
         const gs = t.node.backward(g);
+        // t's own gradient g dies after this node, so one input may take it over without a copy
+        let gTaken = false;
         for (let j = 0; j < ins.length; j++) {
           const inp = ins[j], gi = gs[j];
           if (!gi || !inp.requiresGrad) continue;
           const prev = grads.get(inp);
           if (prev) { for (let k = 0; k < prev.length; k++) prev[k] += gi[k]; }
           else {
-            const own = owned.has(gi) ? gi.slice() : gi;
+            let own = gi;
+            if (gi === g && !gTaken) gTaken = true;
+            else if (owned.has(gi)) own = gi.slice();
             owned.add(own);
             grads.set(inp, own);
           }

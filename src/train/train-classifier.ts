@@ -20,7 +20,6 @@ import { DataLoader, loadDataset, IMAGE_SIZE, type DatasetName, type ImageDatase
 import { restoreCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { findResume, jsonlLogger, trainLoop, type ProgressMode, type StepRecord, type TrainLoopResult } from './loop.js';
 
-
 export interface TrainClassifierOptions {
   dataset?: DatasetName;
   dataDir?: string;

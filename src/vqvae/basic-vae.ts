@@ -140,12 +140,14 @@ function getPool(): PoolWorker[] {
 }
 
 /**
- * Options of the inference 3×3 conv; returns the previous values. `bandFloats`: output floats per GEMM
+ * Options of the inference 3×3 conv; returns the previous values. `enabled`: false runs the composed
+ * ops (conv2d, groupNorm, silu, upsampleNearest2x) even without a graph; `bandFloats`: output floats per GEMM
  * band; `workers`: helper threads for the fills (−1 = backend threads − 1, 0 = main thread only);
  * `parallelMinFloats`: smallest fill worth splitting. Tests use tiny values to exercise every path.
  */
-export function setConv3x3Options(o: { bandFloats?: number; workers?: number; parallelMinFloats?: number }): { bandFloats: number; workers: number; parallelMinFloats: number } {
-  const prev = { bandFloats, workers: poolSize, parallelMinFloats };
+export function setConv3x3Options(o: { enabled?: boolean; bandFloats?: number; workers?: number; parallelMinFloats?: number }): { enabled: boolean; bandFloats: number; workers: number; parallelMinFloats: number } {
+  const prev = { enabled: fastPathEnabled, bandFloats, workers: poolSize, parallelMinFloats };
+  if (o.enabled !== undefined) fastPathEnabled = o.enabled;
   const posInt = (v: number) => Number.isInteger(v) && v > 0;
   if (o.bandFloats !== undefined) {
     if (!posInt(o.bandFloats)) throw new RangeError(`bandFloats must be a positive integer, got ${o.bandFloats}`);
@@ -164,6 +166,7 @@ export function setConv3x3Options(o: { bandFloats?: number; workers?: number; pa
 
 /** Output floats per GEMM band (Cout × rows × (W+2)); small enough to stay in cache while it is filled. */
 let bandFloats = 1 << 20;
+let fastPathEnabled = true;
 
 // Workspaces, reused across calls (the padded input is shared with the workers when they run).
 let padWorkspace: Float32Array | null = null;
@@ -341,7 +344,7 @@ export class Conv2d {
   }
   private get isSame3x3(): boolean {
     const p = this.opts.padding ?? 0;
-    return this.k === 3 && (this.opts.stride ?? 1) === 1 && (p === 1 || (Array.isArray(p) && p.every((v) => v === 1)));
+    return fastPathEnabled && this.k === 3 && (this.opts.stride ?? 1) === 1 && (p === 1 || (Array.isArray(p) && p.every((v) => v === 1)));
   }
 }
 
