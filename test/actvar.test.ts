@@ -57,6 +57,8 @@ test('config: defaults, broadcasting a single rate, validation errors', () => {
   const c = resolveActVarConfig({}, { numScales: 10, ffnHidden: 4096 });
   assert.deepEqual(c, { scales: [8, 9], tokenRates: [0.75, 0.75], expertRate: 0.75, experts: 16, grouping: 'contiguous', selector: 'linear' });
   assert.deepEqual(resolveActVarConfig({ tokenRates: [0.5] }, { numScales: 10, ffnHidden: 4096 }).tokenRates, [0.5, 0.5]);
+  const swapped = resolveActVarConfig({ scales: [9, 7], tokenRates: [0.25, 0.5] }, { numScales: 10, ffnHidden: 4096 });
+  assert.deepEqual([swapped.scales, swapped.tokenRates], [[7, 9], [0.5, 0.25]]);
   assert.throws(() => resolveActVarConfig({ scales: [10] }, { numScales: 10, ffnHidden: 64 }), /scale index 10 is out of range.*0\.\.9/);
   assert.throws(() => resolveActVarConfig({ tokenRates: [0.5, 0.5, 0.5] }, { numScales: 10, ffnHidden: 64 }), ActVarConfigError);
   assert.throws(() => resolveActVarConfig({ expertRate: 1.5 }, { numScales: 10, ffnHidden: 64 }), /expert rate must be a number in \(0, 1\]/);

@@ -124,7 +124,7 @@ export class ActVAR {
       const router = (opts.init ?? 'weights') === 'weights' ? routerFromWeights(experts) : Router.zeros(config.experts, b.C);
       return { router, selector: Selector.zeros(b.C), experts };
     });
-    if (opts.perms?.some((p) => p)) config.grouping = 'coactivation';
+    if (opts.perms) config.grouping = opts.perms.some((p) => p) ? 'coactivation' : 'contiguous';
     return new ActVAR(model, config, blocks);
   }
 

@@ -62,13 +62,16 @@ export function resolveActVarConfig(opts: Partial<ActVarConfig>, model: ActVarMo
     if (!Number.isInteger(s) || s < 0 || s >= SN) throw new ActVarConfigError(`scale index ${s} is out of range: the model has ${SN} scales (valid 0..${SN - 1})`);
   }
   if (new Set(scales).size !== scales.length) throw new ActVarConfigError(`scales must be distinct, got ${scales.join(',')}`);
-  scales.sort((a, b) => a - b);
   let tokenRates = (opts.tokenRates ?? scales.map(() => DEFAULT_TOKEN_RATE)).slice();
   if (tokenRates.length === 1 && scales.length > 1) tokenRates = scales.map(() => tokenRates[0]);
   if (tokenRates.length !== scales.length) {
     throw new ActVarConfigError(`give one token rate per activated scale: ${scales.length} scale(s) (${scales.join(',')}) but ${tokenRates.length} rate(s) (${tokenRates.join(',')})`);
   }
   tokenRates.forEach((r, i) => checkRate(`token rate for scale ${scales[i]}`, r));
+  // order by scale, keeping each rate with its scale
+  const order = scales.map((_, i) => i).sort((a, b) => scales[a] - scales[b]);
+  tokenRates = order.map((i) => tokenRates[i]);
+  scales.sort((a, b) => a - b);
   const expertRate = opts.expertRate ?? DEFAULT_EXPERT_RATE;
   checkRate('expert rate', expertRate);
   const experts = opts.experts ?? DEFAULT_EXPERTS;

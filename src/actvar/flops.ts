@@ -24,6 +24,10 @@
  * scales numerator and denominator alike).
  */
 import { tokensToKeep, expertsToKeep, type ActVarConfig } from './config.js';
+import { Tensor, countFlops, dryRun, type FlopsCounter } from '../tensor/index.js';
+import { VAR, varParamShapes } from '../var/var.js';
+import { varPreset, type VarConfig } from '../var/config.js';
+import { ActVAR, runTransformer } from './actvar.js';
 
 /** The model dimensions FLOPs depend on. */
 export interface FlopsModel {
@@ -137,10 +141,6 @@ export const TABLE1_REPORTED: Readonly<Record<string, number>> = { d16: 0.202, d
 // ---------------------------------------------------------------------------------------------
 // measured counts: the real code in dry-run mode
 
-import { Tensor, countFlops, dryRun, type FlopsCounter } from '../tensor/index.js';
-import { VAR, varParamShapes } from '../var/var.js';
-import { varPreset, type VarConfig } from '../var/config.js';
-import { ActVAR, runTransformer } from './actvar.js';
 
 /**
  * A VAR for dry runs only: every parameter of a given shape shares ONE zero buffer, so a d30

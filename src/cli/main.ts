@@ -13,8 +13,9 @@ import * as trainVae from './commands/train-vae.js';
 import * as trainVar from './commands/train-var.js';
 import * as generate from './commands/generate.js';
 import * as flops from './commands/flops.js';
+import * as demo from './commands/demo.js';
 
-const commands: { register(program: Command): void }[] = [bench, trainClassifier, trainVae, trainVar, generate, flops];
+const commands: { register(program: Command): void }[] = [bench, trainClassifier, trainVae, trainVar, generate, flops, demo];
 
 /** package.json's version (dist/src/cli/main.js → ../../../package.json, also when installed). */
 function version(): string {

@@ -1,0 +1,503 @@
+/**
+ * The demo (`actvar demo`, `npm run demo`): the shipped Fashion-MNIST tokenizer, VAR and classifier;
+ * `perClass` samples of every class with the dense VAR and with ActVAR (paper §3.2–3.4) side by side,
+ * with wall-clock time, measured FLOPs and class accuracy of each mode.
+ *
+ * Method (so that the comparison is paired and fair on a busy machine):
+ * - Image i (class-major order: class 0 ×perClass, class 1 ×perClass, …) samples from its own Rng,
+ *   seeded by `imageSeed(seed, i)`, in both modes; results do not depend on the batch size.
+ * - Generation runs in batches of `batch` images (rows = 2·batch with CFG); every batch runs in both
+ *   modes right after each other, the first mode alternating (dense, ActVAR, ActVAR, dense, …), so
+ *   that load from other processes and warm-up effects hit both alike. One image of each mode is
+ *   generated first as a warm-up (not timed). Process CPU seconds are recorded next to wall time.
+ * - Time per mode = "transformer" (KV-cache sampling over all scales: blocks, head, sampling and the
+ *   VQVAE's f̂ updates, var-reference §6) + "decode" (f̂ → image, §4.4).
+ * - GFLOPs per image = the FLOPs counter (src/tensor/flops.ts) over the timed sampling runs, transformer
+ *   only (every category except the VQVAE's `phi` and `vqvae_decode`), CFG on, divided by the images.
+ * - ActVAR: default (75,75;75) at the last two scales with 16 experts (config.ts). Without
+ *   `actvarWeights` the routers and selectors get the training-free initialisation of
+ *   src/actvar/init.ts, fitted on `calib` dense generations of the model itself (classes spread
+ *   evenly, seeded); that time is reported as `calib_s`, apart from `actvar_s`.
+ * - Class accuracy: the shipped classifier's prediction vs. the class each sample was generated for
+ *   (`classAccuracy`, images in [−1, 1]).
+ *
+ * Files (only at the end, each atomically; a failure leaves nothing behind): `dense.png`,
+ * `actvar.png` (one row per class, `perClass` columns) and `demo.png` (both grids side by side).
+ * Missing model files are reported together, naming the command that makes each.
+ */
+import * as fs from 'node:fs';
+import * as nodePath from 'node:path';
+import { Tensor, Rng, countFlops, flopsCategory, type FlopsCounter } from '../tensor/index.js';
+import type { VAR, InferResult } from '../var/var.js';
+import type { VQVAE } from '../vqvae/vqvae.js';
+import { ActVAR } from '../actvar/actvar.js';
+import { ActVarConfigError, type ActVarConfig } from '../actvar/config.js';
+import { loadTokenizer } from '../train/train-vae.js';
+import { loadTrainedVar } from '../train/train-var.js';
+import { loadClassifier, classAccuracy, CLASSIFIER_IMAGE_SIZE, type Classifier } from './classifier.js';
+import { FASHION_MNIST_CLASSES, MNIST_CLASSES } from '../data/datasets.js';
+import { makeGrid, encodePng, writeFileAtomic, toUint8, type RgbImage } from '../image/png.js';
+
+/** File names of the shipped models inside `modelsDir` (docs/MODELS.md). */
+export const DEMO_MODEL_FILES = {
+  tokenizer: 'tokenizer-fashion-mnist.safetensors',
+  var: 'var-fashion-mnist.safetensors',
+  classifier: 'classifier-fashion-mnist.safetensors',
+} as const;
+
+/** Sampling defaults of the demo (the shipped VAR's class accuracy is reported at these). */
+export const DEMO_DEFAULTS = Object.freeze({
+  modelsDir: 'models', outDir: 'out/demo', perClass: 10, cfg: 1.5, topK: 0, topP: 0, seed: 0, batch: 50, calib: 4,
+});
+
+export interface DemoOptions {
+  /** Folder of the shipped models (default 'models'). */
+  modelsDir?: string;
+  /** Override single files (default: `modelsDir`/DEMO_MODEL_FILES). */
+  tokenizer?: string;
+  var?: string;
+  classifier?: string;
+  /** Where the PNGs go (default 'out/demo'); null: write nothing. */
+  outDir?: string | null;
+  /** Samples per class and mode (default 10 → 100 per mode for 10 classes). */
+  perClass?: number;
+  /** CFG strength, top-k (0 = off), top-p (0 = off), sampling seed. */
+  cfg?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+  /** Run ActVAR next to the dense model (default true). */
+  actvar?: boolean;
+  /** ActVAR settings (default: config.ts defaults, (75,75;75) at the last two scales). */
+  tokenRates?: number[];
+  expertRate?: number;
+  experts?: number;
+  scales?: number[];
+  /** Saved / distilled router+selector weights (.safetensors) instead of the training-free init. */
+  actvarWeights?: string;
+  /** Dense generations for the training-free calibration (default 4; 0 = data-free init). */
+  calib?: number;
+  /** Images per forward pass (default 50). */
+  batch?: number;
+  /** Progress lines (default: none). */
+  log?: (line: string) => void;
+}
+
+/** One mode's measurements. */
+export interface DemoModeResult {
+  /** Seconds for all images of the mode: sampling (transformer) + decode. */
+  seconds: number;
+  transformerSeconds: number;
+  decodeSeconds: number;
+  /** Process CPU seconds (all threads) of the same runs: steadier than wall time on a shared machine. */
+  cpuSeconds: number;
+  /** Transformer GFLOPs per image (CFG on), measured. */
+  gflops: number;
+  /** FLOPs per image by category (all kernels of sampling and decode). */
+  flopsByCategory: Record<string, number>;
+  classAccuracy: number;
+  perClassAccuracy: number[];
+  /** Classifier prediction per image. */
+  predictions: Int32Array;
+  /** Images in [−1, 1], [N, 1, 32, 32]. */
+  images: Tensor;
+}
+
+/** The result (the JSON line of `actvar demo --json` is `toJSON(result)`). */
+export interface DemoResult {
+  images: number;
+  perClass: number;
+  classes: string[];
+  labels: number[];
+  settings: { cfg: number; topK: number; topP: number; seed: number; batch: number };
+  dense: DemoModeResult;
+  actvar: (DemoModeResult & { config: ActVarConfig; init: string; calibSeconds: number }) | null;
+  /** 1 − actvar/dense, transformer GFLOPs and total seconds (null without ActVAR). */
+  flopsSaving: number | null;
+  timeSaving: number | null;
+  transformerTimeSaving: number | null;
+  /** Fraction of paired samples that the classifier puts in the same class in both modes. */
+  pairedAgreement: number | null;
+  /** Wall seconds of the whole run (loading, calibration, generation, scoring, writing). */
+  totalSeconds: number;
+  files: string[];
+}
+
+/** A mistake the user can fix (missing or unsuitable model file, bad option): the CLI exits 2. */
+export class DemoError extends Error {
+  readonly userError = true;
+  constructor(message: string) { super(message); this.name = 'DemoError'; }
+}
+
+/**
+ * A well-mixed 32-bit seed for image i of a run (SplitMix32 step). The same derivation as
+ * `imageSeed` of `actvar generate` (src/cli/commands/generate.ts, which this layer may not import),
+ * so `actvar generate --classes 0,1,…,9 --per-class 10 --seed S` samples the demo's dense images.
+ */
+export function demoImageSeed(seed: number, i: number): number {
+  let z = (Math.imul(seed >>> 0, 0x9e3779b9) + Math.imul(i + 1, 0x85ebca6b)) >>> 0;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+  return (z ^ (z >>> 16)) >>> 0;
+}
+
+/** The model files the demo reads, and how to make each when it is missing. */
+export function demoModelPaths(o: Pick<DemoOptions, 'modelsDir' | 'tokenizer' | 'var' | 'classifier'>): { tokenizer: string; var: string; classifier: string } {
+  const dir = o.modelsDir ?? DEMO_DEFAULTS.modelsDir;
+  return {
+    tokenizer: o.tokenizer ?? nodePath.join(dir, DEMO_MODEL_FILES.tokenizer),
+    var: o.var ?? nodePath.join(dir, DEMO_MODEL_FILES.var),
+    classifier: o.classifier ?? nodePath.join(dir, DEMO_MODEL_FILES.classifier),
+  };
+}
+
+function checkModelFiles(p: { tokenizer: string; var: string; classifier: string }): void {
+  const make: Record<keyof typeof p, string> = {
+    tokenizer: `actvar train-vae --out ${p.tokenizer}`,
+    var: `actvar train-var --tokenizer ${p.tokenizer} --out ${p.var}`,
+    classifier: `actvar train-classifier --out ${p.classifier}`,
+  };
+  const problems: string[] = [];
+  for (const k of ['tokenizer', 'var', 'classifier'] as const) {
+    const f = p[k];
+    let why: string | null = null;
+    try {
+      if (!fs.statSync(f).isFile()) why = 'not a file';
+      else fs.accessSync(f, fs.constants.R_OK);
+    } catch (e) {
+      why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : `cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`;
+    }
+    if (why) problems.push(`the ${k} ${f}: ${why}; make it with \`${make[k]}\``);
+  }
+  if (problems.length) {
+    throw new DemoError(`the demo needs the trained models:\n  - ${problems.join('\n  - ')}\n` +
+      '(docs/MODELS.md has the exact commands of the shipped models; --models DIR or --tokenizer/--var/--classifier FILE point elsewhere)');
+  }
+}
+
+function checkOutDir(dir: string): void {
+  const abs = nodePath.resolve(dir);
+  if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) throw new DemoError(`--out-dir ${dir}: exists and is not a directory`);
+  let d = abs;
+  while (!fs.existsSync(d)) d = nodePath.dirname(d);
+  try {
+    if (!fs.statSync(d).isDirectory()) throw new Error('not a directory');
+    fs.accessSync(d, fs.constants.W_OK);
+  } catch {
+    throw new DemoError(`--out-dir ${dir}: cannot write there (${d} is not a writable directory)`);
+  }
+}
+
+function positiveInt(v: number, what: string): void {
+  if (!Number.isInteger(v) || v < 1) throw new DemoError(`${what} must be an integer >= 1, got ${v}`);
+}
+
+/** Load a model file; a file that is not what it should be is the user's to fix. */
+function load<T>(what: string, path: string, fn: () => T): T {
+  try { return fn(); } catch (e) {
+    const msg = (e as Error).message;
+    throw new DemoError(`cannot load the ${what} ${path}: ${msg.startsWith(path) ? msg.slice(path.length).replace(/^:\s*/, '') : msg}`);
+  }
+}
+
+/** [N, 1, H, W] in [−1, 1] → grey RGB images with the official uint8 conversion of (x + 1)/2. */
+function greyToImages(img: Tensor): RgbImage[] {
+  const [N, , H, W] = img.shape, d = img.f32, hw = H * W, out: RgbImage[] = [];
+  for (let n = 0; n < N; n++) {
+    const px = new Uint8Array(hw * 3);
+    for (let i = 0; i < hw; i++) {
+      const v = toUint8(Math.fround(Math.fround(d[n * hw + i] + 1) * 0.5));
+      px[i * 3] = v; px[i * 3 + 1] = v; px[i * 3 + 2] = v;
+    }
+    out.push({ width: W, height: H, data: px });
+  }
+  return out;
+}
+
+/** Two images next to each other, `gap` pixels of `value` between them (top-aligned). */
+function sideBySide(a: RgbImage, b: RgbImage, gap = 12, value = 255): RgbImage {
+  const W = a.width + gap + b.width, H = Math.max(a.height, b.height);
+  const data = new Uint8Array(W * H * 3).fill(value);
+  for (const [im, x0] of [[a, 0], [b, a.width + gap]] as const) {
+    for (let y = 0; y < im.height; y++) data.set(im.data.subarray(y * im.width * 3, (y + 1) * im.width * 3), (y * W + x0) * 3);
+  }
+  return { width: W, height: H, data };
+}
+
+/** Transformer FLOPs of a counter: everything except the VQVAE (f̂ updates and decoding). */
+export function transformerFlops(c: FlopsCounter): number {
+  let s = 0;
+  for (const [k, v] of c.byCategory) if (k !== 'phi' && !k.startsWith('vqvae')) s += v;
+  return s;
+}
+
+interface ModeAcc { transformer: number; decode: number; cpu: number; flops: FlopsCounter[]; images: Tensor[] }
+
+const r4 = (v: number): number => Math.round(v * 1e4) / 1e4;
+const r6 = (v: number): number => Math.round(v * 1e6) / 1e6;
+
+/** Run the demo. Throws DemoError for problems the user can fix; writes files only at the end. */
+export function runDemo(opts: DemoOptions = {}): DemoResult {
+  const tStart = performance.now();
+  const log = opts.log ?? (() => {});
+  const d = DEMO_DEFAULTS;
+  const perClass = opts.perClass ?? d.perClass, batch = opts.batch ?? d.batch, calib = opts.calib ?? d.calib;
+  const cfg = opts.cfg ?? d.cfg, topK = opts.topK ?? d.topK, topP = opts.topP ?? d.topP, seed = opts.seed ?? d.seed;
+  const withActVar = opts.actvar ?? true;
+  const outDir = opts.outDir === undefined ? d.outDir : opts.outDir;
+
+  // ---- validate everything that needs no weights
+  positiveInt(perClass, '--per-class');
+  positiveInt(batch, '--batch');
+  if (!Number.isInteger(calib) || calib < 0) throw new DemoError(`--actvar-calib must be an integer >= 0, got ${calib}`);
+  if (!(cfg >= 0) || !Number.isFinite(cfg)) throw new DemoError(`--cfg must be a finite number >= 0, got ${cfg}`);
+  if (!Number.isInteger(topK) || topK < 0) throw new DemoError(`--top-k must be an integer >= 0 (0 = off), got ${topK}`);
+  if (!(topP >= 0 && topP <= 1)) throw new DemoError(`--top-p must be in [0, 1] (0 = off), got ${topP}`);
+  if (!Number.isInteger(seed) || seed < 0) throw new DemoError(`--seed must be an integer >= 0, got ${seed}`);
+  const settings: Partial<ActVarConfig> = {};
+  if (opts.tokenRates !== undefined) settings.tokenRates = opts.tokenRates;
+  if (opts.expertRate !== undefined) settings.expertRate = opts.expertRate;
+  if (opts.experts !== undefined) settings.experts = opts.experts;
+  if (opts.scales !== undefined) settings.scales = opts.scales;
+  if (!withActVar) {
+    const given = [...Object.keys(settings), ...(opts.actvarWeights !== undefined ? ['actvarWeights'] : [])];
+    if (given.length) throw new DemoError(`--${given[0].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} has no effect with --no-actvar`);
+  }
+  for (const r of [...(settings.tokenRates ?? []), ...(settings.expertRate !== undefined ? [settings.expertRate] : [])]) {
+    if (r > 1 && r <= 100) throw new DemoError(`activation rates are fractions in (0, 1], e.g. 0.75 for 75%; got ${r}`);
+  }
+  const paths = demoModelPaths(opts);
+  checkModelFiles(paths);
+  if (withActVar && opts.actvarWeights !== undefined) {
+    try { if (!fs.statSync(opts.actvarWeights).isFile()) throw new Error('not a file'); fs.accessSync(opts.actvarWeights, fs.constants.R_OK); } catch (e) {
+      throw new DemoError(`--actvar-weights ${opts.actvarWeights}: cannot read the file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+  }
+  if (outDir !== null) checkOutDir(outDir);
+
+  // ---- models
+  const vqvae: VQVAE = load('tokenizer', paths.tokenizer, () => loadTokenizer(paths.tokenizer).vae);
+  const { var: model, metadata: varMeta } = load('VAR', paths.var, () => loadTrainedVar(paths.var));
+  const clf: Classifier = load('classifier', paths.classifier, () => loadClassifier(paths.classifier).classifier);
+  const vc = model.config;
+  if (vqvae.Cvae !== vc.Cvae || vqvae.vocabSize !== vc.vocabSize || vqvae.patchNums.join() !== vc.patchNums.join()) {
+    throw new DemoError(`the tokenizer ${paths.tokenizer} (Cvae ${vqvae.Cvae}, vocabulary ${vqvae.vocabSize}, patch numbers ${vqvae.patchNums.join(',')}) ` +
+      `does not fit the VAR ${paths.var} (Cvae ${vc.Cvae}, vocabulary ${vc.vocabSize}, patch numbers ${vc.patchNums.join(',')}); ` +
+      'use the tokenizer the VAR was trained on');
+  }
+  const img = vqvae.config;
+  if (img.inChannels !== 1 || img.imgSize !== CLASSIFIER_IMAGE_SIZE) {
+    throw new DemoError(`the tokenizer ${paths.tokenizer} makes ${img.inChannels}-channel ${img.imgSize}×${img.imgSize} images; ` +
+      `the classifier scores grey ${CLASSIFIER_IMAGE_SIZE}×${CLASSIFIER_IMAGE_SIZE} images (a Fashion-MNIST / MNIST tokenizer from \`actvar train-vae\`)`);
+  }
+  if (clf.config.numClasses !== vc.numClasses) {
+    throw new DemoError(`the classifier ${paths.classifier} knows ${clf.config.numClasses} classes but the VAR ${paths.var} generates ${vc.numClasses}; use models of the same dataset`);
+  }
+  const nc = vc.numClasses;
+  const names = varMeta.dataset === 'mnist' ? MNIST_CLASSES : varMeta.dataset === 'fashion-mnist' ? FASHION_MNIST_CLASSES : null;
+  const classes = Array.from({ length: nc }, (_, c) => names?.[c] ?? String(c));
+  const labels: number[] = [];
+  for (let c = 0; c < nc; c++) for (let k = 0; k < perClass; k++) labels.push(c);
+  const N = labels.length;
+  log(`VAR depth ${vc.depth}, width ${vc.width}, ${vc.patchNums.length} scales (${vc.patchNums.join(',')}); ` +
+    `${N} images per mode (${nc} classes × ${perClass}), CFG ${cfg}, top-k ${topK || 'off'}, top-p ${topP || 'off'}, seed ${seed}`);
+
+  // ---- ActVAR
+  let act: ActVAR | null = null, init = '', calibSeconds = 0;
+  if (withActVar) {
+    try {
+      if (opts.actvarWeights !== undefined) {
+        act = load('ActVAR weights', opts.actvarWeights, () => ActVAR.load(model, opts.actvarWeights!, settings));
+        init = `weights ${opts.actvarWeights}`;
+      } else {
+        act = ActVAR.wrap(model, settings);
+        if (calib > 0) {
+          // classes spread evenly over the label range, a seeded Rng: deterministic
+          const calibLabels = Array.from({ length: calib }, (_, k) => Math.floor((k * nc) / calib));
+          log(`ActVAR: calibrating routers and selectors on ${calib} dense generation(s) (classes ${calibLabels.join(',')}) …`);
+          const t0 = performance.now();
+          act.calibrate({ vqvae, labels: calibLabels, cfg, topK, topP, rng: new Rng((seed ^ 0x5eed) >>> 0) });
+          calibSeconds = (performance.now() - t0) / 1e3;
+          init = `training-free, calibrated on ${calib} dense generation(s)`;
+        } else {
+          init = 'training-free, data-free (router from the FFN weights, uniform selector)';
+        }
+      }
+    } catch (e) {
+      if (e instanceof ActVarConfigError) throw new DemoError(e.message);
+      throw e;
+    }
+  }
+
+  // ---- generation: warm-up, then interleaved timed batches
+  const rngs = (first: number, n: number): Rng[] => Array.from({ length: n }, (_, j) => new Rng(demoImageSeed(seed, first + j)));
+  const sample = (lab: number[], first: number, sparse: boolean): InferResult => model.autoregressiveInfer({
+    labels: lab, vqvae, cfg, topK, topP, rng: rngs(first, lab.length), decode: false,
+    ...(sparse && act ? act.hooks : {}),
+  });
+  const decode = (r: InferResult): Tensor => flopsCategory('vqvae_decode', () => vqvae.fhatToImg(r.fHat));
+  log('warm-up …');
+  decode(sample([0], 0, false));
+  if (act) decode(sample([0], 0, true));
+
+  const modes: { sparse: boolean; acc: ModeAcc }[] = [{ sparse: false, acc: { transformer: 0, decode: 0, cpu: 0, flops: [], images: [] } }];
+  if (act) modes.push({ sparse: true, acc: { transformer: 0, decode: 0, cpu: 0, flops: [], images: [] } });
+  const nb = Math.ceil(N / batch);
+  for (let bi = 0; bi < nb; bi++) {
+    const first = bi * batch, lab = labels.slice(first, first + batch);
+    const parts: string[] = [];
+    // alternate which mode goes first (ABBA…), so that drifting load and cache effects cancel
+    const order = bi % 2 === 0 ? modes : [...modes].reverse();
+    for (const m of order) {
+      const c0 = process.cpuUsage();
+      const t0 = performance.now();
+      const { result, flops } = countFlops(() => sample(lab, first, m.sparse));
+      const t1 = performance.now();
+      const { result: im, flops: decodeFlops } = countFlops(() => decode(result));
+      const t2 = performance.now();
+      m.acc.transformer += (t1 - t0) / 1e3;
+      m.acc.decode += (t2 - t1) / 1e3;
+      const c = process.cpuUsage(c0);
+      m.acc.cpu += (c.user + c.system) / 1e6;
+      m.acc.flops.push(flops, decodeFlops);
+      m.acc.images.push(im);
+      parts.push(`${m.sparse ? 'ActVAR' : 'dense'} ${((t2 - t0) / 1e3).toFixed(2)} s`);
+    }
+    log(`batch ${bi + 1}/${nb} (${lab.length} images): ${parts.join(', ')}`);
+  }
+  model.releaseCaches();
+
+  // ---- scoring
+  const finish = (acc: ModeAcc): DemoModeResult => {
+    const images = acc.images.length === 1 ? acc.images[0] : concatRows(acc.images);
+    const byCat: Record<string, number> = {};
+    let tf = 0;
+    for (const f of acc.flops) {
+      tf += transformerFlops(f);
+      for (const [k, v] of f.byCategory) byCat[k] = (byCat[k] ?? 0) + v;
+    }
+    const predictions = predictAll(clf, images);
+    const hits = new Array<number>(nc).fill(0);
+    labels.forEach((y, i) => { if (predictions[i] === y) hits[y]++; });
+    for (const k of Object.keys(byCat)) byCat[k] = Math.round(byCat[k] / N);
+    return {
+      seconds: acc.transformer + acc.decode, transformerSeconds: acc.transformer, decodeSeconds: acc.decode, cpuSeconds: acc.cpu,
+      gflops: tf / N / 1e9, flopsByCategory: byCat,
+      classAccuracy: classAccuracy(clf, images, labels), perClassAccuracy: hits.map((h) => h / perClass),
+      predictions, images,
+    };
+  };
+  const dense = finish(modes[0].acc);
+  const sparse = act ? { ...finish(modes[1].acc), config: act.config, init, calibSeconds } : null;
+
+  // ---- files, only now
+  const files: string[] = [];
+  if (outDir !== null) {
+    const grid = (m: DemoModeResult): RgbImage => makeGrid(greyToImages(m.images), { nrow: perClass, padding: 2, padValue: 128 });
+    const denseGrid = grid(dense);
+    const out = new Map<string, Uint8Array>();
+    out.set(nodePath.join(outDir, 'dense.png'), encodePng(denseGrid));
+    if (sparse) {
+      const sparseGrid = grid(sparse);
+      out.set(nodePath.join(outDir, 'actvar.png'), encodePng(sparseGrid));
+      out.set(nodePath.join(outDir, 'demo.png'), encodePng(sideBySide(denseGrid, sparseGrid)));
+    } else {
+      out.set(nodePath.join(outDir, 'demo.png'), encodePng(denseGrid));
+    }
+    fs.mkdirSync(nodePath.resolve(outDir), { recursive: true });
+    for (const [p, b] of out) { writeFileAtomic(p, b); files.push(p); }
+  }
+
+  let agree = 0;
+  if (sparse) for (let i = 0; i < N; i++) if (dense.predictions[i] === sparse.predictions[i]) agree++;
+  return {
+    images: N, perClass, classes, labels, settings: { cfg, topK, topP, seed, batch },
+    dense, actvar: sparse,
+    flopsSaving: sparse ? 1 - sparse.gflops / dense.gflops : null,
+    timeSaving: sparse ? 1 - sparse.seconds / dense.seconds : null,
+    transformerTimeSaving: sparse ? 1 - sparse.transformerSeconds / dense.transformerSeconds : null,
+    pairedAgreement: sparse ? agree / N : null,
+    totalSeconds: (performance.now() - tStart) / 1e3,
+    files,
+  };
+}
+
+/** Concatenate [n_i, ...] tensors along the first axis (plain copies, no autograd). */
+function concatRows(ts: Tensor[]): Tensor {
+  const rest = ts[0].shape.slice(1), n = ts.reduce((s, t) => s + t.shape[0], 0);
+  const out = new Float32Array(ts.reduce((s, t) => s + t.size, 0));
+  let o = 0;
+  for (const t of ts) { out.set(t.f32, o); o += t.size; }
+  return new Tensor(out, [n, ...rest]);
+}
+
+function predictAll(clf: Classifier, images: Tensor, batchSize = 250): Int32Array {
+  const N = images.shape[0], per = images.size / N, X = images.f32, out = new Int32Array(N);
+  for (let i = 0; i < N; i += batchSize) {
+    const n = Math.min(batchSize, N - i);
+    out.set(clf.predict(new Tensor(X.subarray(i * per, (i + n) * per), [n, ...images.shape.slice(1)])), i);
+  }
+  return out;
+}
+
+/**
+ * The `--json` line: the issue's fields first, then extras. Seconds and fractions rounded to 1e-4,
+ * GFLOPs to 1e-6; `*_s` are seconds for all images of a mode, `*_gflops` per image.
+ */
+export function demoJson(r: DemoResult): Record<string, unknown> {
+  const j: Record<string, unknown> = {
+    dense_s: r4(r.dense.seconds), dense_gflops: r6(r.dense.gflops), class_accuracy_dense: r4(r.dense.classAccuracy),
+  };
+  if (r.actvar) {
+    Object.assign(j, {
+      actvar_s: r4(r.actvar.seconds), actvar_gflops: r6(r.actvar.gflops), class_accuracy_actvar: r4(r.actvar.classAccuracy),
+      flops_saving: r4(r.flopsSaving!), time_saving: r4(r.timeSaving!), transformer_time_saving: r4(r.transformerTimeSaving!),
+    });
+  }
+  Object.assign(j, {
+    images: r.images, per_class: r.perClass,
+    dense_transformer_s: r4(r.dense.transformerSeconds), dense_decode_s: r4(r.dense.decodeSeconds), dense_cpu_s: r4(r.dense.cpuSeconds),
+  });
+  if (r.actvar) {
+    Object.assign(j, {
+      actvar_transformer_s: r4(r.actvar.transformerSeconds), actvar_decode_s: r4(r.actvar.decodeSeconds), actvar_cpu_s: r4(r.actvar.cpuSeconds),
+      setting: settingLabel(r.actvar.config), scales: r.actvar.config.scales, experts: r.actvar.config.experts,
+      actvar_init: r.actvar.init, calib_s: r4(r.actvar.calibSeconds), paired_agreement: r4(r.pairedAgreement!),
+    });
+  }
+  Object.assign(j, { ...r.settings, total_s: r4(r.totalSeconds), files: r.files });
+  return j;
+}
+
+/** "(α,β;γ)" in percent, the paper's Table 2 notation. */
+function settingLabel(c: ActVarConfig): string {
+  return `(${c.tokenRates.map((v) => Math.round(v * 100)).join(',')};${Math.round(c.expertRate * 100)})`;
+}
+
+/** The human summary (a few lines). */
+export function formatDemo(r: DemoResult): string {
+  const pct = (v: number): string => `${(100 * v).toFixed(1)}%`;
+  const s = r.settings;
+  const lines: string[] = [];
+  lines.push(`${r.images} images per mode (${r.classes.length} classes × ${r.perClass}), CFG ${s.cfg}, top-k ${s.topK || 'off'}, top-p ${s.topP || 'off'}, seed ${s.seed}`);
+  if (r.actvar) {
+    const c = r.actvar.config;
+    lines.push(`ActVAR ${settingLabel(c)} at scales ${c.scales.join(',')}, ` +
+      `${c.experts} experts, ${r.actvar.init}${r.actvar.calibSeconds ? ` in ${r.actvar.calibSeconds.toFixed(2)} s (not in the times below)` : ''}`);
+  }
+  lines.push('');
+  lines.push('mode     transformer    decode     total  (CPU time)   GFLOPs/img   class acc');
+  const row = (name: string, m: DemoModeResult): string =>
+    `${name.padEnd(8)} ${m.transformerSeconds.toFixed(2).padStart(9)} s ${m.decodeSeconds.toFixed(2).padStart(7)} s ${m.seconds.toFixed(2).padStart(7)} s ` +
+    `${`(${m.cpuSeconds.toFixed(2)} s)`.padStart(11)} ${m.gflops.toPrecision(4).padStart(12)} ${pct(m.classAccuracy).padStart(11)}`;
+  lines.push(row('dense', r.dense));
+  if (r.actvar) {
+    lines.push(row('ActVAR', r.actvar));
+    const cpuSaving = 1 - r.actvar.cpuSeconds / r.dense.cpuSeconds;
+    lines.push(`saving   ${pct(r.transformerTimeSaving!).padStart(11)} ${''.padStart(9)} ${pct(r.timeSaving!).padStart(9)} ` +
+      `${`(${pct(cpuSaving)})`.padStart(11)} ${pct(r.flopsSaving!).padStart(12)}`);
+    lines.push(`(same class predicted for ${pct(r.pairedAgreement!)} of the paired samples)`);
+  }
+  if (r.files.length) lines.push(`wrote ${r.files.join(', ')}`);
+  return lines.join('\n') + '\n';
+}
