@@ -25,7 +25,7 @@
  * parameters). With a permutation the permuted blocks are materialised once, at wrap time.
  */
 import { backend } from '../backend/index.js';
-import { geluTanh } from '../var/basic-var.js';
+import { gelu } from '../tensor/ops/gelu.js';
 import {
   Tensor, result, assertFloat, recordFlops, isDryRun, isGradEnabled, flopsCategory, Rng,
 } from '../tensor/index.js';
@@ -63,9 +63,9 @@ function fillRows(out: Float32Array, row: Float32Array, n: number, C: number): v
   for (let t = 0; t < n; t++) out.set(row, t * C);
 }
 
-/** δ(a[0..n)) in place with the VAR's own inference GELU (basic-var.ts geluTanh), so expert and dense FFN agree. */
+/** δ(a[0..n)) in place with the VAR's own inference GELU (the core's table GELU, tensor/ops/gelu.ts), so expert and dense FFN agree. */
 function geluInPlace(a: Float32Array, n: number): void {
-  geluTanh(new Tensor(n === a.length ? a : a.subarray(0, n), [n]), true);
+  gelu(new Tensor(n === a.length ? a : a.subarray(0, n), [n]), true);
 }
 
 /** Every row r < cnt of a (rows of n) ← bias[off .. off+n). */

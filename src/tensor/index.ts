@@ -11,3 +11,4 @@ export * from './ops/loss.js';
 export * from './ops/indexing.js';
 export * from './flops.js';
 export * from './rng.js';
+export * from './ops/gelu.js';

@@ -203,31 +203,6 @@ export const silu = (a: Tensor) => unary('silu', a,
     for (let i = 0; i < g.length; i++) { const x = A[i], s = 1 / (1 + Math.exp(-x)); r[i] = g[i] * s * (1 + x * (1 - s)); }
   });
 
-const GELU_C = Math.sqrt(2 / Math.PI);
-/**
- * GELU, tanh approximation (var-reference.md §3.4): 0.5·x·(1+tanh(u)), u = √(2/π)·(x+0.044715x³).
- * Computed as x·σ(2u), the same function (0.5·(1+tanh u) = σ(2u)), because Math.exp is several
- * times faster than Math.tanh in V8.
- */
-export function geluScalar(x: number): number {
-  return x / (1 + Math.exp(-2 * GELU_C * (x + 0.044715 * x * x * x)));
-}
-/** d/dx of geluScalar: σ(2u) + 2x·σ(2u)(1−σ(2u))·u'. */
-export function geluGradScalar(x: number): number {
-  const s = 1 / (1 + Math.exp(-2 * GELU_C * (x + 0.044715 * x * x * x)));
-  return s + 2 * x * s * (1 - s) * GELU_C * (1 + 3 * 0.044715 * x * x);
-}
-export const gelu = (a: Tensor) => unary('gelu', a,
-  (A, o) => {
-    for (let i = 0; i < A.length; i++) { const x = A[i]; o[i] = x / (1 + Math.exp(-2 * GELU_C * (x + 0.044715 * x * x * x))); }
-  },
-  (A, _o, g, r) => {
-    for (let i = 0; i < g.length; i++) {
-      const x = A[i], s = 1 / (1 + Math.exp(-2 * GELU_C * (x + 0.044715 * x * x * x)));
-      r[i] = g[i] * (s + 2 * x * s * (1 - s) * GELU_C * (1 + 3 * 0.044715 * x * x));
-    }
-  });
-
 /** where(cond, a, b): cond is an int32 (0/1) tensor broadcastable to a and b's common shape. */
 export function where(cond: Tensor, a: Tensor, b: Tensor): Tensor {
   const shape = broadcastShapes(broadcastShapes(a.shape, b.shape), cond.shape);

@@ -1,0 +1,16 @@
+/**
+ * actvar's library API. Layers, bottom to top: backend → tensor → io/optim → vqvae → var → actvar
+ * → data/train/eval. The CLI (src/cli) is a thin shell over these exports.
+ */
+export * from './backend/index.js';
+export * from './tensor/index.js';
+export * from './io/index.js';
+export * from './optim/index.js';
+export * from './vqvae/index.js';
+export * from './var/index.js';
+export { loadVar, readVarStateDict, varFromStateDict, checkVarStateDict, VarWeightsError } from './var/load.js';
+export * from './actvar/index.js';
+export { loadTokenizer } from './train/train-vae.js';
+export { loadTrainedVar } from './train/train-var.js';
+export { loadClassifier, Classifier } from './eval/classifier.js';
+export { loadDataset } from './data/datasets.js';
