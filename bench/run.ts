@@ -4,11 +4,25 @@
  * results, import it here and append `{ name, run }` to `benches`.
  * `node dist/bench/run.js gemm other` runs only the named ones.
  */
+import { spawnSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { gemmBench } from './gemm.js';
+
+/** Run a bench script or CLI command in its own process, so that its peak RSS is its own. */
+function child(script: string, ...args: string[]): () => void {
+  return () => {
+    const r = spawnSync(process.execPath, [fileURLToPath(new URL(script, import.meta.url)), ...args], { stdio: 'inherit' });
+    if (r.status !== 0) throw new Error(`bench ${script} exited with ${r.status}`);
+  };
+}
 
 const benches: { name: string; run: () => void | Promise<void> }[] = [
   { name: 'gemm', run: gemmBench },
   { name: 'block-train', run: async () => { (await import('./block-train.js')).benchBlockTrain(); } },
+  { name: 'var-generate', run: child('./var-generate.js', 'd16') },
+  { name: 'vqvae-decode', run: child('./vqvae-decode.js', '3') },
+  { name: 'actvar', run: child('../src/cli/main.js', 'bench', 'actvar', '--preset', 'd16', '--json') },
+  { name: 'actvar-50-25-50', run: child('../src/cli/main.js', 'bench', 'actvar', '--preset', 'd16', '--token-rates', '0.5,0.25', '--expert-rate', '0.5', '--json') },
 ];
 
 const only = process.argv.slice(2);

@@ -1,32 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
+import { readSafetensors } from '../src/io/safetensors.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
+import { fixture } from './util/fixtures.js';
 
 const rng = new Rng(5);
-
-// dist/test/ → repo root → ../shared/fixtures
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const fixtureDir = path.resolve(repoRoot, '../shared/fixtures/var-tiny');
-
-/** Minimal safetensors reader (F32 and I64 only), so this test does not depend on src/io. */
-function loadFixture(name: string): Map<string, T.Tensor> {
-  const buf = fs.readFileSync(path.join(fixtureDir, name));
-  const n = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
-  const out = new Map<string, T.Tensor>();
-  for (const [k, e] of Object.entries(header)) {
-    if (k === '__metadata__') continue;
-    const ab = new Uint8Array(buf.subarray(8 + n + e.data_offsets[0], 8 + n + e.data_offsets[1])).buffer; // aligned copy
-    if (e.dtype === 'F32') out.set(k, new T.Tensor(new Float32Array(ab), e.shape));
-    else if (e.dtype === 'I64') out.set(k, new T.Tensor(Int32Array.from(new BigInt64Array(ab), (v) => Number(v)), e.shape));
-  }
-  return out;
-}
 
 /** float64 torch cross-entropy with label smoothing, per row. */
 function ceRef(x: Float32Array, t: Int32Array, V: number, ls: number): number[] {
@@ -63,7 +43,7 @@ test('crossEntropy matches a float64 reference, with and without label smoothing
 });
 
 test('crossEntropy reproduces the official VAR training loss on the var-tiny fixture (ls 0 and 0.1)', () => {
-  const fw = loadFixture('forward.safetensors');
+  const fw = readSafetensors(fixture('forward.safetensors'));
   const logits = fw.get('forward_logits_BLV'), gt = fw.get('gt_BL');
   assert.ok(logits && gt, 'fixture tensors missing');
   const flat = T.reshape(logits, [-1, 64]), target = T.reshape(gt, [-1]);

@@ -1,33 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import fs from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
+import { readSafetensors } from '../src/io/safetensors.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
+import { fixture } from './util/fixtures.js';
 
 const rng = new Rng(17);
-
-// dist/test/ → repo root → ../shared/fixtures
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const fixtureDir = path.resolve(repoRoot, '../shared/fixtures/var-tiny');
-
-/** Minimal safetensors reader (F32 and I64 only), so this test does not depend on src/io. */
-function loadFixture(name: string): Map<string, T.Tensor> {
-  const buf = fs.readFileSync(path.join(fixtureDir, name));
-  const n = Number(buf.readBigUInt64LE(0));
-  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8')) as Record<string, { dtype: string; shape: number[]; data_offsets: [number, number] }>;
-  const out = new Map<string, T.Tensor>();
-  for (const [k, e] of Object.entries(header)) {
-    if (k === '__metadata__') continue;
-    const bytes = buf.subarray(8 + n + e.data_offsets[0], 8 + n + e.data_offsets[1]);
-    const ab = new Uint8Array(bytes).buffer; // aligned copy
-    if (e.dtype === 'F32') out.set(k, new T.Tensor(new Float32Array(ab), e.shape));
-    else if (e.dtype === 'I64') out.set(k, new T.Tensor(Int32Array.from(new BigInt64Array(ab), (v) => Number(v)), e.shape));
-  }
-  return out;
-}
 
 function maxErr(a: ArrayLike<number>, b: ArrayLike<number>): number {
   assert.equal(a.length, b.length);
@@ -139,8 +118,8 @@ test('resample errors name the problem', () => {
 });
 
 test('fixture parity (var-tiny, official code in float32): area, and bicubic + Phi conv reproduce f̂ per scale', () => {
-  const gen = loadFixture('generate_greedy_cfg1.5.safetensors');
-  const vae = loadFixture('vqvae_state_dict.safetensors');
+  const gen = readSafetensors(fixture('generate_greedy_cfg1.5.safetensors'));
+  const vae = readSafetensors(fixture('vqvae_state_dict.safetensors'));
   const patchNums = [1, 2, 3, 4], phiMap = [0, 1, 2, 3]; // var-tiny: 4 scales, Phi map [0,1,2,3] (var-reference §4.1)
   let fHat: T.Tensor | null = null;
   for (let si = 0; si < patchNums.length; si++) {

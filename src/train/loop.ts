@@ -10,6 +10,7 @@
 import { appendFileSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import cliProgress from 'cli-progress';
+import { loadDataset, type DatasetName, type ImageDataset } from '../data/datasets.js';
 import { CheckpointError, loadCheckpoint, resolveCheckpoint, type LoadedCheckpoint } from './checkpoint.js';
 
 export interface StepMetrics {
@@ -169,6 +170,72 @@ export async function trainLoop(o: TrainLoopOptions): Promise<TrainLoopResult> {
 
 // ---------------------------------------------------------------------------------------------
 // helpers shared by the train-* drivers
+
+/**
+ * The options every trainer (train-classifier, train-vae, train-var) takes: data, run length and
+ * optimiser, evaluation, checkpoints and output. Their defaults differ per trainer and are listed on
+ * its own options interface, which extends this one.
+ */
+export interface TrainRunOptions {
+  /** Dataset to load when `train` / `test` are not given (default 'fashion-mnist'). */
+  dataset?: DatasetName;
+  /** Folder with the IDX files (default: where the dataset package installs them). */
+  dataDir?: string;
+  /** Use only the first `trainLimit` training images (quick experiments). */
+  trainLimit?: number;
+  /** Use these splits instead of loading `dataset` (tests). */
+  train?: ImageDataset;
+  test?: ImageDataset;
+  /** Optimisation steps; the learning-rate schedule spans all of them. */
+  steps: number;
+  batchSize?: number;
+  /** Peak learning rate (reached after the warm-up). */
+  lr?: number;
+  /** AdamW weight decay (which parameters get it is the trainer's choice). */
+  weightDecay?: number;
+  /** Warm-up steps (default 2% of steps). */
+  warmupSteps?: number;
+  /** Seed of the initial weights, the batch order and the trainer's own random draws. */
+  seed?: number;
+  /** Evaluate on the first `evalSamples` test images every `evalEvery` steps (default: 5 times per run). */
+  evalEvery?: number;
+  evalSamples?: number;
+  /** Checkpoint folder; with `resume`, training continues from its latest checkpoint. */
+  ckptDir?: string;
+  ckptEvery?: number;
+  resume?: boolean;
+  /** Stop (with a checkpoint) once this many steps are done; the schedule still spans `steps`. */
+  stopAt?: number;
+  /** Write the final weights here (safetensors with the config in the metadata); not when stopped early. */
+  out?: string;
+  /** Append one JSON line per step and per evaluation. */
+  logFile?: string;
+  progress?: ProgressMode;
+  /** Messages (default: stderr). */
+  log?: (line: string) => void;
+}
+
+/**
+ * What every trainer resolves first, and the same way: the message sink, the two splits (loaded
+ * from `dataset`, default fashion-mnist, unless given) and the step count (a positive integer).
+ */
+export function resolveRun(opts: TrainRunOptions): { log: (line: string) => void; train: ImageDataset; test: ImageDataset; steps: number } {
+  const log = opts.log ?? ((s: string) => process.stderr.write(s + '\n'));
+  const datasetName = opts.dataset ?? 'fashion-mnist';
+  const train = opts.train ?? loadDataset(datasetName, 'train', { dir: opts.dataDir, limit: opts.trainLimit });
+  const test = opts.test ?? loadDataset(datasetName, 'test', { dir: opts.dataDir });
+  const steps = opts.steps;
+  if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`steps must be a positive integer, got ${steps}`);
+  return { log, train, test, steps };
+}
+
+/** The trainLoop settings that come straight from the run options (evaluation default: 5 times per run). */
+export function runLoopSettings(name: string, opts: TrainRunOptions, steps: number, startStep: number): Pick<TrainLoopOptions, 'name' | 'totalSteps' | 'startStep' | 'progress' | 'stopAt' | 'evalEvery' | 'ckptEvery'> {
+  return {
+    name, totalSteps: steps, startStep, progress: opts.progress, stopAt: opts.stopAt,
+    evalEvery: opts.evalEvery ?? Math.max(1, Math.ceil(steps / 5)), ckptEvery: opts.ckptEvery,
+  };
+}
 
 /** Append-one-JSON-line-per-record logger (a no-op without a path). */
 export function jsonlLogger(path?: string): (rec: Record<string, unknown>) => void {

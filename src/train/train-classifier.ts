@@ -16,46 +16,18 @@ import { AdamW } from '../optim/adamw.js';
 import { lrAt, paramGroups } from '../optim/schedule.js';
 import { writeSafetensors } from '../io/safetensors.js';
 import { Classifier, evaluateClassifier, CLASSIFIER_FORMAT, type ClassifierConfig } from '../eval/classifier.js';
-import { DataLoader, loadDataset, IMAGE_SIZE, type DatasetName, type ImageDataset, type LoaderState } from '../data/datasets.js';
+import { DataLoader, IMAGE_SIZE, type LoaderState } from '../data/datasets.js';
 import { restoreCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { findResume, jsonlLogger, trainLoop, type ProgressMode, type StepRecord, type TrainLoopResult } from './loop.js';
+import { findResume, jsonlLogger, resolveRun, runLoopSettings, trainLoop, type StepRecord, type TrainLoopResult, type TrainRunOptions } from './loop.js';
 
-export interface TrainClassifierOptions {
-  dataset?: DatasetName;
-  dataDir?: string;
-  /** Use only the first `trainLimit` training images (quick experiments). */
-  trainLimit?: number;
-  /** Use these splits instead of loading `dataset` (tests). */
-  train?: ImageDataset;
-  test?: ImageDataset;
+/**
+ * Defaults: batchSize 64, lr 2e-3, weightDecay 1e-4 on the weights (biases get none), warmupSteps 2%
+ * of the steps, evalSamples 2000 (the final evaluation uses the whole test split).
+ */
+export interface TrainClassifierOptions extends TrainRunOptions {
   config?: Partial<ClassifierConfig>;
-  steps: number;
-  batchSize?: number;
-  /** Peak learning rate (default 2e-3). */
-  lr?: number;
-  /** AdamW weight decay on weights (biases get none; default 1e-4). */
-  weightDecay?: number;
-  /** Warm-up steps (default 2% of steps). */
-  warmupSteps?: number;
   /** Random translation of up to ±shift pixels (default 0 = off). */
   augmentShift?: number;
-  seed?: number;
-  /** Evaluate on the first `evalSamples` test images every `evalEvery` steps (default: 5 times per run). */
-  evalEvery?: number;
-  evalSamples?: number;
-  /** Checkpoint folder; with `resume`, training continues from its latest checkpoint. */
-  ckptDir?: string;
-  ckptEvery?: number;
-  resume?: boolean;
-  /** Stop (with a checkpoint) once this many steps are done; the schedule still spans `steps`. */
-  stopAt?: number;
-  /** Write the final weights here (safetensors with the config in the metadata). */
-  out?: string;
-  /** Append one JSON line per step and per evaluation. */
-  logFile?: string;
-  progress?: ProgressMode;
-  /** Messages (default: stderr). */
-  log?: (line: string) => void;
 }
 
 export interface TrainClassifierResult {
@@ -92,12 +64,7 @@ export function randomShift(images: Tensor, s: number, rng: Rng): Tensor {
 }
 
 export async function trainClassifier(opts: TrainClassifierOptions): Promise<TrainClassifierResult> {
-  const log = opts.log ?? ((s: string) => process.stderr.write(s + '\n'));
-  const datasetName = opts.dataset ?? 'fashion-mnist';
-  const train = opts.train ?? loadDataset(datasetName, 'train', { dir: opts.dataDir, limit: opts.trainLimit });
-  const test = opts.test ?? loadDataset(datasetName, 'test', { dir: opts.dataDir });
-  const steps = opts.steps;
-  if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`steps must be a positive integer, got ${steps}`);
+  const { log, train, test, steps } = resolveRun(opts);
   const o = {
     steps,
     batchSize: opts.batchSize ?? 64,
@@ -127,12 +94,7 @@ export async function trainClassifier(opts: TrainClassifierOptions): Promise<Tra
   const evalSamples = opts.evalSamples ?? 2000;
 
   const result = await trainLoop({
-    name: 'train-classifier',
-    totalSteps: steps,
-    startStep,
-    progress: opts.progress,
-    stopAt: opts.stopAt,
-    evalEvery: opts.evalEvery ?? Math.max(1, Math.ceil(steps / 5)),
+    ...runLoopSettings('train-classifier', opts, steps, startStep),
     trainStep: (step) => {
       const lr = lrAt(step, schedule);
       opt.setLr(lr);
@@ -151,7 +113,6 @@ export async function trainClassifier(opts: TrainClassifierOptions): Promise<Tra
       logLine({ step: done, eval: r });
       return { test_acc: r.accuracy, test_loss: r.loss };
     },
-    ckptEvery: opts.ckptEvery,
     checkpoint: opts.ckptDir ? (done) => {
       saveCheckpoint(opts.ckptDir!, {
         step: done, params: clf.params, optimizer: opt,

@@ -38,9 +38,9 @@ import { lrAt, noDecayName } from '../optim/schedule.js';
 import { readSafetensorsFile, writeSafetensors } from '../io/safetensors.js';
 import { VQVAE } from '../vqvae/vqvae.js';
 import { completeVqvaeConfig, type VqvaeConfig, type VqvaeConfigInput } from '../vqvae/config.js';
-import { DataLoader, loadDataset, type DatasetName, type ImageDataset, type LoaderState } from '../data/datasets.js';
+import { DataLoader, type ImageDataset, type LoaderState } from '../data/datasets.js';
 import { restoreCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { findResume, jsonlLogger, trainLoop, type ProgressMode, type StepRecord, type TrainLoopResult } from './loop.js';
+import { findResume, jsonlLogger, resolveRun, runLoopSettings, trainLoop, type StepRecord, type TrainLoopResult, type TrainRunOptions } from './loop.js';
 
 export const VQVAE_FORMAT = 'actvar-vqvae/1';
 
@@ -51,40 +51,19 @@ export const DEFAULT_TOKENIZER_CONFIG: Readonly<VqvaeConfigInput> = Object.freez
   quantConvKs: 3, beta: 0.25,
 });
 
-export interface TrainVaeOptions {
-  dataset?: DatasetName;
-  dataDir?: string;
-  /** Use only the first `trainLimit` training images (quick experiments). */
-  trainLimit?: number;
-  train?: ImageDataset;
-  test?: ImageDataset;
+/**
+ * Defaults: batchSize 32, lr 1e-3 (warm-up, then cosine to 1%), weightDecay 0 (conv weights only;
+ * never the codebook, norms or biases), warmupSteps 2% of the steps, evalSamples 500.
+ */
+export interface TrainVaeOptions extends TrainRunOptions {
   config?: VqvaeConfigInput;
-  steps: number;
-  batchSize?: number;
-  /** Peak learning rate (default 1e-3), warm-up then cosine to 1%. */
-  lr?: number;
-  /** AdamW weight decay of conv weights (default 0). */
-  weightDecay?: number;
-  warmupSteps?: number;
   /** Gradient-norm clip (default 1; 0 = off). */
   clip?: number;
   /** Dead-code restart period in steps (default 100; 0 = off) and threshold (default 0.03). */
   restartEvery?: number;
   deadFraction?: number;
-  seed?: number;
-  evalEvery?: number;
-  /** Test images per periodic evaluation (default 500); the final one uses `finalEvalSamples`. */
-  evalSamples?: number;
   /** Test images of the final evaluation (default: the whole split). */
   finalEvalSamples?: number;
-  ckptDir?: string;
-  ckptEvery?: number;
-  resume?: boolean;
-  stopAt?: number;
-  out?: string;
-  logFile?: string;
-  progress?: ProgressMode;
-  log?: (line: string) => void;
 }
 
 export interface VaeEvalResult {
@@ -204,12 +183,7 @@ export function loadTokenizer(path: string): { vae: VQVAE; metadata: Record<stri
 }
 
 export async function trainVae(opts: TrainVaeOptions): Promise<TrainVaeResult> {
-  const log = opts.log ?? ((s: string) => process.stderr.write(s + '\n'));
-  const datasetName = opts.dataset ?? 'fashion-mnist';
-  const train = opts.train ?? loadDataset(datasetName, 'train', { dir: opts.dataDir, limit: opts.trainLimit });
-  const test = opts.test ?? loadDataset(datasetName, 'test', { dir: opts.dataDir });
-  const steps = opts.steps;
-  if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`steps must be a positive integer, got ${steps}`);
+  const { log, train, test, steps } = resolveRun(opts);
   const config = completeVqvaeConfig({ ...DEFAULT_TOKENIZER_CONFIG, ...opts.config });
   if (config.imgSize !== 32) {
     throw new RangeError(`the tokenizer must map 32×32 images: last patch number ${config.patchNums[config.patchNums.length - 1]} × downsample ${config.downsample} = ${config.imgSize} (e.g. chMult with 3 levels and patch numbers ending in 8)`);
@@ -246,12 +220,7 @@ export async function trainVae(opts: TrainVaeOptions): Promise<TrainVaeResult> {
   let restarts = 0;
 
   const result = await trainLoop({
-    name: 'train-vae',
-    totalSteps: steps,
-    startStep,
-    progress: opts.progress,
-    stopAt: opts.stopAt,
-    evalEvery: opts.evalEvery ?? Math.max(1, Math.ceil(steps / 5)),
+    ...runLoopSettings('train-vae', opts, steps, startStep),
     trainStep: (step) => {
       const lr = lrAt(step, schedule);
       opt.setLr(lr);
@@ -282,7 +251,6 @@ export async function trainVae(opts: TrainVaeOptions): Promise<TrainVaeResult> {
       logLine({ step: done, eval: r });
       return { test_mse: r.mse, usage: r.usage, perplexity: r.perplexity };
     },
-    ckptEvery: opts.ckptEvery,
     checkpoint: opts.ckptDir ? (done) => {
       saveCheckpoint(opts.ckptDir!, {
         step: done, params, optimizer: opt, rngs: { restart: restartRng.getState() }, data: { train: loader.getState() },

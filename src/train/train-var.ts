@@ -34,9 +34,9 @@ import { initVarParams } from '../var/init.js';
 import { varParamCount, validateVarConfig, type VarConfig } from '../var/config.js';
 import { varFromStateDict } from '../var/load.js';
 import type { VQVAE } from '../vqvae/vqvae.js';
-import { DataLoader, loadDataset, type DatasetName, type ImageDataset, type LoaderState } from '../data/datasets.js';
+import { DataLoader, type ImageDataset, type LoaderState } from '../data/datasets.js';
 import { restoreCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { findResume, jsonlLogger, trainLoop, type ProgressMode, type StepRecord, type TrainLoopResult } from './loop.js';
+import { findResume, jsonlLogger, resolveRun, runLoopSettings, trainLoop, type StepRecord, type TrainLoopResult, type TrainRunOptions } from './loop.js';
 import { loadTokenizer } from './train-vae.js';
 
 export const VAR_FORMAT = 'actvar-var/1';
@@ -56,45 +56,26 @@ export interface VarModelOptions {
   initAdalnGamma?: number;
 }
 
-export interface TrainVarOptions {
-  dataset?: DatasetName;
-  dataDir?: string;
-  /** Use only the first `trainLimit` training images (quick experiments). */
-  trainLimit?: number;
-  train?: ImageDataset;
-  test?: ImageDataset;
+/**
+ * Defaults: batchSize 64, lr 1e-3 for these small models (official: tblr · batch / 256 with tblr
+ * 1e-4), weightDecay 0.05 on the official decay set, warmupSteps 2% of the run (the official ep/50),
+ * evalSamples 1000.
+ */
+export interface TrainVarOptions extends TrainRunOptions {
   /** Path of a tokenizer from `actvar train-vae`, or the model itself (tests). */
   tokenizer: string | VQVAE;
   model?: VarModelOptions;
-  steps: number;
-  batchSize?: number;
-  /** Peak learning rate (official: tblr · batch / 256 with tblr 1e-4; default 1e-3 for these small models). */
-  lr?: number;
-  weightDecay?: number;
   /** Final weight decay of the cosine wd schedule (default = weightDecay, i.e. constant). */
   weightDecayEnd?: number;
-  /** Warm-up steps (default 2% of the run: the official ep/50). */
-  warmupSteps?: number;
   /** Final lr as a fraction of peak (wpe, default 0.01). */
   endFactor?: number;
   /** Gradient-norm clip (tclip, default 2; 0 = off). */
   clip?: number;
   labelSmoothing?: number;
-  seed?: number;
-  evalEvery?: number;
-  /** Test images per periodic evaluation (default 1000); the final one uses `finalEvalSamples`. */
-  evalSamples?: number;
+  /** Test images of the final evaluation (default: the whole split). */
   finalEvalSamples?: number;
   /** Folder for the per-split token caches (default: none, tokens are recomputed each run). */
   tokenCacheDir?: string;
-  ckptDir?: string;
-  ckptEvery?: number;
-  resume?: boolean;
-  stopAt?: number;
-  out?: string;
-  logFile?: string;
-  progress?: ProgressMode;
-  log?: (line: string) => void;
 }
 
 export interface VarEvalResult { loss: number; acc: number; accPerScale: number[]; n: number }
@@ -254,12 +235,7 @@ export function loadTrainedVar(path: string): { var: VAR; metadata: Record<strin
 }
 
 export async function trainVar(opts: TrainVarOptions): Promise<TrainVarResult> {
-  const log = opts.log ?? ((s: string) => process.stderr.write(s + '\n'));
-  const datasetName = opts.dataset ?? 'fashion-mnist';
-  const train = opts.train ?? loadDataset(datasetName, 'train', { dir: opts.dataDir, limit: opts.trainLimit });
-  const test = opts.test ?? loadDataset(datasetName, 'test', { dir: opts.dataDir });
-  const steps = opts.steps;
-  if (!Number.isInteger(steps) || steps < 1) throw new RangeError(`steps must be a positive integer, got ${steps}`);
+  const { log, train, test, steps } = resolveRun(opts);
 
   let vae: VQVAE, vaeHash: string;
   if (typeof opts.tokenizer === 'string') {
@@ -306,13 +282,8 @@ export async function trainVar(opts: TrainVarOptions): Promise<TrainVarResult> {
   const L = model.L;
 
   const result = await trainLoop({
-    name: 'train-var',
-    totalSteps: steps,
-    startStep,
-    progress: opts.progress,
-    stopAt: opts.stopAt,
+    ...runLoopSettings('train-var', opts, steps, startStep),
     unit: 'img',
-    evalEvery: opts.evalEvery ?? Math.max(1, Math.ceil(steps / 5)),
     trainStep: (step) => {
       const lr = lrAt(step, schedule);
       opt.setLr(lr);
@@ -336,7 +307,6 @@ export async function trainVar(opts: TrainVarOptions): Promise<TrainVarResult> {
       logLine({ step: done, eval: r });
       return { test_loss: r.loss, test_acc: r.acc };
     },
-    ckptEvery: opts.ckptEvery,
     checkpoint: opts.ckptDir ? (done) => {
       saveCheckpoint(opts.ckptDir!, {
         step: done, params: model.params, optimizer: opt, rngs: { train: trainRng.getState() }, data: { train: loader.getState() },
