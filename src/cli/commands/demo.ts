@@ -4,7 +4,7 @@
  *
  *   actvar demo [--models DIR] [--tokenizer FILE] [--var FILE] [--classifier FILE] [--out-dir out/demo]
  *     [--per-class 10] [--cfg 1.5] [--top-k 0] [--top-p 0] [--seed 0] [--token-rates a,b]
- *     [--expert-rate g] [--actvar-weights FILE] [--actvar-calib 4] [--no-actvar] [--batch 50] [--json] [--quiet]
+ *     [--expert-rate g] [--actvar-weights FILE] [--actvar-calib 4] [--no-actvar] [--batch 50] [--repeats 2] [--json] [--quiet]
  *
  * The summary table goes to stdout; with --json it goes to stderr and stdout holds one JSON line.
  */
@@ -16,7 +16,7 @@ import { listOption, numberOption, intOpt } from './flops.js';
 interface Flags {
   models: string; tokenizer?: string; var?: string; classifier?: string; outDir: string; perClass: number;
   cfg: number; topK: number; topP: number; seed: number; tokenRates?: number[]; expertRate?: number; experts?: number;
-  scales?: number[]; actvar: boolean; actvarWeights?: string; actvarCalib: number; batch: number; json?: boolean; quiet?: boolean;
+  scales?: number[]; actvar: boolean; actvarWeights?: string; actvarCalib: number; batch: number; repeats: number; json?: boolean; quiet?: boolean;
 }
 
 function nonNegInt(what: string): (v: string) => number {
@@ -49,6 +49,7 @@ export function register(program: Command): void {
     .option('--actvar-calib <n>', 'dense generations that calibrate the training-free init (0 = data-free)', nonNegInt('--actvar-calib'), d.calib)
     .option('--no-actvar', 'the dense model only')
     .option('--batch <n>', 'images per forward pass', intOpt('--batch'), d.batch)
+    .option('--repeats <n>', 'timed runs of every batch in each mode, the fastest counts', intOpt('--repeats'), d.repeats)
     .option('--json', 'summary on stderr, one JSON line on stdout')
     .option('--quiet', 'no progress lines')
     .action((f: Flags) => {
@@ -58,7 +59,7 @@ export function register(program: Command): void {
         modelsDir: f.models, tokenizer: f.tokenizer, var: f.var, classifier: f.classifier, outDir: f.outDir,
         perClass: f.perClass, cfg: f.cfg, topK: f.topK, topP: f.topP, seed: f.seed, actvar: f.actvar,
         tokenRates: f.tokenRates, expertRate: f.expertRate, experts: f.experts, scales: f.scales,
-        actvarWeights: f.actvarWeights, calib: f.actvarCalib, batch: f.batch, log: info,
+        actvarWeights: f.actvarWeights, calib: f.actvarCalib, batch: f.batch, repeats: f.repeats, log: info,
       });
       const table = formatDemo(r);
       if (f.json) {
