@@ -185,3 +185,17 @@ test('unsuitable inputs are user errors (DemoError) before anything is written',
   assert.equal(r.code, 2);
   assert.match(r.stderr, /--per-class must be a positive integer/);
 });
+
+test('the shipped models (when present): class accuracy >= 70% in both modes, ActVAR saves FLOPs', (t) => {
+  const shipped = path.join(repoRoot, 'models');
+  if (!Object.values(DEMO_MODEL_FILES).every((f) => fs.existsSync(path.join(shipped, f)))) {
+    t.skip('models/ does not hold the three shipped models');
+    return;
+  }
+  const r = runDemo({ modelsDir: shipped, outDir: null, perClass: 3, repeats: 1, batch: 30 });
+  assert.equal(r.images, 30);
+  assert.equal(r.classes[0], 'T-shirt/top');
+  assert.ok(r.dense.classAccuracy >= 0.7, `dense class accuracy ${r.dense.classAccuracy}`);
+  assert.ok(r.actvar!.classAccuracy >= 0.7, `ActVAR class accuracy ${r.actvar!.classAccuracy}`);
+  assert.ok(r.flopsSaving! > 0.2, `FLOPs saving ${r.flopsSaving}`);
+});

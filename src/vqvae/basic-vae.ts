@@ -180,7 +180,26 @@ function sharedBuffer(old: Float32Array | null, n: number, shared: boolean): Flo
 }
 /** Drop the workspaces of the inference 3×3 conv (about 2× the largest activation); they regrow on use. */
 export function releaseConv3x3Workspaces(): void {
-  padWorkspace = inWorkspace = bandWorkspace = tapWorkspace = null;
+  padWorkspace = inWorkspace = bandWorkspace = tapWorkspace = spareOutput = null;
+}
+
+// One dead activation handed back by the encoder/decoder (`recycleActivation`), reused as the next
+// output of the same size: the big activations are then recycled instead of left to the garbage
+// collector, which frees them late (a 256×256 decode otherwise peaks at several dead 42 MB buffers).
+let spareOutput: Float32Array | null = null;
+/** Outputs live in shared memory when the fill pool has workers, so they read them without a copy. */
+function sharedOutputs(): boolean {
+  return poolSize > 0 || (poolSize < 0 && backend().threads > 1);
+}
+/** A buffer for n output floats (every element is overwritten by the caller). */
+function takeOutput(n: number): Float32Array {
+  const shared = sharedOutputs(), s = spareOutput;
+  if (s && s.length === n && !isDryRun() && (s.buffer instanceof SharedArrayBuffer) === shared) { spareOutput = null; return s; }
+  return shared ? new Float32Array(new SharedArrayBuffer(4 * n)) : new Float32Array(n);
+}
+/** Give a temporary that nothing references any more (and that has no graph) back for reuse. */
+function recycleActivation(t: Tensor): void {
+  if (!t.requiresGrad && t.dtype === 'float32') spareOutput = t.f32;
 }
 function bandBuffer(n: number): Float32Array {
   if (!bandWorkspace || bandWorkspace.length < n) bandWorkspace = new Float32Array(n);
@@ -197,19 +216,26 @@ function fillPadded(X: Float32Array, xOff: number, Cin: number, Hin: number, Win
   const groups = gn ? gn.groups : Cin;
   const workers = (mode === 1 || mode === 3) && Cin * plane >= parallelMinFloats ? getPool() : [];
   const parts = Math.min(workers.length + 1, groups);
-  const P = padWorkspace = sharedBuffer(padWorkspace, Cin * plane + 2, parts > 1);
+  // shared whenever a pool may run (not only for this fill), so it is not reallocated between kinds of fill
+  const P = padWorkspace = sharedBuffer(padWorkspace, Cin * plane + 2, parts > 1 || sharedOutputs());
   const hw = Hin * Win;
   const cut = (i: number) => (Math.round((i * groups) / parts) * Cin) / groups; // channel index of part i
   const args = (src: Float32Array, off: number, c0: number, c1: number): Parameters<typeof fillKernel> => [P, src, off, Cin, Hin, Win, Wp, plane, mode,
     c0, c1, groups, gn ? gn.weight : null, gn ? gn.bias : null, gn ? gn.eps : 0];
   if (parts > 1) {
     conv3x3Stats.parallelFills++;
-    const In = inWorkspace = sharedBuffer(inWorkspace, Cin * hw, true);
-    In.set(X.subarray(xOff + cut(1) * hw, xOff + Cin * hw), cut(1) * hw);
+    // The workers read X in place when it already lives in shared memory (the outputs of this fast
+    // path do when a pool exists); otherwise their channels are copied into the shared input workspace.
+    let src = X, srcOff = xOff;
+    if (!(X.buffer instanceof SharedArrayBuffer)) {
+      src = inWorkspace = sharedBuffer(inWorkspace, Cin * hw, true);
+      srcOff = 0;
+      src.set(X.subarray(xOff + cut(1) * hw, xOff + Cin * hw), cut(1) * hw);
+    }
     for (let i = 1; i < parts; i++) {
       const { worker, ctrl } = workers[i - 1];
       Atomics.store(ctrl, 0, 0);
-      worker.postMessage({ args: args(In, 0, cut(i), cut(i + 1)), ctrl });
+      worker.postMessage({ args: args(src, srcOff, cut(i), cut(i + 1)), ctrl });
     }
   }
   fillKernel(...args(X, xOff, 0, cut(1)));
@@ -240,8 +266,13 @@ function fillPadded(X: Float32Array, xOff: number, Cin: number, Hin: number, Win
  * x = W, W+1 of out' are junk and dropped when the band is copied out (adding the residual, if any).
  * The prologue fuses SiLU, GroupNorm+SiLU or the decoder's nearest ×2 upsampling into the copy. Same
  * FLOPs as conv2d (recorded), same result up to float32 summation order.
+ *
+ * `intoResidual`: the sum is written over the residual's data (which the caller no longer needs) and
+ * the residual's buffer is returned as the output, saving one activation-sized allocation. Otherwise
+ * the output is allocated in shared memory when the fill pool has workers, so the next conv's
+ * workers read it in place instead of through a copy.
  */
-function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Prologue, residual: Tensor | null = null): Tensor {
+function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Prologue, residual: Tensor | null = null, intoResidual = false): Tensor {
   const [B, Cin, Hin, Win] = x.shape;
   const up = pro.kind === 'up2';
   const H = up ? 2 * Hin : Hin, W = up ? 2 * Win : Win;
@@ -251,7 +282,9 @@ function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Prologue, res
     throw new RangeError(`conv3x3: residual [${residual.shape.join(', ')}] does not match the output [${B}, ${Cout}, ${H}, ${W}]`);
   }
   conv3x3Stats.calls++;
-  const out = new Float32Array(B * Cout * H * W);
+  const nOut = B * Cout * H * W;
+  const inPlace = intoResidual && residual !== null && residual.dtype === 'float32' && !isDryRun();
+  const out = inPlace ? residual.f32 : takeOutput(nOut);
   recordFlops(2 * B * Cout * H * W * Cin * 9);
   if (isDryRun() || out.length === 0) return new Tensor(out, [B, Cout, H, W]);
   const X = x.f32, Wt = weight.f32, Bi = bias.f32, Res = residual ? residual.f32 : null;
@@ -288,7 +321,8 @@ function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Prologue, res
         const o = ((b * Cout + co) * H + y0) * W;
         for (let r = 0; r < rows; r++) {
           const src = co * N + r * Wp, dst = o + r * W;
-          if (Res) for (let i = 0; i < W; i++) out[dst + i] = Res[dst + i] + band[src + i];
+          if (inPlace) for (let i = 0; i < W; i++) out[dst + i] += band[src + i];
+          else if (Res) for (let i = 0; i < W; i++) out[dst + i] = Res[dst + i] + band[src + i];
           else out.set(band.subarray(src, src + W), dst);
         }
       }
@@ -324,16 +358,19 @@ export class Conv2d {
    * conv(silu(x)) (+ residual), SiLU fused into the padding copy and the residual add into the
    * output copy when no graph is needed.
    */
-  forwardSilu(x: Tensor, residual: Tensor | null = null): Tensor {
-    if (this.isSame3x3 && !needsGrad(x, this.weight, this.bias, residual)) return conv3x3Same(x, this.weight, this.bias, { kind: 'silu' }, residual);
+  forwardSilu(x: Tensor, residual: Tensor | null = null, intoResidual = false): Tensor {
+    if (this.isSame3x3 && !needsGrad(x, this.weight, this.bias, residual)) return conv3x3Same(x, this.weight, this.bias, { kind: 'silu' }, residual, intoResidual);
     const y = this.forward(silu(x));
     return residual ? add(residual, y) : y;
   }
-  /** conv(silu(norm(x))) (+ residual); without a graph GroupNorm and SiLU are fused into the padding copy. */
-  forwardNormSilu(norm: Normalize, x: Tensor, residual: Tensor | null = null): Tensor {
+  /**
+   * conv(silu(norm(x))) (+ residual); without a graph GroupNorm and SiLU are fused into the padding copy.
+   * `intoResidual`: the caller gives up the residual, whose buffer may then hold the result (fast path only).
+   */
+  forwardNormSilu(norm: Normalize, x: Tensor, residual: Tensor | null = null, intoResidual = false): Tensor {
     const w = norm.weight, b = norm.bias;
     if (this.isSame3x3 && !needsGrad(x, w, b, this.weight, this.bias, residual)) {
-      return conv3x3Same(x, this.weight, this.bias, { kind: 'gnSilu', groups: norm.groups, weight: w.f32, bias: b.f32, eps: norm.eps }, residual);
+      return conv3x3Same(x, this.weight, this.bias, { kind: 'gnSilu', groups: norm.groups, weight: w.f32, bias: b.f32, eps: norm.eps }, residual, intoResidual);
     }
     return this.forwardSilu(norm.forward(x), residual);
   }
@@ -376,10 +413,16 @@ export class ResnetBlock {
     this.conv2 = new Conv2d(ctx, `${prefix}.conv2`, cout, cout, 3, { padding: 1 });
     this.ninShortcut = cin !== cout ? new Conv2d(ctx, `${prefix}.nin_shortcut`, cin, cout, 1) : null;
   }
-  forward(x: Tensor): Tensor {
+  /**
+   * `consumeInput`: the caller will not use x again (the encoder/decoder pass their own temporaries),
+   * so without a graph the residual sum may overwrite x. A 1×1 shortcut's output is always reused.
+   */
+  forward(x: Tensor, consumeInput = false): Tensor {
     const h = this.conv1.forwardNormSilu(this.norm1, x);
     const sc = this.ninShortcut ? this.ninShortcut.forward(x) : x;
-    return this.conv2.forwardNormSilu(this.norm2, h, sc);
+    const out = this.conv2.forwardNormSilu(this.norm2, h, sc, this.ninShortcut !== null || consumeInput);
+    if (out.data !== h.data) recycleActivation(h); // h is ours and dead now
+    return out;
   }
 }
 
@@ -469,10 +512,11 @@ class Mid {
     this.attn1 = usingMidSa ? new AttnBlock(ctx, `${prefix}.mid.attn_1`, c) : null;
     this.block2 = new ResnetBlock(ctx, `${prefix}.mid.block_2`, c, c);
   }
-  forward(h: Tensor): Tensor {
-    h = this.block1.forward(h);
+  /** `consumeInput` as in ResnetBlock.forward. */
+  forward(h: Tensor, consumeInput = false): Tensor {
+    h = this.block1.forward(h, consumeInput);
     if (this.attn1) h = this.attn1.forward(h);
-    return this.block2.forward(h);
+    return this.block2.forward(h, true);
   }
 }
 
@@ -509,13 +553,15 @@ export class Encoder {
     let h = this.convIn.forward(x);
     for (const lvl of this.down) {
       for (let j = 0; j < lvl.block.length; j++) {
-        h = lvl.block[j].forward(h);
+        h = lvl.block[j].forward(h, true); // h is our own temporary
         if (lvl.attn.length) h = lvl.attn[j].forward(h);
       }
       if (lvl.resample) h = lvl.resample.forward(h);
     }
-    h = this.mid.forward(h);
-    return this.convOut.forwardNormSilu(this.normOut, h);
+    h = this.mid.forward(h, true);
+    const out = this.convOut.forwardNormSilu(this.normOut, h);
+    spareOutput = null;
+    return out;
   }
 }
 
@@ -550,15 +596,17 @@ export class Decoder {
     this.convOut = new Conv2d(ctx, `${prefix}.conv_out`, blockIn, cfg.inChannels, 3, { padding: 1 });
   }
   forward(z: Tensor): Tensor {
-    let h = this.mid.forward(this.convIn.forward(z));
+    let h = this.mid.forward(this.convIn.forward(z), true);
     for (let i = this.up.length - 1; i >= 0; i--) {
       const lvl = this.up[i];
       for (let j = 0; j < lvl.block.length; j++) {
-        h = lvl.block[j].forward(h);
+        h = lvl.block[j].forward(h, true); // h is our own temporary
         if (lvl.attn.length) h = lvl.attn[j].forward(h);
       }
       if (lvl.resample) h = lvl.resample.forward(h);
     }
-    return this.convOut.forwardNormSilu(this.normOut, h);
+    const out = this.convOut.forwardNormSilu(this.normOut, h);
+    spareOutput = null; // keep no activation-sized buffer after the forward
+    return out;
   }
 }

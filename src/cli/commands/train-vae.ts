@@ -22,7 +22,7 @@ const SHARED: TrainRunFlagSpec = {
   seedHelp: 'seed for the weights, the batch order and the restarts',
   evalSamples: { help: 'test images per periodic evaluation', default: 500 },
   ckptEvery: 200,
-  out: { help: 'write the trained tokenizer here (safetensors, config in the metadata)', default: 'models/vqvae-fashion-mnist.safetensors' },
+  out: { help: 'write the trained tokenizer here (safetensors, config in the metadata)', default: 'models/tokenizer-fashion-mnist.safetensors' },
 };
 
 export function register(program: Command): void {

@@ -34,7 +34,7 @@ export function trainVarCommand(): Command {
     .description('train a class-conditional VAR by teacher forcing (label dropout, CE over all tokens, AdamW 0.9/0.95, warm-up + lin0, grad clipping)');
   return addTrainRunOptions(cmd, SHARED, {
     afterData: (c) => c
-      .option('--tokenizer <file>', 'tokenizer from `actvar train-vae`', 'models/vqvae-fashion-mnist.safetensors')
+      .option('--tokenizer <file>', 'tokenizer from `actvar train-vae`', 'models/tokenizer-fashion-mnist.safetensors')
       .option('--depth <n>', 'transformer blocks', intArg('--depth', 1), 4)
       .option('--width <n>', 'model width C', intArg('--width', 1), 128)
       .option('--heads <n>', 'attention heads (default: width/64)', intArg('--heads', 1))
