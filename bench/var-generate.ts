@@ -55,6 +55,12 @@ export interface VarGenerateBenchResult {
   rss_over_weights: number;
 }
 
+/** Current resident set size (VmRSS), in MB. */
+export function rssMB(): number {
+  const m = /VmRSS:\s+(\d+)\s+kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
+  return m ? Number(m[1]) / 1024 : process.memoryUsage().rss / (1 << 20);
+}
+
 /** Peak resident set size of this process (VmHWM), in MB. */
 export function peakRssMB(): number {
   const m = /VmHWM:\s+(\d+)\s+kB/.exec(fs.readFileSync('/proc/self/status', 'utf8'));
@@ -108,7 +114,7 @@ export function benchVarGenerate(opts: VarGenerateBenchOptions = {}): VarGenerat
   for (const t of model.params.values()) nVar += t.size;
   for (const t of vqvae.parameters()) nVae += t.size;
   const weightMB = ((nVar + nVae) * 4) / (1 << 20);
-  log(`VAR-${preset} (${(nVar / 1e6).toFixed(1)} M params) + VQVAE (${(nVae / 1e6).toFixed(1)} M) random, built in ${init.toFixed(1)} s`);
+  log(`VAR-${preset} (${(nVar / 1e6).toFixed(1)} M params) + VQVAE (${(nVae / 1e6).toFixed(1)} M) random, built in ${init.toFixed(1)} s; RSS ${Math.round(rssMB())} MB, peak ${Math.round(peakRssMB())} MB`);
 
   const gen = (onScale?: (si: number) => void) => model.autoregressiveInfer({
     labels: [207], vqvae, cfg: opts.cfg ?? 1.5, topK: opts.topK ?? 900, topP: opts.topP ?? 0.96,
@@ -145,6 +151,10 @@ export function benchVarGenerate(opts: VarGenerateBenchOptions = {}): VarGenerat
   }
   let decode: number | null = null;
   if (opts.decode !== false) {
+    // autoregressiveInfer with decode drops its KV caches before decoding; do the same here (the runs
+    // above used decode: false, which keeps them pooled for the next inference)
+    model.releaseCaches();
+    log(`RSS before the decode: ${Math.round(rssMB())} MB`);
     const d0 = performance.now();
     vqvae.fhatToImg(res.fHat);
     decode = (performance.now() - d0) / 1000;

@@ -392,6 +392,7 @@ export function runTransformer(model: VAR, labels: number[], inputs: Tensor[], h
         x = cfg ? repeat0(e, 2) : e;
       }
     }
+    model.endInference(state); // keep the KV caches for the next run (as sampling with decode: false does)
     return logits;
   });
 }

@@ -40,14 +40,29 @@ function geluGradScalar(a: number): number {
 // Hot loops as small monomorphic functions (V8 optimises these reliably; inlined in one big
 // function they were measured several times slower).
 
-/** dst rows 0..cnt−1 ← src rows tokens[o0 .. o0+cnt) (rows of C floats). */
+/**
+ * dst rows 0..cnt−1 ← src rows tokens[o0 .. o0+cnt) (rows of C floats). Runs of consecutive token
+ * ids (common: each expert sees most tokens, in ascending order) are copied with one `set`.
+ */
 function gatherRows(dst: Float32Array, src: Float32Array, tokens: Int32Array, o0: number, cnt: number, C: number): void {
-  for (let r = 0; r < cnt; r++) { const t = tokens[o0 + r] * C; dst.set(src.subarray(t, t + C), r * C); }
+  for (let r = 0; r < cnt;) {
+    const t = tokens[o0 + r];
+    let e = r + 1;
+    while (e < cnt && tokens[o0 + e] === t + (e - r)) e++;
+    dst.set(src.subarray(t * C, (t + e - r) * C), r * C);
+    r = e;
+  }
 }
 
-/** out rows tokens[o0 .. o0+cnt) ← src rows 0..cnt−1. */
+/** out rows tokens[o0 .. o0+cnt) ← src rows 0..cnt−1 (runs of consecutive ids in one `set`). */
 function scatterRows(out: Float32Array, src: Float32Array, tokens: Int32Array, o0: number, cnt: number, C: number): void {
-  for (let r = 0; r < cnt; r++) out.set(src.subarray(r * C, r * C + C), tokens[o0 + r] * C);
+  for (let r = 0; r < cnt;) {
+    const t = tokens[o0 + r];
+    let e = r + 1;
+    while (e < cnt && tokens[o0 + e] === t + (e - r)) e++;
+    out.set(src.subarray(r * C, e * C), t * C);
+    r = e;
+  }
 }
 
 /** out rows tokens[o0 .. o0+cnt) += src rows 0..cnt−1. */

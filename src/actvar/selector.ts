@@ -87,11 +87,16 @@ function gateScores(X: Float32Array, w: Float32Array, b: number, n: number, C: n
   for (let c = 0; c < C; c++) sw += w[c];
   for (let t = 0; t < n; t++) {
     const o = t * C;
-    let s = 0, dot = 0;
-    for (let c = 0; c < C; c++) { const v = X[o + c]; s += v; dot += v * w[c]; }
+    // two partial sums per accumulator: shorter float64 dependency chains (the sums are exact enough either way)
+    let s = 0, dot = 0, s1 = 0, dot1 = 0, c = 0;
+    for (; c + 1 < C; c += 2) { const v = X[o + c], u = X[o + c + 1]; s += v; dot += v * w[c]; s1 += u; dot1 += u * w[c + 1]; }
+    if (c < C) { const v = X[o + c]; s += v; dot += v * w[c]; }
+    s += s1; dot += dot1;
     const mu = s / C;
-    let ss = 0;
-    for (let c = 0; c < C; c++) { const d = X[o + c] - mu; ss += d * d; }
+    let ss = 0, ss1 = 0;
+    for (c = 0; c + 1 < C; c += 2) { const d = X[o + c] - mu, e = X[o + c + 1] - mu; ss += d * d; ss1 += e * e; }
+    if (c < C) { const d = X[o + c] - mu; ss += d * d; }
+    ss += ss1;
     out[t] = (dot - mu * sw) / Math.sqrt(ss / C + eps) + b;
   }
 }

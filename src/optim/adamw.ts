@@ -138,14 +138,7 @@ export class AdamW {
         const stepSize = lr / bc1, bc2Sqrt = Math.sqrt(bc2);
         const m = st.expAvg, v = st.expAvgSq;
         const c1 = 1 - b1, c2 = 1 - b2;
-        for (let i = 0; i < P.length; i++) {
-          const gi = G[i];
-          const pi = decay === 1 ? P[i] : Math.fround(P[i] * decay);
-          const mi = Math.fround(m[i] * b1 + gi * c1);
-          const vi = Math.fround(v[i] * b2 + gi * gi * c2);
-          m[i] = mi; v[i] = vi;
-          P[i] = pi - stepSize * mi / (Math.sqrt(vi) / bc2Sqrt + eps);
-        }
+        adamwUpdate(P, G, m, v, decay, b1, b2, c1, c2, stepSize, bc2Sqrt, eps);
       }
     }
   }
@@ -190,6 +183,31 @@ export class AdamW {
     sd.state.forEach((st, i) => {
       if (st) this.state.set(params[i], { step: st.step, expAvg: Float32Array.from(st.expAvg), expAvgSq: Float32Array.from(st.expAvgSq) });
     });
+  }
+}
+
+/**
+ * The element loop of one parameter: p ← fround(p·decay) (decoupled weight decay, skipped when
+ * decay = 1), m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², p ← p − stepSize·m/(√v/√bc₂ + eps).
+ * A monomorphic function of plain arrays and numbers, one loop per decay case.
+ */
+function adamwUpdate(P: Float32Array, G: Float32Array, m: Float32Array, v: Float32Array, decay: number,
+  b1: number, b2: number, c1: number, c2: number, stepSize: number, bc2Sqrt: number, eps: number): void {
+  const n = P.length, f = Math.fround;
+  if (decay === 1) {
+    for (let i = 0; i < n; i++) {
+      const gi = G[i];
+      const mi = f(m[i] * b1 + gi * c1), vi = f(v[i] * b2 + gi * gi * c2);
+      m[i] = mi; v[i] = vi;
+      P[i] = P[i] - stepSize * mi / (Math.sqrt(vi) / bc2Sqrt + eps);
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      const gi = G[i], pi = f(P[i] * decay);
+      const mi = f(m[i] * b1 + gi * c1), vi = f(v[i] * b2 + gi * gi * c2);
+      m[i] = mi; v[i] = vi;
+      P[i] = pi - stepSize * mi / (Math.sqrt(vi) / bc2Sqrt + eps);
+    }
   }
 }
 

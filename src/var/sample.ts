@@ -112,7 +112,8 @@ export function sampleWithTopKTopP_(logits: Tensor, topK: number, topP: number, 
       let mx = -Infinity;
       for (let i = 0; i < V; i++) if (X[o + i] > mx) mx = X[o + i];
       if (mx === -Infinity || Number.isNaN(mx)) throw new RangeError(`sampling: row ${b * l + j} has no finite logit`);
-      for (let i = 0; i < V; i++) w[i] = Math.exp(X[o + i] - mx); // −inf → 0
+      // −inf → 0 without calling exp (most of the row after top-k/top-p masking)
+      for (let i = 0; i < V; i++) { const x = X[o + i]; w[i] = x === -Infinity ? 0 : Math.exp(x - mx); }
       idx[b * l + j] = g.multinomial(w, 0, V);
     }
   }

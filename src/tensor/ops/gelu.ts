@@ -12,9 +12,13 @@ const GELU_C = Math.sqrt(2 / Math.PI);
 export function geluExact(x: number): number {
   return 0.5 * x * (1 + Math.tanh(GELU_C * (x + 0.044715 * x * x * x)));
 }
+/**
+ * d/dx GELU_tanh, written with σ(2u) = 0.5·(1+tanh u) (the same function; Math.exp is several times
+ * faster than Math.tanh in V8): σ(2u) + 2x·σ(2u)(1−σ(2u))·u′, u′ = √(2/π)(1 + 3·0.044715x²).
+ */
 export function geluDeriv(x: number): number {
-  const u = GELU_C * (x + 0.044715 * x * x * x), t = Math.tanh(u);
-  return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * x * x);
+  const s = 1 / (1 + Math.exp(-2 * GELU_C * (x + 0.044715 * x * x * x)));
+  return s + 2 * x * s * (1 - s) * GELU_C * (1 + 3 * 0.044715 * x * x);
 }
 
 /**

@@ -36,14 +36,26 @@ export function softmax(x: Tensor, axis = -1): Tensor {
   const [outer, n, inner] = axisDims(x, axis);
   const y = new Float32Array(X.length);
   if (inner === 1) {
+    const P2 = expPow2, FR = expFrac;
     for (let o = 0; o < outer; o++) {
-      const b = o * n;
+      const b = o * n, e = b + n;
       let m = -Infinity;
-      for (let i = 0; i < n; i++) if (X[b + i] > m) m = X[b + i];
+      for (let i = b; i < e; i++) { const v = X[i]; if (v > m) m = v; }
       let s = 0;
-      for (let i = 0; i < n; i++) { const e = expNonPositive(X[b + i] - m); y[b + i] = e; s += e; }
+      for (let i = b; i < e; i++) {
+        // expNonPositive(X[i] − m), inlined (the same arithmetic, so the same values)
+        const x = X[i] - m;
+        let ex: number;
+        if (x < EXP_MIN) ex = 0;
+        else if (!(x <= 0)) ex = Math.exp(x);
+        else {
+          const k = (x * EXP_C - 0.5) | 0, r = x - k * EXP_L, mm = k + EXP_INT * EXP_K;
+          ex = P2[mm >> 6] * FR[mm & 63] * (1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r / 720))))));
+        }
+        y[i] = ex; s += ex;
+      }
       const r = 1 / s;
-      for (let i = 0; i < n; i++) y[b + i] *= r;
+      for (let i = b; i < e; i++) y[i] *= r;
     }
   } else {
     for (let o = 0; o < outer; o++) for (let k = 0; k < inner; k++) {
@@ -59,6 +71,15 @@ export function softmax(x: Tensor, axis = -1): Tensor {
   return result(y, x.shape, 'softmax', [x], (g) => {
     // dx_i = y_i · (g_i − Σ_j g_j y_j)
     const gx = new Float32Array(X.length);
+    if (inner === 1) {
+      for (let b = 0; b < X.length; b += n) {
+        const e = b + n;
+        let d = 0;
+        for (let i = b; i < e; i++) d += g[i] * y[i];
+        for (let i = b; i < e; i++) gx[i] = y[i] * (g[i] - d);
+      }
+      return [gx];
+    }
     for (let o = 0; o < outer; o++) for (let k = 0; k < inner; k++) {
       const b = o * n * inner + k;
       let d = 0;
@@ -128,6 +149,7 @@ function normForward(X: Float32Array, L: NormLayout, mean: Float64Array, rstd: F
     for (let r = 0, o = 0; r < rows; r++, o += cpg) {
       const mu = mean[r], rs = rstd[r];
       if (!W && !B) for (let j = 0; j < cpg; j++) y[o + j] = (X[o + j] - mu) * rs;
+      else if (W && B) for (let j = 0; j < cpg; j++) y[o + j] = (X[o + j] - mu) * rs * W[j] + B[j];
       else for (let j = 0; j < cpg; j++) y[o + j] = (X[o + j] - mu) * rs * (W ? W[j] : 1) + (B ? B[j] : 0);
     }
     return y;
@@ -154,6 +176,24 @@ function normBackward(
   const { rows, groups, cpg, hw } = L, len = cpg * hw;
   const gx = wantX ? new Float32Array(X.length) : null;
   const gw = wantW ? new Float64Array(C) : null, gb = wantB ? new Float64Array(C) : null;
+  if (hw === 1 && groups === 1) {
+    // LayerNorm: one channel per element; the same sums as the general loop below, in the same order
+    const wt = W ?? new Float32Array(cpg).fill(1);
+    for (let r = 0, o = 0; r < rows; r++, o += cpg) {
+      const mu = mean[r], rs = rstd[r];
+      let s1 = 0, s2 = 0;
+      for (let j = 0; j < cpg; j++) {
+        const gi = g[o + j], sgx = gi * ((X[o + j] - mu) * rs), w = wt[j];
+        s1 += gi * w; s2 += sgx * w;
+        if (gw) gw[j] += sgx;
+        if (gb) gb[j] += gi;
+      }
+      if (!gx) continue;
+      const m1 = s1 / len, m2 = s2 / len;
+      for (let j = 0; j < cpg; j++) gx[o + j] = rs * (g[o + j] * wt[j] - m1 - (X[o + j] - mu) * rs * m2);
+    }
+    return { gx, gw: gw && Float32Array.from(gw), gb: gb && Float32Array.from(gb) };
+  }
   for (let r = 0; r < rows; r++) {
     const c0 = (r % groups) * cpg, mu = mean[r], rs = rstd[r];
     let s1 = 0, s2 = 0;
