@@ -5,7 +5,7 @@
  *
  * Method (so that the comparison is paired and fair on a busy machine):
  * - Image i (class-major order: class 0 ×perClass, class 1 ×perClass, …) samples from its own Rng,
- *   seeded by `imageSeed(seed, i)`, in both modes; results do not depend on the batch size.
+ *   seeded by `imageSeed(seed, i)` (src/var/sample.ts), in both modes; results do not depend on the batch size.
  * - Generation runs in batches of `batch` images (rows = 2·batch with CFG); every batch runs in both
  *   modes right after each other, the first mode alternating (dense, ActVAR, ActVAR, dense, …), so
  *   that load from other processes and warm-up effects hit both alike, `repeats` times; the fastest
@@ -31,6 +31,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { Tensor, Rng, countFlops, flopsCategory, type FlopsCounter } from '../tensor/index.js';
 import type { VAR, InferResult } from '../var/var.js';
+import { imageSeed } from '../var/sample.js';
 import type { VQVAE } from '../vqvae/vqvae.js';
 import { ActVAR } from '../actvar/actvar.js';
 import { ActVarConfigError, type ActVarConfig } from '../actvar/config.js';
@@ -131,18 +132,6 @@ export interface DemoResult {
 export class DemoError extends Error {
   readonly userError = true;
   constructor(message: string) { super(message); this.name = 'DemoError'; }
-}
-
-/**
- * A well-mixed 32-bit seed for image i of a run (SplitMix32 step). The same derivation as
- * `imageSeed` of `actvar generate` (src/cli/commands/generate.ts, which this layer may not import),
- * so `actvar generate --classes 0,1,…,9 --per-class 10 --seed S` samples the demo's dense images.
- */
-export function demoImageSeed(seed: number, i: number): number {
-  let z = (Math.imul(seed >>> 0, 0x9e3779b9) + Math.imul(i + 1, 0x85ebca6b)) >>> 0;
-  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-  return (z ^ (z >>> 16)) >>> 0;
 }
 
 /** The model files the demo reads, and how to make each when it is missing. */
@@ -335,7 +324,7 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
   }
 
   // ---- generation: warm-up, then interleaved timed batches
-  const rngs = (first: number, n: number): Rng[] => Array.from({ length: n }, (_, j) => new Rng(demoImageSeed(seed, first + j)));
+  const rngs = (first: number, n: number): Rng[] => Array.from({ length: n }, (_, j) => new Rng(imageSeed(seed, first + j)));
   const sample = (lab: number[], first: number, sparse: boolean): InferResult => model.autoregressiveInfer({
     labels: lab, vqvae, cfg, topK, topP, rng: rngs(first, lab.length), decode: false,
     ...(sparse && act ? act.hooks : {}),

@@ -154,3 +154,15 @@ export function gumbelSmoothFeatures(logits: Tensor, ratio: number, codebook: Te
   }
   return new Tensor(out, [B, l, Cv]);
 }
+
+/**
+ * A well-mixed 32-bit seed for image i of a run (a SplitMix32 step), so that the random streams of nearby
+ * images are unrelated and every image's samples are independent of how images are batched.
+ * `actvar generate` and the demo both seed image i with `new Rng(imageSeed(seed, i))`.
+ */
+export function imageSeed(seed: number, i: number): number {
+  let z = (Math.imul(seed >>> 0, 0x9e3779b9) + Math.imul(i + 1, 0x85ebca6b)) >>> 0;
+  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
+  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
+  return (z ^ (z >>> 16)) >>> 0;
+}

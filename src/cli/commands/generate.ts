@@ -22,6 +22,7 @@ import { VAR, type VarHooks, type InferResult } from '../../var/var.js';
 import { loadVar } from '../../var/load.js';
 import { randomVar } from '../../var/init.js';
 import { varPreset } from '../../var/config.js';
+import { imageSeed } from '../../var/sample.js';
 import { VQVAE } from '../../vqvae/vqvae.js';
 import { loadVqvae } from '../../vqvae/load.js';
 import { tensorToImages, makeGrid, encodePng, writeFileAtomic, type RgbImage } from '../../image/png.js';
@@ -88,14 +89,6 @@ function classList(v: string): number[] {
     throw new InvalidArgumentError(`expected comma-separated class ids (integers >= 0), e.g. 207,360; got '${v}'`);
   }
   return ids;
-}
-
-/** A well-mixed 32-bit seed for image i of a run (SplitMix32 step), so streams of nearby images are unrelated. */
-export function imageSeed(seed: number, i: number): number {
-  let z = (Math.imul(seed >>> 0, 0x9e3779b9) + Math.imul(i + 1, 0x85ebca6b)) >>> 0;
-  z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-  z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-  return (z ^ (z >>> 16)) >>> 0;
 }
 
 function checkReadable(path: string, flag: string): void {
