@@ -53,7 +53,8 @@ export const DEMO_DEFAULTS = Object.freeze({
   modelsDir: 'models', outDir: 'out/demo', perClass: 10, cfg: 1.5, topK: 0, topP: 0, seed: 0, batch: 50, calib: 4, repeats: 2,
 });
 
-export interface DemoOptions {
+/** ActVAR settings `tokenRates`, `expertRate`, `experts`, `scales` (default: config.ts, (75,75;75) at the last two scales). */
+export interface DemoOptions extends Partial<Pick<ActVarConfig, 'tokenRates' | 'expertRate' | 'experts' | 'scales'>> {
   /** Folder of the shipped models (default 'models'). */
   modelsDir?: string;
   /** Override single files (default: `modelsDir`/DEMO_MODEL_FILES). */
@@ -71,11 +72,6 @@ export interface DemoOptions {
   seed?: number;
   /** Run ActVAR next to the dense model (default true). */
   actvar?: boolean;
-  /** ActVAR settings (default: config.ts defaults, (75,75;75) at the last two scales). */
-  tokenRates?: number[];
-  expertRate?: number;
-  experts?: number;
-  scales?: number[];
   /** Saved / distilled router+selector weights (.safetensors) instead of the training-free init. */
   actvarWeights?: string;
   /** Dense generations for the training-free calibration (default 4; 0 = data-free init). */
