@@ -17,15 +17,13 @@ import { ActVAR, runTransformer, type ActivationRecord } from '../src/actvar/act
 import { benchActVar } from '../src/actvar/bench.js';
 import { ActivationMaps } from '../src/actvar/actmaps.js';
 import { decodePng } from '../src/image/png.js';
+import { repoRoot, tinyDir } from './util/fixtures.js';
 import { mkdtempSync, rmSync, readdirSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve, dirname } from 'node:path';
+import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
-import { fileURLToPath } from 'node:url';
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
 const cli = join(repoRoot, 'dist/src/cli/main.js');
-const tinyDir = resolve(repoRoot, '../shared/fixtures/var-tiny');
 
 function runCli(args: string[], cwd: string): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [cli, ...args], { cwd, encoding: 'utf8', timeout: 120_000 });

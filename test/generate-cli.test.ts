@@ -10,13 +10,11 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { decodePng, toUint8 } from '../src/image/png.js';
+import { repoRoot, tinyDir } from './util/fixtures.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
-const tinyDir = path.resolve(repoRoot, '../shared/fixtures/var-tiny');
 const VAR_FILE = path.join(tinyDir, 'var_state_dict.safetensors');
 const VAE_FILE = path.join(tinyDir, 'vqvae_state_dict.safetensors');
 

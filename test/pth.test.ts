@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Tensor } from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
 import {
@@ -11,13 +10,10 @@ import {
   pickleState, readPth, readPthObject, readSafetensors, type ReadMode,
 } from '../src/io/index.js';
 import { MemorySource } from '../src/io/source.js';
+import { fixture as tinyFixture, pthFixture as fixture } from './util/fixtures.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const fixtures = path.resolve(repoRoot, '../shared/fixtures');
-const pthDir = path.join(fixtures, 'var-tiny-pth');
 const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'actvar-pth-'));
 process.on('exit', () => fs.rmSync(tmpDir, { recursive: true, force: true }));
-const fixture = (name: string): string => path.join(pthDir, name);
 
 function bitsEqual(a: Tensor, b: Tensor): boolean {
   if (a.dtype !== b.dtype || a.shape.join() !== b.shape.join() || a.size !== b.size) return false;
@@ -142,7 +138,7 @@ const f32bytes = (xs: number[]): Uint8Array => new Uint8Array(new Float32Array(x
 // the official files
 
 test('var_tiny.pth equals var_state_dict.safetensors bit for bit (same keys, order, dtypes) in every read mode', () => {
-  const want = readSafetensors(path.join(fixtures, 'var-tiny/var_state_dict.safetensors'));
+  const want = readSafetensors(tinyFixture('var_state_dict.safetensors'));
   const bytes = new Uint8Array(fs.readFileSync(fixture('var_tiny.pth')));
   const modes: (ReadMode | undefined)[] = [undefined, 'whole', 'per-tensor'];
   for (const src of [fixture('var_tiny.pth'), bytes]) {

@@ -3,17 +3,14 @@ import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Tensor, tensor, intTensor } from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
 import {
   SafetensorsError, encodeSafetensors, readSafetensors, readSafetensorsFile, readSafetensorsHeader, writeSafetensors,
   type ReadMode,
 } from '../src/io/index.js';
+import { fixture } from './util/fixtures.js';
 
-// dist/test/<file>.js → repo root is two levels up
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const fixtures = path.resolve(repoRoot, '../shared/fixtures');
 const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'actvar-st-'));
 process.on('exit', () => fs.rmSync(tmpDir, { recursive: true, force: true }));
 
@@ -98,7 +95,7 @@ test('F32 data is a zero-copy view when aligned, a copy when not', () => {
   assert.notEqual(y.data.buffer, unaligned.buffer);
   assert.deepEqual([...y.f32], [1.5, -2.25]);
   // a whole-file read from disk: every F32 tensor views one shared buffer
-  const file = path.join(fixtures, 'var-tiny/var_state_dict.safetensors');
+  const file = fixture('var_state_dict.safetensors');
   const whole = readSafetensors(file, { readMode: 'whole' });
   const buffers = new Set([...whole.values()].filter((t) => t.dtype === 'float32').map((t) => t.data.buffer));
   assert.equal(buffers.size, 1);
@@ -146,7 +143,7 @@ test('F16 and BF16 decode known bit patterns; integer dtypes convert with range 
 });
 
 test('the var-tiny fixture reads with its metadata, in header order', () => {
-  const file = path.join(fixtures, 'var-tiny/var_state_dict.safetensors');
+  const file = fixture('var_state_dict.safetensors');
   const { tensors, metadata } = readSafetensorsFile(file);
   assert.equal(tensors.size, 38);
   assert.equal(JSON.parse(metadata!.config).depth, 2);

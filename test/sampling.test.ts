@@ -5,17 +5,15 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Tensor, Rng } from '../src/tensor/index.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { filterTopKTopP_, sampleWithTopKTopP_, gumbelSmoothFeatures } from '../src/var/sample.js';
+import { fixture } from './util/fixtures.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const fixture = path.resolve(repoRoot, '../shared/fixtures/var-tiny/sampling_filter.safetensors');
+const filterFixture = fixture('sampling_filter.safetensors');
 
 test('sampling_filter fixture: top-k / top-p masks equal the official in-place masking', () => {
-  const fx = readSafetensors(fixture);
+  const fx = readSafetensors(filterFixture);
   const input = fx.get('logits_in')!;
   const [B, l, V] = input.shape;
   const cases: [string, number, number][] = [['filtered_k20', 20, 0], ['filtered_p0.8', 0, 0.8], ['filtered_k20_p0.8', 20, 0.8], ['filtered_k1', 1, 0]];

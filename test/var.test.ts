@@ -10,7 +10,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import {
   Tensor, Rng, noGrad, reshape, slice, crossEntropy, countFlops, dryRun, geluFast, geluExact,
 } from '../src/tensor/index.js';
@@ -25,10 +24,7 @@ import {
   appendKV, createKVCache, attend, tableExpNonPositive,
 } from '../src/var/basic-var.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
-
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const fixtures = path.resolve(repoRoot, '../shared/fixtures');
-const tiny = (f: string) => path.join(fixtures, 'var-tiny', f);
+import { fixture as tiny, pthFixture } from './util/fixtures.js';
 
 function maxAbsDiff(a: Tensor, b: Tensor): number {
   assert.deepEqual([...a.shape], [...b.shape], `shape [${a.shape}] vs [${b.shape}]`);
@@ -158,7 +154,7 @@ for (const cfg of ['1.5', '4.0']) {
 }
 
 test('var_tiny.pth loads bit-identical to the safetensors and generates the same tokens', () => {
-  const pthPath = path.join(fixtures, 'var-tiny-pth', 'var_tiny.pth');
+  const pthPath = pthFixture('var_tiny.pth');
   const a = readVarStateDict(pthPath), b = readSafetensors(tiny('var_state_dict.safetensors'));
   assert.deepEqual([...a.keys()], [...b.keys()]);
   for (const [k, t] of b) {
@@ -173,9 +169,9 @@ test('var_tiny.pth loads bit-identical to the safetensors and generates the same
   const res = m.autoregressiveInfer({ labels: [3, 7], vqvae, cfg: 1.5, topK: 1, decode: false });
   assertSameInts(res.idxBL, fx.get('idx_BL')!, 'idx_BL from .pth');
   // the trainer checkpoint layout: trainer.var_wo_ddp is picked (a 3-tensor stand-in, not a VAR)
-  const ck = readVarStateDict(path.join(fixtures, 'var-tiny-pth', 'torch2.11_cuda_ckpt.pth'));
+  const ck = readVarStateDict(pthFixture('torch2.11_cuda_ckpt.pth'));
   assert.deepEqual([...ck.keys()], ['lvl', '1.weight', '1.bias']);
-  assert.throws(() => loadVar(path.join(fixtures, 'var-tiny-pth', 'torch2.11_cuda_ckpt.pth')), VarWeightsError);
+  assert.throws(() => loadVar(pthFixture('torch2.11_cuda_ckpt.pth')), VarWeightsError);
 });
 
 /** A random model of another architecture with O(1) weights (the official init would hide bugs behind 1e-5 gammas). */

@@ -3,7 +3,6 @@ import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
 import { readSafetensors } from '../src/io/safetensors.js';
@@ -15,10 +14,7 @@ import { inferVqvaeConfig, patchNumsFromLvl1L } from '../src/vqvae/config.js';
 import { phiMap, phiIndex, linspaceNumpy } from '../src/vqvae/quant.js';
 import { loadVqvae } from '../src/vqvae/load.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
-
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const fixtureDir = path.resolve(repoRoot, '../shared/fixtures/var-tiny');
-const fixture = (name: string) => path.join(fixtureDir, name);
+import { fixture } from './util/fixtures.js';
 
 function maxAbsDiff(a: T.Tensor, b: T.Tensor): number {
   assert.deepEqual([...a.shape], [...b.shape], `shape [${a.shape}] vs [${b.shape}]`);

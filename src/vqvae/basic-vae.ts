@@ -220,8 +220,10 @@ function fillPadded(X: Float32Array, xOff: number, Cin: number, Hin: number, Win
   const P = padWorkspace = sharedBuffer(padWorkspace, Cin * plane + 2, parts > 1 || sharedOutputs());
   const hw = Hin * Win;
   const cut = (i: number) => (Math.round((i * groups) / parts) * Cin) / groups; // channel index of part i
-  const args = (src: Float32Array, off: number, c0: number, c1: number): Parameters<typeof fillKernel> => [P, src, off, Cin, Hin, Win, Wp, plane, mode,
-    c0, c1, groups, gn ? gn.weight : null, gn ? gn.bias : null, gn ? gn.eps : 0];
+  // The main thread reads the GroupNorm affine in place; workers get copies of just these C floats,
+  // because posting a view copies its whole buffer (loaded weights are views of the whole weights file).
+  const args = (src: Float32Array, off: number, c0: number, c1: number, toWorker: boolean): Parameters<typeof fillKernel> => [P, src, off, Cin, Hin, Win, Wp, plane, mode,
+    c0, c1, groups, gn ? (toWorker ? gn.weight.slice() : gn.weight) : null, gn ? (toWorker ? gn.bias.slice() : gn.bias) : null, gn ? gn.eps : 0];
   if (parts > 1) {
     conv3x3Stats.parallelFills++;
     // The workers read X in place when it already lives in shared memory (the outputs of this fast
@@ -235,10 +237,10 @@ function fillPadded(X: Float32Array, xOff: number, Cin: number, Hin: number, Win
     for (let i = 1; i < parts; i++) {
       const { worker, ctrl } = workers[i - 1];
       Atomics.store(ctrl, 0, 0);
-      worker.postMessage({ args: args(src, srcOff, cut(i), cut(i + 1)), ctrl });
+      worker.postMessage({ args: args(src, srcOff, cut(i), cut(i + 1), true), ctrl });
     }
   }
-  fillKernel(...args(X, xOff, 0, cut(1)));
+  fillKernel(...args(X, xOff, 0, cut(1), false));
   let failed = false;
   const deadline = Date.now() + WORKER_TIMEOUT_MS;
   for (let i = 1; i < parts; i++) {
