@@ -23,6 +23,28 @@ test('unary grads', () => {
   gradcheck((x) => T.sqrt(x), [p]);
 });
 
+test('GELU derivative table matches the exact derivative', () => {
+  // the tanh-GELU derivative in float64 (var-reference §3.4), written independently of src/
+  const c = Math.sqrt(2 / Math.PI);
+  const exact = (x: number) => {
+    const t = Math.tanh(c * (x + 0.044715 * x ** 3));
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * c * (1 + 3 * 0.044715 * x * x);
+  };
+  let maxErr = 0;
+  for (let i = 0; i <= 200000; i++) {
+    const x = -12 + 24 * (i / 200000);
+    maxErr = Math.max(maxErr, Math.abs(T.geluDerivFast(x) - exact(x)));
+  }
+  assert.ok(maxErr < 1e-8, `GELU' table error ${maxErr}`);
+  assert.equal(T.geluDerivFast(100), 1);
+  assert.equal(T.geluDerivFast(-100), 0);
+  assert.ok(Number.isNaN(T.geluDerivFast(NaN)));
+  // the backward of gelu() uses the same table
+  const x = new T.Tensor(Float32Array.from({ length: 64 }, (_, i) => -9 + i * 0.29), [64], true);
+  T.sum(T.gelu(x)).backward();
+  x.grad!.f32.forEach((g, i) => assert.ok(Math.abs(g - Math.fround(exact(x.f32[i]))) < 1e-7, `grad at ${x.f32[i]}: ${g}`));
+});
+
 test('shape op grads', () => {
   const a = randTensor(rng, [2, 3, 4]);
   gradcheck((x) => T.permute(x, [2, 0, 1]), [a]);

@@ -25,17 +25,10 @@
  * parameters). With a permutation the permuted blocks are materialised once, at wrap time.
  */
 import { backend } from '../backend/index.js';
-import { gelu } from '../tensor/ops/gelu.js';
+import { gelu, geluBackwardInto } from '../tensor/ops/gelu.js';
 import {
   Tensor, result, assertFloat, recordFlops, isDryRun, isGradEnabled, flopsCategory, Rng,
 } from '../tensor/index.js';
-
-const GELU_C = Math.sqrt(2 / Math.PI);
-/** d/dx GELU_tanh(x) (var-reference §3.4), for the backward pass. */
-function geluGradScalar(a: number): number {
-  const t = 1 - 2 / (Math.exp(2 * GELU_C * (a + 0.044715 * a * a * a)) + 1);
-  return 0.5 * (1 + t) + 0.5 * a * (1 - t * t) * GELU_C * (1 + 3 * 0.044715 * a * a);
-}
 
 // Hot loops as small monomorphic functions (V8 optimises these reliably; inlined in one big
 // function they were measured several times slower).
@@ -308,7 +301,7 @@ export class ExpertFFN {
         be.sgemm(false, false, cnt, de, C, 1, Ge, 0, C, W2, e * de, H, 0, GA, 0, de);
         // dW₂ₑ (C × dₑ, ld D_h) = Geᵀ·A
         if (gw2) be.sgemm(true, false, C, de, cnt, 1, Ge, 0, C, A, 0, de, 0, gw2, e * de, H);
-        for (let i = 0; i < cnt * de; i++) GA[i] *= geluGradScalar(pre[i]);
+        geluBackwardInto(pre, GA, GA, cnt * de); // dH = dA ⊙ δ′(pre)
         if (gb1) for (let r = 0; r < cnt; r++) for (let j = 0; j < de; j++) gb1[e * de + j] += GA[r * de + j];
         // dW₁ₑ (dₑ × C) = dHᵀ·Xe
         if (gw1) be.sgemm(true, false, de, C, cnt, 1, GA, 0, de, Xg, 0, C, 0, gw1, e * de * C, C);
