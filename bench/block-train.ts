@@ -77,15 +77,9 @@ const untimed: Timer = (_key, f) => f();
 
 /** The block's forward pass and MSE loss; `time` labels each op for the profile. */
 function forward(p: Block, x: T.Tensor, target: T.Tensor, B: number, L: number, C: number, H: number, time: Timer = untimed): T.Tensor {
-  const D = C / H;
   const h = time('fwd layerNorm', () => T.layerNorm(x, 1e-6, p.ln1w, p.ln1b));
-  const qkvLin = time('fwd linear', () => T.linear(h, p.qkvW, p.qkvB));
-  const qkv = time('fwd reshape/permute/split', () => T.permute(T.reshape(qkvLin, [B, L, 3, H, D]), [2, 0, 3, 1, 4])); // [3, B, H, L, D]
-  const [q, k, v] = time('fwd reshape/permute/split', () => T.split(qkv, [1, 1, 1], 0).map((t) => T.reshape(t, [B, H, L, D])));
-  const scores = time('fwd matmul (attn)', () => T.matmul(q, k, false, true)); // [B, H, L, L]
-  const att = time('fwd softmax', () => T.softmax(time('fwd scale', () => T.scale(scores, 1 / Math.sqrt(D))), -1));
-  const av = time('fwd matmul (attn)', () => T.matmul(att, v));
-  const o = time('fwd reshape/permute/split', () => T.reshape(T.permute(av, [0, 2, 1, 3]), [B, L, C]));
+  const qkv = time('fwd linear', () => T.linear(h, p.qkvW, p.qkvB)); // [B, L, 3C] = (q | k | v)
+  const o = time('fwd attention', () => T.attention(qkv, H)); // softmax(q·kᵀ/√D)·v per head, heads merged: [B, L, C]
   const x1 = time('fwd add', () => T.add(x, time('fwd linear', () => T.linear(o, p.projW, p.projB))));
   const h2 = time('fwd layerNorm', () => T.layerNorm(x1, 1e-6, p.ln2w, p.ln2b));
   const f1 = time('fwd linear', () => T.linear(h2, p.fc1W, p.fc1B));

@@ -12,3 +12,4 @@ export * from './ops/indexing.js';
 export * from './flops.js';
 export * from './rng.js';
 export * from './ops/gelu.js';
+export * from './ops/attention.js';

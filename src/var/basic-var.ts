@@ -18,7 +18,7 @@
  * (e.g. `ln(x)*(1+scale)+shift` rounds after each op) so results agree to ~1e-6.
  */
 import {
-  Tensor, result, isGradEnabled, assertFloat, linear, silu, gelu, reshape, slice, add,
+  Tensor, result, isGradEnabled, assertFloat, linear, silu, gelu, reshape, slice, add, attentionHeads,
   flopsCategory, recordFlops, isDryRun, type Rng,
 } from '../tensor/index.js';
 import { backend } from '../backend/index.js';
@@ -325,19 +325,6 @@ export function attnScale(block: VarBlock): number {
   return block.attnL2Norm ? 1 : 0.25 / Math.sqrt(block.headDim);
 }
 
-/** Row-wise softmax of S[rows, n] in place (max-subtracted; −inf entries give 0). */
-function softmaxRowsInPlace(S: Float32Array, off: number, rows: number, n: number): void {
-  for (let i = 0; i < rows; i++) {
-    const o = off + i * n;
-    let m = -Infinity;
-    for (let j = 0; j < n; j++) if (S[o + j] > m) m = S[o + j];
-    let s = 0;
-    for (let j = 0; j < n; j++) { const e = Math.exp(S[o + j] - m); S[o + j] = e; s += e; }
-    const r = 1 / s;
-    for (let j = 0; j < n; j++) S[o + j] *= r;
-  }
-}
-
 /**
  * Multi-head attention `softmax(scale·q·kᵀ + bias)·v` with the heads merged back:
  * q [B, H, Lq, hd], k and v [B, H, Lk, hd], bias [Lq, Lk] additive (0 / −inf) or null → [B, Lq, H·hd].
@@ -345,47 +332,7 @@ function softmaxRowsInPlace(S: Float32Array, off: number, rows: number, n: numbe
  * QKᵀ and AV are category 'attn_scores' (4·Lq·Lk·C FLOPs per sample, §10).
  */
 export function attend(block: VarBlock, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | null): Tensor {
-  const Qd = assertFloat(q, 'attend'), Kd = assertFloat(k, 'attend'), Vd = assertFloat(v, 'attend');
-  const [B, H, Lq, hd] = q.shape, Lk = k.shape[2];
-  if (k.shape[0] !== B || k.shape[1] !== H || k.shape[3] !== hd || v.shape.join() !== k.shape.join()) {
-    throw new RangeError(`attend: q [${q.shape.join(', ')}], k [${k.shape.join(', ')}], v [${v.shape.join(', ')}] do not match`);
-  }
-  const bias32 = bias ? assertFloat(bias, 'attend') : null;
-  if (bias32 && bias32.length !== Lq * Lk) throw new RangeError(`attend: bias must be [${Lq}, ${Lk}], got [${bias!.shape.join(', ')}]`);
-  const scale = attnScale(block);
-  const C = H * hd, be = backend(), dry = isDryRun();
-  const needGrad = isGradEnabled() && (q.requiresGrad || k.requiresGrad || v.requiresGrad);
-  const P = new Float32Array(needGrad ? B * H * Lq * Lk : Lq * Lk);
-  const out = new Float32Array(B * Lq * C);
-  flopsCategory('attn_scores', () => {
-    recordFlops(4 * B * H * Lq * Lk * hd);
-    if (dry) return;
-    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
-      const bh = b * H + h, po = needGrad ? bh * Lq * Lk : 0;
-      be.sgemm(false, true, Lq, Lk, hd, scale, Qd, bh * Lq * hd, hd, Kd, bh * Lk * hd, hd, 0, P, po, Lk);
-      if (bias32) for (let i = 0; i < Lq * Lk; i++) P[po + i] += bias32[i];
-      softmaxRowsInPlace(P, po, Lq, Lk);
-      be.sgemm(false, false, Lq, hd, Lk, 1, P, po, Lk, Vd, bh * Lk * hd, hd, 0, out, b * Lq * C + h * hd, C);
-    }
-  });
-  return result(out, [B, Lq, C], 'attend', [q, k, v], (g) => {
-    const gq = new Float32Array(Qd.length), gk = new Float32Array(Kd.length), gv = new Float32Array(Vd.length);
-    const dP = new Float32Array(Lq * Lk);
-    for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
-      const bh = b * H + h, po = bh * Lq * Lk, go = b * Lq * C + h * hd;
-      // dV = Pᵀ·dO ; dP = dO·Vᵀ ; dS = P ⊙ (dP − rowsum(dP ⊙ P)) ; dQ = scale·dS·K ; dK = scale·dSᵀ·Q
-      be.sgemm(true, false, Lk, hd, Lq, 1, P, po, Lk, g, go, C, 0, gv, bh * Lk * hd, hd);
-      be.sgemm(false, true, Lq, Lk, hd, 1, g, go, C, Vd, bh * Lk * hd, hd, 0, dP, 0, Lk);
-      for (let i = 0; i < Lq; i++) {
-        let s = 0;
-        for (let j = 0; j < Lk; j++) s += dP[i * Lk + j] * P[po + i * Lk + j];
-        for (let j = 0; j < Lk; j++) dP[i * Lk + j] = P[po + i * Lk + j] * (dP[i * Lk + j] - s);
-      }
-      be.sgemm(false, false, Lq, hd, Lk, scale, dP, 0, Lk, Kd, bh * Lk * hd, hd, 0, gq, bh * Lq * hd, hd);
-      be.sgemm(true, false, Lk, hd, Lq, scale, dP, 0, Lk, Qd, bh * Lq * hd, hd, 0, gk, bh * Lk * hd, hd);
-    }
-    return [q.requiresGrad ? gq : null, k.requiresGrad ? gk : null, v.requiresGrad ? gv : null];
-  });
+  return flopsCategory('attn_scores', () => attentionHeads(q, k, v, { scale: attnScale(block), bias }));
 }
 
 // ---------------------------------------------------------------------------------------------

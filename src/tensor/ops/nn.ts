@@ -30,33 +30,50 @@ function axisDims(x: Tensor, axis: number): [number, number, number] {
   return [sizeOf(x.shape.slice(0, ax)), x.shape[ax], sizeOf(x.shape.slice(ax + 1))];
 }
 
+/**
+ * Row-wise softmax of `rows` contiguous rows of n from X into Y, both starting at `off` (Y may be X:
+ * in place). Max-subtracted, exp by `expNonPositive` inlined (the same arithmetic, so the same values).
+ */
+export function softmaxRows(X: Float32Array, Y: Float32Array, off: number, rows: number, n: number): void {
+  const P2 = expPow2, FR = expFrac;
+  for (let o = 0; o < rows; o++) {
+    const b = off + o * n, e = b + n;
+    let m = -Infinity;
+    for (let i = b; i < e; i++) { const v = X[i]; if (v > m) m = v; }
+    let s = 0;
+    for (let i = b; i < e; i++) {
+      const x = X[i] - m;
+      let ex: number;
+      if (x < EXP_MIN) ex = 0;
+      else if (!(x <= 0)) ex = Math.exp(x);
+      else {
+        const k = (x * EXP_C - 0.5) | 0, r = x - k * EXP_L, mm = k + EXP_INT * EXP_K;
+        ex = P2[mm >> 6] * FR[mm & 63] * (1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r / 720))))));
+      }
+      Y[i] = ex; s += ex;
+    }
+    const r = 1 / s;
+    for (let i = b; i < e; i++) Y[i] *= r;
+  }
+}
+
+/** The softmax backward of `rows` rows of n at `off`: dX_i = Y_i·(G_i − Σ_j G_j·Y_j) into dX (may be G). */
+export function softmaxRowsBackward(Y: Float32Array, G: Float32Array, dX: Float32Array, off: number, rows: number, n: number): void {
+  for (let o = 0; o < rows; o++) {
+    const b = off + o * n, e = b + n;
+    let d = 0;
+    for (let i = b; i < e; i++) d += G[i] * Y[i];
+    for (let i = b; i < e; i++) dX[i] = Y[i] * (G[i] - d);
+  }
+}
+
 /** softmax(x)_i = exp(x_i − max x) / Σ_j exp(x_j − max x) along `axis`. */
 export function softmax(x: Tensor, axis = -1): Tensor {
   const X = assertFloat(x, 'softmax');
   const [outer, n, inner] = axisDims(x, axis);
   const y = new Float32Array(X.length);
   if (inner === 1) {
-    const P2 = expPow2, FR = expFrac;
-    for (let o = 0; o < outer; o++) {
-      const b = o * n, e = b + n;
-      let m = -Infinity;
-      for (let i = b; i < e; i++) { const v = X[i]; if (v > m) m = v; }
-      let s = 0;
-      for (let i = b; i < e; i++) {
-        // expNonPositive(X[i] − m), inlined (the same arithmetic, so the same values)
-        const x = X[i] - m;
-        let ex: number;
-        if (x < EXP_MIN) ex = 0;
-        else if (!(x <= 0)) ex = Math.exp(x);
-        else {
-          const k = (x * EXP_C - 0.5) | 0, r = x - k * EXP_L, mm = k + EXP_INT * EXP_K;
-          ex = P2[mm >> 6] * FR[mm & 63] * (1 + r * (1 + r * (0.5 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r / 720))))));
-        }
-        y[i] = ex; s += ex;
-      }
-      const r = 1 / s;
-      for (let i = b; i < e; i++) y[i] *= r;
-    }
+    softmaxRows(X, y, 0, outer, n);
   } else {
     for (let o = 0; o < outer; o++) for (let k = 0; k < inner; k++) {
       const b = o * n * inner + k;
@@ -72,12 +89,7 @@ export function softmax(x: Tensor, axis = -1): Tensor {
     // dx_i = y_i · (g_i − Σ_j g_j y_j)
     const gx = new Float32Array(X.length);
     if (inner === 1) {
-      for (let b = 0; b < X.length; b += n) {
-        const e = b + n;
-        let d = 0;
-        for (let i = b; i < e; i++) d += g[i] * y[i];
-        for (let i = b; i < e; i++) gx[i] = y[i] * (g[i] - d);
-      }
+      softmaxRowsBackward(y, g, gx, 0, outer, n);
       return [gx];
     }
     for (let o = 0; o < outer; o++) for (let k = 0; k < inner; k++) {
