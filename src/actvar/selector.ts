@@ -81,23 +81,25 @@ function checkK(K: number, l: number): void {
   if (!Number.isInteger(K) || K < 1 || K > l) throw new RangeError(`selector: K_t must be in 1..${l}, got ${K}`);
 }
 
-/** out[t] = w·ln(x_t) + b for n rows of C (LayerNorm without affine, biased variance, float64 sums). */
+/**
+ * out[t] = w·ln(x_t) + b for n rows of C (LayerNorm without affine, biased variance): one pass gives
+ * Σx, Σx² and w·x in float64 (as `modulateInto` in basic-var.ts; no cancellation at float32 precision).
+ */
 function gateScores(X: Float32Array, w: Float32Array, b: number, n: number, C: number, eps: number, out: Float32Array): void {
   let sw = 0;
   for (let c = 0; c < C; c++) sw += w[c];
   for (let t = 0; t < n; t++) {
     const o = t * C;
-    // two partial sums per accumulator: shorter float64 dependency chains (the sums are exact enough either way)
-    let s = 0, dot = 0, s1 = 0, dot1 = 0, c = 0;
-    for (; c + 1 < C; c += 2) { const v = X[o + c], u = X[o + c + 1]; s += v; dot += v * w[c]; s1 += u; dot1 += u * w[c + 1]; }
-    if (c < C) { const v = X[o + c]; s += v; dot += v * w[c]; }
-    s += s1; dot += dot1;
+    // two partial sums per accumulator: shorter float64 dependency chains
+    let s = 0, s2 = 0, dot = 0, u1 = 0, u2 = 0, dot1 = 0, c = 0;
+    for (; c + 1 < C; c += 2) {
+      const v = X[o + c], u = X[o + c + 1];
+      s += v; s2 += v * v; dot += v * w[c]; u1 += u; u2 += u * u; dot1 += u * w[c + 1];
+    }
+    if (c < C) { const v = X[o + c]; s += v; s2 += v * v; dot += v * w[c]; }
+    s += u1; s2 += u2; dot += dot1;
     const mu = s / C;
-    let ss = 0, ss1 = 0;
-    for (c = 0; c + 1 < C; c += 2) { const d = X[o + c] - mu, e = X[o + c + 1] - mu; ss += d * d; ss1 += e * e; }
-    if (c < C) { const d = X[o + c] - mu; ss += d * d; }
-    ss += ss1;
-    out[t] = (dot - mu * sw) / Math.sqrt(ss / C + eps) + b;
+    out[t] = (dot - mu * sw) / Math.sqrt(Math.max(s2 / C - mu * mu, 0) + eps) + b;
   }
 }
 
