@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
+import { backend } from '../src/backend/index.js';
 import { ExpertFFN, groupByExpert, coactivationPermutation } from '../src/actvar/experts.js';
 import { Router, topKRows } from '../src/actvar/router.js';
 import { Selector, topKPositions } from '../src/actvar/selector.js';
@@ -467,11 +468,19 @@ test('activation maps: one token tile per block + coverage, one expert tile per 
 });
 
 test('benchActVar reports dense/ActVAR seconds and savings (tiny model)', () => {
+  const kernels = backend();
   const r = benchActVar({ model: tinyVar(), repeats: 1, profile: true });
   for (const k of ['dense_s', 'actvar_s', 'flops_saving', 'time_saving'] as const) assert.ok(Number.isFinite(r[k]), k);
   assert.ok(r.flops_saving > 0 && r.flops_saving < 1);
   assert.equal(r.dense_scale_s!.length, TINY_PN.length);
   assert.ok('experts' in r.actvar_phases_s! && 'ffn' in r.dense_phases_s!);
+  // the sgemm part of each scale is real time and part of that scale's time
+  for (const [tot, gemm] of [[r.dense_scale_s!, r.dense_scale_sgemm_s!], [r.actvar_scale_s!, r.actvar_scale_sgemm_s!]]) {
+    assert.equal(gemm.length, TINY_PN.length);
+    gemm.forEach((g, i) => assert.ok(g >= 0 && g <= tot[i] + 1e-4, `scale ${i}: sgemm ${g} s of ${tot[i]} s`));
+    assert.ok(gemm.reduce((a, b) => a + b, 0) > 0); // (values are rounded to 0.1 ms: tiny scales may show 0)
+  }
+  assert.equal(backend(), kernels); // the timing wrapper is removed again
 });
 
 test('CLI: actvar flops --json (d16) reports the measured saving = analytic, and eq. 12 both ways', () => {

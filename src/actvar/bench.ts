@@ -8,9 +8,11 @@
  * (N(0, 1/C)), which spreads tokens over experts roughly evenly, as the load-balancing loss of a
  * trained router does (eq. 7). One warm-up of each, then `repeats` interleaved dense / ActVAR runs;
  * the best time of each is reported (robust against other load on the machine). FLOPs come from the
- * FLOPs counter on the same code. With `profile`, the activated scales are broken down by phase.
+ * FLOPs counter on the same code. With `profile`, one more run of each gives seconds per scale, the
+ * part of them spent in sgemm, and the activated scales broken down by phase.
  */
 import { Tensor, Rng, countFlops } from '../tensor/index.js';
+import { backend, setBackend, type Backend } from '../backend/index.js';
 import { varPreset } from '../var/config.js';
 import { randomVar } from '../var/init.js';
 import { attnBranch, ffnBranch } from '../var/basic-var.js';
@@ -51,9 +53,27 @@ export interface ActVarBenchResult {
   /** Seconds per scale (best run), dense and ActVAR. */
   dense_scale_s?: number[];
   actvar_scale_s?: number[];
+  /** Of those, seconds inside sgemm (the rest is JavaScript: norms, softmax, GELU, copies, routing). */
+  dense_scale_sgemm_s?: number[];
+  actvar_scale_sgemm_s?: number[];
   /** Seconds per phase at the activated scales (summed over their blocks), dense and ActVAR. */
   dense_phases_s?: Record<string, number>;
   actvar_phases_s?: Record<string, number>;
+}
+
+/** `inner` with the time spent in its sgemm added to `acc.s` (profiling). */
+function timedBackend(inner: Backend, acc: { s: number }): Backend {
+  return {
+    name: inner.name,
+    get threads() { return inner.threads; },
+    set threads(n: number) { inner.threads = n; },
+    setThreads: (n: number) => inner.setThreads(n),
+    sgemm: (...args: Parameters<Backend['sgemm']>) => {
+      const t0 = performance.now();
+      inner.sgemm(...args);
+      acc.s += (performance.now() - t0) / 1e3;
+    },
+  };
 }
 
 /** Wrap a hooks object so that the activated scales' dense blocks are timed by phase. */
@@ -95,9 +115,10 @@ export function benchActVar(opts: ActVarBenchOptions = {}): ActVarBenchResult {
 
   const SN = model.numScales;
   let lastCpu = 0;
-  const timeRun = (hooks: VarHooks, perScale: number[] | null): number => {
+  const gemm = { s: 0 };
+  const timeRun = (hooks: VarHooks, perScale: number[] | null, perScaleGemm: number[] | null = null): number => {
     const c0 = process.cpuUsage();
-    let last = performance.now();
+    let last = performance.now(), lastGemm = gemm.s;
     const t0 = last;
     const wrapped: VarHooks = { ...hooks };
     if (perScale) {
@@ -105,7 +126,8 @@ export function benchActVar(opts: ActVarBenchOptions = {}): ActVarBenchResult {
         if (ctx.blockIndex === model!.blocks.length - 1) {
           const now = performance.now();
           perScale[ctx.scaleIndex] += (now - last) / 1e3;
-          last = now;
+          if (perScaleGemm) perScaleGemm[ctx.scaleIndex] += gemm.s - lastGemm;
+          last = now; lastGemm = gemm.s;
         }
       };
     }
@@ -140,14 +162,23 @@ export function benchActVar(opts: ActVarBenchOptions = {}): ActVarBenchResult {
   if (opts.profile) {
     log('profiling …');
     const ds = new Array<number>(SN).fill(0), ss = new Array<number>(SN).fill(0);
+    const dg = new Array<number>(SN).fill(0), sg = new Array<number>(SN).fill(0);
     const dp: Record<string, number> = {};
-    timeRun(timedDenseHooks(a, dp), ds);
-    a.timings = {};
-    timeRun(a.hooks, ss);
-    const sp = a.timings;
-    a.timings = null;
+    const kernels = backend();
+    setBackend(timedBackend(kernels, gemm));
+    let sp: Record<string, number>;
+    try {
+      timeRun(timedDenseHooks(a, dp), ds, dg);
+      a.timings = {};
+      timeRun(a.hooks, ss, sg);
+      sp = a.timings;
+    } finally {
+      a.timings = null;
+      setBackend(kernels);
+    }
     const rr = (o: Record<string, number>): Record<string, number> => Object.fromEntries(Object.entries(o).map(([k, v]) => [k, r4(v)]));
     res.dense_scale_s = ds.map(r4); res.actvar_scale_s = ss.map(r4);
+    res.dense_scale_sgemm_s = dg.map(r4); res.actvar_scale_sgemm_s = sg.map(r4);
     res.dense_phases_s = rr(dp); res.actvar_phases_s = rr(sp);
   }
   return res;

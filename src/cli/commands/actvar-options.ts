@@ -19,7 +19,7 @@ import type { VAR, VarVqvae, InferResult } from '../../var/var.js';
 import { ActVAR } from '../../actvar/actvar.js';
 import { ActivationMaps } from '../../actvar/actmaps.js';
 import { ActVarConfigError, type ActVarConfig, type ExpertGrouping } from '../../actvar/config.js';
-import { benchActVar } from '../../actvar/bench.js';
+import { benchActVar, type ActVarBenchResult } from '../../actvar/bench.js';
 import { encodeSafetensors } from '../../io/safetensors.js';
 import { configToMetadata } from '../../actvar/config.js';
 import { encodePng } from '../../image/png.js';
@@ -164,6 +164,18 @@ export const actvarGenerateExtension: GenerateExtension = {
   },
 };
 
+/** `bench actvar --profile` as text: seconds per scale (of which sgemm), then the phases of the activated scales. */
+function profileTable(r: ActVarBenchResult): string {
+  const f = (v: number | undefined) => (v ?? 0).toFixed(3).padStart(7);
+  const lines = ['scale   dense s (sgemm)   ActVAR s (sgemm)'];
+  (r.dense_scale_s ?? []).forEach((d, i) => {
+    lines.push(`${String(i).padStart(5)} ${f(d)} (${f(r.dense_scale_sgemm_s?.[i])}) ${f(r.actvar_scale_s?.[i])} (${f(r.actvar_scale_sgemm_s?.[i])})`);
+  });
+  const phases = (o: Record<string, number> | undefined) => Object.entries(o ?? {}).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ');
+  lines.push(`activated scales, dense: ${phases(r.dense_phases_s)}`, `activated scales, ActVAR: ${phases(r.actvar_phases_s)}`);
+  return lines.join('\n') + '\n';
+}
+
 /** `actvar bench actvar`: dense vs ActVAR transformer seconds, random weights. */
 export const actvarBenchSubcommand: BenchSubcommand = {
   name: 'actvar',
@@ -192,7 +204,7 @@ export const actvarBenchSubcommand: BenchSubcommand = {
         process.stdout.write(`${r.preset} ${r.setting}, batch ${r.batch}, CFG on: dense ${r.dense_s.toFixed(2)} s (${r.dense_gflops.toFixed(1)} GFLOPs), ` +
           `ActVAR ${r.actvar_s.toFixed(2)} s (${r.actvar_gflops.toFixed(1)} GFLOPs)\n` +
           `FLOPs saving ${(100 * r.flops_saving).toFixed(1)}%, time saving ${(100 * r.time_saving).toFixed(1)}%, ratio ${r.efficiency.toFixed(3)}\n`);
-        if (opts.profile) process.stdout.write(JSON.stringify({ dense_scale_s: r.dense_scale_s, actvar_scale_s: r.actvar_scale_s, dense_phases_s: r.dense_phases_s, actvar_phases_s: r.actvar_phases_s }) + '\n');
+        if (opts.profile) process.stdout.write(profileTable(r));
       }
     } catch (e) {
       if (e instanceof ActVarConfigError) throw new UserError(e.message);
