@@ -1,15 +1,13 @@
 // Experiment (docs/BENCHMARKS.md, issue #4): one d16 16×16 block's expert FFN (2 rows × 192 kept tokens,
 // 12 of 16 experts each), as actvar runs it (ExpertFFN.forward, OpenBLAS on 2 threads), against the
-// experts split over two threads (main thread: experts 0–7; a worker: 8–15; single-threaded OpenBLAS
-// each, separate outputs summed at the end). Also the dense FFN of the same block (512 rows) for scale.
+// experts split over two threads (about half of the routed tokens each; single-threaded OpenBLAS on
+// both, separate outputs summed at the end). Also the dense FFN of the same block (512 rows) for scale.
 // Run after `npm run build`: node bench/experiments/expert-threads.mjs
 import { Worker } from 'node:worker_threads';
 import koffi from 'koffi';
-import { ExpertFFN, groupByExpert } from '../../dist/src/actvar/experts.js';
-import { Tensor, Rng, noGrad, linear } from '../../dist/src/tensor/index.js';
-import { gelu } from '../../dist/src/tensor/ops/gelu.js';
+import { ExpertFFN, groupByExpert, runExperts } from '../../dist/src/actvar/experts.js';
+import { Tensor, Rng, noGrad, linear, gelu } from '../../dist/src/tensor/index.js';
 import { backend } from '../../dist/src/backend/index.js';
-import { gatherRows, scatterRows } from './expert-rows.mjs';
 
 const be = backend();
 const rng = new Rng(0);
@@ -28,31 +26,23 @@ const xs = new Tensor(X, [n, C]), xd = new Tensor(rnd(nDense * C, 1), [nDense, C
 
 const worker = new Worker(new URL('./expert-threads-worker.mjs', import.meta.url));
 const ctrl = new Int32Array(new SharedArrayBuffer(4));
-const out = new Float32Array(n * C), outB = new Float32Array(n * C);
-const Xe = new Float32Array(n * C), He = new Float32Array(n * de), Ye = new Float32Array(n * C);
-const split = N / 2;
+const out = new Float32Array(n * C), outB = new Float32Array(new SharedArrayBuffer(4 * n * C));
+const ws = [new Float32Array(n * C), new Float32Array(n * de), new Float32Array(n * C)];
 
 function twoThreads() {
   const g = groupByExpert(route, n, Kw, N);
+  let mid = 0; // about half of the routed tokens on each thread
+  while (mid < N && g.offsets[mid + 1] <= g.offsets[N] / 2) mid++;
   const threads = be.threads;
   be.setThreads(1);
   Atomics.store(ctrl, 0, 0);
   worker.postMessage({
-    n, C, de, H, N, e0: split, e1: N, ctrl, ntok: g.tokens.length,
-    x: koffi.address(X), out: koffi.address(outB), tokens: koffi.address(g.tokens), offsets: koffi.address(g.offsets),
+    n, C, de, H, N, e0: mid, e1: N, ctrl, ntok: g.tokens.length, out: outB,
+    x: koffi.address(X), tokens: koffi.address(g.tokens), offsets: koffi.address(g.offsets),
     b1: koffi.address(B1), w1: koffi.address(W1), w2: koffi.address(W2),
   });
   for (let t = 0; t < n; t++) out.set(B2, t * C);
-  for (let e = 0; e < split; e++) {
-    const o0 = g.offsets[e], cnt = g.offsets[e + 1] - o0;
-    gatherRows(Xe, X, g.tokens, o0, cnt, C);
-    for (let r = 0; r < cnt; r++) He.set(B1.subarray(e * de, (e + 1) * de), r * de);
-    be.sgemm(false, true, cnt, de, C, 1, Xe, 0, C, W1, e * de * C, C, 1, He, 0, de);
-    gelu(new Tensor(He.subarray(0, cnt * de), [cnt * de]), true);
-    gatherRows(Ye, out, g.tokens, o0, cnt, C);
-    be.sgemm(false, true, cnt, C, de, 1, He, 0, de, W2, e * de, H, 1, Ye, 0, C);
-    scatterRows(out, Ye, g.tokens, o0, cnt, C);
-  }
+  runExperts({ X, W1, B1, W2, tokens: g.tokens, offsets: g.offsets, out, C, de, H }, 0, mid, ws, be);
   Atomics.wait(ctrl, 0, 0);
   for (let i = 0; i < out.length; i++) out[i] += outB[i];
   be.setThreads(threads);

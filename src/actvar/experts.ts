@@ -24,7 +24,7 @@
  * expert FFN shares the VAR's own weight tensors (no extra memory, gradients reach the VAR's
  * parameters). With a permutation the permuted blocks are materialised once, at wrap time.
  */
-import { backend } from '../backend/index.js';
+import { backend, type Backend } from '../backend/index.js';
 import { gelu, geluBackwardInto } from '../tensor/ops/gelu.js';
 import {
   Tensor, result, assertFloat, recordFlops, isDryRun, isGradEnabled, flopsCategory, Rng,
@@ -37,7 +37,7 @@ import {
  * dst rows 0..cnt−1 ← src rows tokens[o0 .. o0+cnt) (rows of C floats). Runs of consecutive token
  * ids (common: each expert sees most tokens, in ascending order) are copied with one `set`.
  */
-function gatherRows(dst: Float32Array, src: Float32Array, tokens: Int32Array, o0: number, cnt: number, C: number): void {
+export function gatherTokens(dst: Float32Array, src: Float32Array, tokens: Int32Array, o0: number, cnt: number, C: number): void {
   for (let r = 0; r < cnt;) {
     const t = tokens[o0 + r];
     let e = r + 1;
@@ -48,7 +48,7 @@ function gatherRows(dst: Float32Array, src: Float32Array, tokens: Int32Array, o0
 }
 
 /** out rows tokens[o0 .. o0+cnt) ← src rows 0..cnt−1 (runs of consecutive ids in one `set`). */
-function scatterRows(out: Float32Array, src: Float32Array, tokens: Int32Array, o0: number, cnt: number, C: number): void {
+export function scatterTokens(out: Float32Array, src: Float32Array, tokens: Int32Array, o0: number, cnt: number, C: number): void {
   for (let r = 0; r < cnt;) {
     const t = tokens[o0 + r];
     let e = r + 1;
@@ -115,6 +115,47 @@ export function groupByExpert(route: Int32Array, n: number, K: number, N: number
     }
   }
   return { offsets, tokens, slots };
+}
+
+/** One expert-FFN evaluation: inputs, expert-ordered weights, the grouping, and the output to add into. */
+export interface ExpertJob {
+  /** n × C inputs. */
+  X: Float32Array;
+  /** Expert-ordered fc1 weight (D_h × C), fc1 bias (D_h), fc2 weight (C × D_h). */
+  W1: Float32Array; B1: Float32Array; W2: Float32Array;
+  /** `groupByExpert` tokens and offsets. */
+  tokens: Int32Array; offsets: Int32Array;
+  /** n × C; every expert's output is added into it. */
+  out: Float32Array;
+  C: number; de: number; H: number;
+}
+
+/**
+ * Experts e0 … e1−1 of `job`, grouped execution (§3.4): per expert, gather its tokens' rows,
+ * GEMM(fc1 slice) + bias → GELU → GEMM(fc2 slice) accumulated into the gathered running sums, scatter
+ * back. `ws` holds three scratch buffers of at least (largest expert's tokens) × C, × dₑ, × C floats.
+ * `preAll` (training) receives the pre-activations, expert-ordered. Exported for
+ * bench/experiments/expert-threads.mjs, which runs half of the experts on a second thread.
+ */
+export function runExperts(job: ExpertJob, e0: number, e1: number, ws: [Float32Array, Float32Array, Float32Array],
+  be: Backend, preAll: Float32Array | null = null): void {
+  const { X, W1, B1, W2, tokens, offsets, out, C, de, H } = job;
+  const [Xe, He, Ye] = ws;
+  for (let e = e0; e < e1; e++) {
+    const o0 = offsets[e], cnt = offsets[e + 1] - o0;
+    if (cnt === 0) continue;
+    gatherTokens(Xe, X, tokens, o0, cnt, C);
+    // He = δ(Xe·W₁ₑᵀ + b₁ₑ), the bias preset and accumulated into as `linear` does
+    setBiasRows(He, B1, e * de, cnt, de);
+    be.sgemm(false, true, cnt, de, C, 1, Xe, 0, C, W1, e * de * C, C, 1, He, 0, de);
+    if (preAll) preAll.set(He.subarray(0, cnt * de), o0 * de);
+    geluInPlace(He, cnt * de);
+    // out[tokens] += δ(He)·W₂ₑᵀ, W₂ₑ = columns [e·dₑ, (e+1)·dₑ) of fc2.weight (ld = D_h): gather the
+    // running sums, accumulate with the GEMM (beta = 1), scatter back — copies instead of a JS add loop
+    gatherTokens(Ye, out, tokens, o0, cnt, C);
+    be.sgemm(false, true, cnt, C, de, 1, He, 0, de, W2, e * de, H, 1, Ye, 0, C);
+    scatterTokens(out, Ye, tokens, o0, cnt, C);
+  }
 }
 
 // Reusable inference workspace (grad mode allocates fresh buffers, because the backward closure keeps them).
@@ -259,23 +300,11 @@ export class ExpertFFN {
     const [Xe, He, Ye] = needGrad ? [new Float32Array(maxCnt * C), new Float32Array(maxCnt * de), new Float32Array(maxCnt * C)] : workspace(maxCnt, C, de);
     const be = backend();
     for (let e = 0; e < N; e++) {
-      const o0 = offsets[e], cnt = offsets[e + 1] - o0;
-      if (cnt === 0) continue;
+      const cnt = offsets[e + 1] - offsets[e];
       recordFlops(2 * cnt * de * C); // fc1 slice
       recordFlops(2 * cnt * C * de); // fc2 slice
-      if (dry) continue;
-      gatherRows(Xe, X, tokens, o0, cnt, C);
-      // He = δ(Xe·W₁ₑᵀ + b₁ₑ), the bias preset and accumulated into as `linear` does
-      setBiasRows(He, B1, e * de, cnt, de);
-      be.sgemm(false, true, cnt, de, C, 1, Xe, 0, C, W1, e * de * C, C, 1, He, 0, de);
-      if (preAll) preAll.set(He.subarray(0, cnt * de), o0 * de);
-      geluInPlace(He, cnt * de);
-      // out[tokens] += δ(He)·W₂ₑᵀ, W₂ₑ = columns [e·dₑ, (e+1)·dₑ) of fc2.weight (ld = D_h): gather the
-      // running sums, accumulate with the GEMM (beta = 1), scatter back — copies instead of a JS add loop
-      gatherRows(Ye, out, tokens, o0, cnt, C);
-      be.sgemm(false, true, cnt, C, de, 1, He, 0, de, W2, e * de, H, 1, Ye, 0, C);
-      scatterRows(out, Ye, tokens, o0, cnt, C);
     }
+    if (!dry) runExperts({ X, W1, B1, W2, tokens, offsets, out, C, de, H }, 0, N, [Xe, He, Ye], be, preAll);
     const w1 = this.w1, b1 = this.b1, w2 = this.w2, b2 = this.b2;
     return result(out, x.shape, 'expertFFN', [x, w1, b1, w2, b2], (g) => {
       if (!preAll) throw new Error('ExpertFFN: backward without saved activations');
@@ -292,8 +321,8 @@ export class ExpertFFN {
       for (let e = 0; e < N; e++) {
         const o0 = offsets[e], cnt = offsets[e + 1] - o0;
         if (cnt === 0) continue;
-        gatherRows(Ge, g, tokens, o0, cnt, C);
-        gatherRows(Xg, X, tokens, o0, cnt, C);
+        gatherTokens(Ge, g, tokens, o0, cnt, C);
+        gatherTokens(Xg, X, tokens, o0, cnt, C);
         const pre = preAll.subarray(o0 * de, (o0 + cnt) * de);
         A.set(pre);
         geluInPlace(A, cnt * de);

@@ -144,10 +144,12 @@ export function loadOpenBlas(env: NodeJS.ProcessEnv = process.env): BlasLoadResu
   return (cached = { backend: null, tried });
 }
 
+const SGEMM_DECL = 'void cblas_sgemm(int order, int transA, int transB, int M, int N, int K, float alpha, ' +
+  'const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)';
+
 function bind(library: string, lib: KoffiLib, threads: number): OpenBlasBackend {
   // declared once; every call then goes straight through koffi's prepared trampoline
-  const sgemm = lib.func('void cblas_sgemm(int order, int transA, int transB, int M, int N, int K, float alpha, ' +
-    'const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)') as unknown as SgemmFn;
+  const sgemm = lib.func(SGEMM_DECL) as unknown as SgemmFn;
   const optional = (decl: string): ((...args: number[]) => number) | null => {
     try { return lib.func(decl) as unknown as (...args: number[]) => number; } catch { return null; }
   };

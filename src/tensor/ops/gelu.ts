@@ -27,14 +27,21 @@ export function geluDeriv(x: number): number {
  * gives x and x ≤ −8 gives −0, as float32 tanh saturates there. ~3× faster than an exp per element.
  */
 const GELU_H = 64, GELU_LO = -8, GELU_N = 16 * GELU_H;
-const GELU_TABLE = (() => {
+
+/**
+ * Cubic Hermite coefficients of f on the knots GELU_LO + i/GELU_H: per interval [a, b, c, d] with
+ * f(x₀ + t·h) = a + t(b + t(c + t·d)), t ∈ [0, 1), matching f and df at both ends.
+ */
+function hermiteTable(f: (x: number) => number, df: (x: number) => number): Float64Array {
   const T = new Float64Array(GELU_N * 4), h = 1 / GELU_H;
   for (let i = 0; i < GELU_N; i++) {
-    const x0 = GELU_LO + i * h, x1 = x0 + h, y0 = geluExact(x0), y1 = geluExact(x1), d0 = geluDeriv(x0) * h, d1 = geluDeriv(x1) * h;
+    const x0 = GELU_LO + i * h, x1 = x0 + h, y0 = f(x0), y1 = f(x1), d0 = df(x0) * h, d1 = df(x1) * h;
     T[4 * i] = y0; T[4 * i + 1] = d0; T[4 * i + 2] = 3 * (y1 - y0) - 2 * d0 - d1; T[4 * i + 3] = 2 * (y0 - y1) + d0 + d1;
   }
   return T;
-})();
+}
+
+const GELU_TABLE = hermiteTable(geluExact, geluDeriv);
 
 /**
  * d²/dx² GELU_tanh in float64 (for the derivative table's slopes). With s = σ(2u), u = √(2/π)(x + 0.044715x³):
@@ -52,14 +59,7 @@ function geluDeriv2(x: number): number {
  * exact; error < 1e-9 on [−8, 8)); outside, GELU′ is 1 (x ≥ 8) or 0 (x ≤ −8) to float32 precision.
  * ~4× faster than evaluating `geluDeriv` (an exp per element) in the training backward.
  */
-const GELU_D_TABLE = (() => {
-  const T = new Float64Array(GELU_N * 4), h = 1 / GELU_H;
-  for (let i = 0; i < GELU_N; i++) {
-    const x0 = GELU_LO + i * h, x1 = x0 + h, y0 = geluDeriv(x0), y1 = geluDeriv(x1), d0 = geluDeriv2(x0) * h, d1 = geluDeriv2(x1) * h;
-    T[4 * i] = y0; T[4 * i + 1] = d0; T[4 * i + 2] = 3 * (y1 - y0) - 2 * d0 - d1; T[4 * i + 3] = 2 * (y0 - y1) + d0 + d1;
-  }
-  return T;
-})();
+const GELU_D_TABLE = hermiteTable(geluDeriv, geluDeriv2);
 
 /** The interpolated GELU′ of one value (exported for tests). */
 export function geluDerivFast(a: number): number {
