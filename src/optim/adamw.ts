@@ -193,20 +193,20 @@ export class AdamW {
  */
 function adamwUpdate(P: Float32Array, G: Float32Array, m: Float32Array, v: Float32Array, decay: number,
   b1: number, b2: number, c1: number, c2: number, stepSize: number, bc2Sqrt: number, eps: number): void {
-  const n = P.length, f = Math.fround;
+  const n = P.length, f = Math.fround, rb = 1 / bc2Sqrt; // √v/√(1−β2^t) as a product: one division per element
   if (decay === 1) {
     for (let i = 0; i < n; i++) {
       const gi = G[i];
       const mi = f(m[i] * b1 + gi * c1), vi = f(v[i] * b2 + gi * gi * c2);
       m[i] = mi; v[i] = vi;
-      P[i] = P[i] - stepSize * mi / (Math.sqrt(vi) / bc2Sqrt + eps);
+      P[i] = P[i] - stepSize * mi / (Math.sqrt(vi) * rb + eps);
     }
   } else {
     for (let i = 0; i < n; i++) {
       const gi = G[i], pi = f(P[i] * decay);
       const mi = f(m[i] * b1 + gi * c1), vi = f(v[i] * b2 + gi * gi * c2);
       m[i] = mi; v[i] = vi;
-      P[i] = pi - stepSize * mi / (Math.sqrt(vi) / bc2Sqrt + eps);
+      P[i] = pi - stepSize * mi / (Math.sqrt(vi) * rb + eps);
     }
   }
 }

@@ -106,6 +106,7 @@ export function gelu(x: Tensor, inPlace = false): Tensor {
   const needGrad = isGradEnabled() && x.requiresGrad;
   const Y = inPlace && !needGrad && !x.node ? X : new Float32Array(n);
   if (Y === X && isDryRun()) return x; // shape-only run: values are meaningless, skip the work
+  if (needGrad) return geluWithGrad(x, X, Y);
   const T = GELU_TABLE;
   for (let i = 0; i < n; i++) {
     // geluFast(X[i]), inlined
@@ -115,11 +116,26 @@ export function gelu(x: Tensor, inPlace = false): Tensor {
     const t = (a - GELU_LO) * GELU_H, k = t | 0, f = t - k, o = 4 * k;
     Y[i] = T[o] + f * (T[o + 1] + f * (T[o + 2] + f * T[o + 3]));
   }
-  if (Y === X) return x;
+  return Y === X ? x : new Tensor(Y, x.shape); // no gradient needed (see geluWithGrad)
+}
+
+/**
+ * Training GELU: GELU and GELU′ of each element from one table position (the same values as
+ * `geluFast` and `geluDerivFast`), GELU′ kept for the backward, which is then one multiply.
+ */
+function geluWithGrad(x: Tensor, X: Float32Array, Y: Float32Array): Tensor {
+  const n = X.length, T = GELU_TABLE, TD = GELU_D_TABLE, D = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const a = X[i];
+    if (a >= 8) { Y[i] = a; D[i] = 1; continue; }
+    if (a <= -8) { Y[i] = -0; D[i] = 0; continue; }
+    const t = (a - GELU_LO) * GELU_H, k = t | 0, f = t - k, o = 4 * k;
+    Y[i] = T[o] + f * (T[o + 1] + f * (T[o + 2] + f * T[o + 3]));
+    D[i] = TD[o] + f * (TD[o + 1] + f * (TD[o + 2] + f * TD[o + 3]));
+  }
   return result(Y, x.shape, 'gelu', [x], (g) => {
     const gx = new Float32Array(n);
-    geluBackwardInto(X, g, gx, n);
+    for (let i = 0; i < n; i++) gx[i] = g[i] * D[i];
     return [gx];
   });
 }
-
