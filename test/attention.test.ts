@@ -84,6 +84,11 @@ test('attention gradients: finite differences and the composed graph agree', () 
   assert.ok(maxDiff(fused, qkv.grad!.f32) < 1e-5);
 });
 
+test('attentionHeads with one tensor as q, k and v: the gradient is the sum of the three roles', () => {
+  const x = randTensor(rng, [1, 2, 4, 3]);
+  gradcheck((a) => T.attentionHeads(a, a, a, { scale: 0.9 }), [x]);
+});
+
 test('attention: only inputs that require grad get one; no graph under noGrad', () => {
   const q = randTensor(rng, [1, 2, 3, 4]), k = randTensor(rng, [1, 2, 3, 4], false), v = randTensor(rng, [1, 2, 3, 4]);
   T.sum(T.attentionHeads(q, k, v)).backward();

@@ -43,7 +43,11 @@ export function attention(qkv: Tensor, heads: number, opts: AttentionOptions = {
   const D = C / heads;
   const part = (i: number): Layout => ({ base: i * C, perSample: L * C3, perHead: D, ld: C3 });
   const pr = problem(B, heads, L, L, D, opts, part(0), part(1), part(2));
-  return run(pr, X, X, X, [qkv], (gq, _gk, _gv) => [gq]);
+  // q, k and v live in one array, so do their gradients (each GEMM writes its own columns)
+  return run(pr, X, X, X, [qkv], () => {
+    const g = new Float32Array(X.length);
+    return [g, g, g];
+  }, (gq) => [gq]);
 }
 
 /** Attention over separate heads: q [B, H, Lq, D], k and v [B, H, Lk, D] → [B, Lq, H·D]. Differentiable. */
@@ -55,7 +59,9 @@ export function attentionHeads(q: Tensor, k: Tensor, v: Tensor, opts: AttentionO
   }
   const heads = (L: number): Layout => ({ base: 0, perSample: H * L * D, perHead: L * D, ld: D });
   const pr = problem(B, H, Lq, Lk, D, opts, heads(Lq), heads(Lk), heads(Lk));
-  return run(pr, Q, K, V, [q, k, v], (gq, gk, gv) => [gq, gk, gv]);
+  // separate gradients even if q, k, v are the same tensor: the engine then adds them up
+  return run(pr, Q, K, V, [q, k, v], () => [new Float32Array(Q.length), new Float32Array(K.length), new Float32Array(V.length)],
+    (gq, gk, gv) => [gq, gk, gv]);
 }
 
 function problem(B: number, H: number, Lq: number, Lk: number, D: number, opts: AttentionOptions, q: Layout, k: Layout, v: Layout): Problem {
@@ -67,9 +73,10 @@ function problem(B: number, H: number, Lq: number, Lk: number, D: number, opts: 
 /**
  * Forward for every (b, h): P = softmax(scale·Q·Kᵀ + bias), out[b, :, h·D…] = P·V. P is kept for the
  * backward when a gradient is needed (B·H·Lq·Lk floats), else one Lq×Lk buffer is reused.
- * `grads` maps the (q, k, v) gradient buffers to the op's inputs.
+ * `buffers` makes the zeroed (q, k, v) gradient buffers; `grads` maps them to the op's inputs.
  */
 function run(pr: Problem, Q: Float32Array, K: Float32Array, V: Float32Array, inputs: Tensor[],
+  buffers: () => [Float32Array, Float32Array, Float32Array],
   grads: (gq: Float32Array, gk: Float32Array, gv: Float32Array) => (Float32Array | null)[]): Tensor {
   const { B, H, Lq, Lk, D, scale, bias } = pr;
   const C = H * D, be = backend();
@@ -88,10 +95,7 @@ function run(pr: Problem, Q: Float32Array, K: Float32Array, V: Float32Array, inp
     }
   }
   return result(out, [B, Lq, C], 'attention', inputs, (g) => {
-    // One buffer per distinct input array (q, k, v may share the fused qkv array).
-    const gOf = new Map<Float32Array, Float32Array>();
-    for (const a of [Q, K, V]) if (!gOf.has(a)) gOf.set(a, new Float32Array(a.length));
-    const gq = gOf.get(Q)!, gk = gOf.get(K)!, gv = gOf.get(V)!;
+    const [gq, gk, gv] = buffers();
     const dP = new Float32Array(PP);
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
       const po = (b * H + h) * PP, go = b * Lq * C + h * D;
