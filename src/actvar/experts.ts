@@ -28,48 +28,11 @@ import { backend, type Backend } from '../backend/index.js';
 import { gelu, geluBackwardInto } from '../tensor/ops/gelu.js';
 import {
   Tensor, result, assertFloat, recordFlops, isDryRun, isGradEnabled, flopsCategory, Rng,
+  gatherRowsInto, scatterRowsInto, scatterAddRowsInto,
 } from '../tensor/index.js';
 
 // Hot loops as small monomorphic functions (V8 optimises these reliably; inlined in one big
 // function they were measured several times slower).
-
-/**
- * dst rows 0..cnt−1 ← src rows tokens[o0 .. o0+cnt) (rows of C floats). Runs of consecutive token
- * ids (common: each expert sees most tokens, in ascending order) are copied with one `set`.
- */
-export function gatherTokens(dst: Float32Array, src: Float32Array, tokens: Int32Array, o0: number, cnt: number, C: number): void {
-  for (let r = 0; r < cnt;) {
-    const t = tokens[o0 + r];
-    let e = r + 1;
-    while (e < cnt && tokens[o0 + e] === t + (e - r)) e++;
-    dst.set(src.subarray(t * C, (t + e - r) * C), r * C);
-    r = e;
-  }
-}
-
-/** out rows tokens[o0 .. o0+cnt) ← src rows 0..cnt−1 (runs of consecutive ids in one `set`). */
-export function scatterTokens(out: Float32Array, src: Float32Array, tokens: Int32Array, o0: number, cnt: number, C: number): void {
-  for (let r = 0; r < cnt;) {
-    const t = tokens[o0 + r];
-    let e = r + 1;
-    while (e < cnt && tokens[o0 + e] === t + (e - r)) e++;
-    out.set(src.subarray(r * C, e * C), t * C);
-    r = e;
-  }
-}
-
-/** out rows tokens[o0 .. o0+cnt) += src rows 0..cnt−1. */
-function scatterAddRows(out: Float32Array, src: Float32Array, tokens: Int32Array, o0: number, cnt: number, C: number): void {
-  for (let r = 0; r < cnt; r++) {
-    const ob = tokens[o0 + r] * C, sb = r * C;
-    for (let c = 0; c < C; c++) out[ob + c] += src[sb + c];
-  }
-}
-
-/** Every row of out (n rows of C) ← row. */
-function fillRows(out: Float32Array, row: Float32Array, n: number, C: number): void {
-  for (let t = 0; t < n; t++) out.set(row, t * C);
-}
 
 /** δ(a[0..n)) in place with the VAR's own inference GELU (the core's table GELU, tensor/ops/gelu.ts), so expert and dense FFN agree. */
 function geluInPlace(a: Float32Array, n: number): void {
@@ -144,7 +107,7 @@ export function runExperts(job: ExpertJob, e0: number, e1: number, ws: [Float32A
   for (let e = e0; e < e1; e++) {
     const o0 = offsets[e], cnt = offsets[e + 1] - o0;
     if (cnt === 0) continue;
-    gatherTokens(Xe, X, tokens, o0, cnt, C);
+    gatherRowsInto(Xe, X, tokens, o0, cnt, C);
     // He = δ(Xe·W₁ₑᵀ + b₁ₑ), the bias preset and accumulated into as `linear` does
     setBiasRows(He, B1, e * de, cnt, de);
     be.sgemm(false, true, cnt, de, C, 1, Xe, 0, C, W1, e * de * C, C, 1, He, 0, de);
@@ -152,9 +115,9 @@ export function runExperts(job: ExpertJob, e0: number, e1: number, ws: [Float32A
     geluInPlace(He, cnt * de);
     // out[tokens] += δ(He)·W₂ₑᵀ, W₂ₑ = columns [e·dₑ, (e+1)·dₑ) of fc2.weight (ld = D_h): gather the
     // running sums, accumulate with the GEMM (beta = 1), scatter back — copies instead of a JS add loop
-    gatherTokens(Ye, out, tokens, o0, cnt, C);
+    gatherRowsInto(Ye, out, tokens, o0, cnt, C);
     be.sgemm(false, true, cnt, C, de, 1, He, 0, de, W2, e * de, H, 1, Ye, 0, C);
-    scatterTokens(out, Ye, tokens, o0, cnt, C);
+    scatterRowsInto(out, Ye, tokens, o0, cnt, C);
   }
 }
 
@@ -291,7 +254,7 @@ export class ExpertFFN {
     const out = new Float32Array(n * C);
     const dry = isDryRun();
     // b₂ once per token (see the header: not once per expert as eq. 4 prints it)
-    if (!dry) fillRows(out, B2, n, C);
+    if (!dry) setBiasRows(out, B2, 0, n, C);
     const needGrad = isGradEnabled() && (x.requiresGrad || this.w1.requiresGrad || this.b1.requiresGrad || this.w2.requiresGrad || this.b2.requiresGrad);
     let maxCnt = 0;
     for (let e = 0; e < N; e++) maxCnt = Math.max(maxCnt, offsets[e + 1] - offsets[e]);
@@ -321,8 +284,8 @@ export class ExpertFFN {
       for (let e = 0; e < N; e++) {
         const o0 = offsets[e], cnt = offsets[e + 1] - o0;
         if (cnt === 0) continue;
-        gatherTokens(Ge, g, tokens, o0, cnt, C);
-        gatherTokens(Xg, X, tokens, o0, cnt, C);
+        gatherRowsInto(Ge, g, tokens, o0, cnt, C);
+        gatherRowsInto(Xg, X, tokens, o0, cnt, C);
         const pre = preAll.subarray(o0 * de, (o0 + cnt) * de);
         A.set(pre);
         geluInPlace(A, cnt * de);
@@ -337,7 +300,7 @@ export class ExpertFFN {
         if (gx) {
           // dXe = dH·W₁ₑ, scattered back
           be.sgemm(false, false, cnt, C, de, 1, GA, 0, de, W1, e * de * C, C, 0, Ge, 0, C);
-          scatterAddRows(gx, Ge, tokens, o0, cnt, C);
+          scatterAddRowsInto(gx, Ge, tokens, o0, cnt, C);
         }
       }
       return [gx, gw1, gb1, gw2, gb2];

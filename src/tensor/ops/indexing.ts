@@ -39,6 +39,43 @@ function newLike(d: Data, n: number): Data {
 
 function shapeStr(s: readonly number[]): string { return `[${s.join(', ')}]`; }
 
+// Row-copy kernels (raw arrays, no autodiff): shared by the ops below and by code that gathers and
+// scatters rows itself on hot paths (ActVAR's token selection and expert FFN). Row r of `idx[i0 ..
+// i0+n)` is row idx[i0+r] of the indexed array; rows are `row` elements wide.
+
+/**
+ * dst rows 0..n−1 ← src rows idx[i0 .. i0+n). Runs of consecutive indices (common: sorted
+ * selections) are copied with one `set`.
+ */
+export function gatherRowsInto<T extends Data>(dst: T, src: T, idx: Int32Array, i0: number, n: number, row: number): void {
+  for (let r = 0; r < n;) {
+    const t = idx[i0 + r];
+    let e = r + 1;
+    while (e < n && idx[i0 + e] === t + (e - r)) e++;
+    dst.set(src.subarray(t * row, (t + e - r) * row), r * row);
+    r = e;
+  }
+}
+
+/** out rows idx[i0 .. i0+n) ← src rows 0..n−1 (runs of consecutive indices in one `set`). */
+export function scatterRowsInto<T extends Data>(out: T, src: T, idx: Int32Array, i0: number, n: number, row: number): void {
+  for (let r = 0; r < n;) {
+    const t = idx[i0 + r];
+    let e = r + 1;
+    while (e < n && idx[i0 + e] === t + (e - r)) e++;
+    out.set(src.subarray(r * row, e * row), t * row);
+    r = e;
+  }
+}
+
+/** out rows idx[i0 .. i0+n) += src rows 0..n−1 (repeated indices accumulate). */
+export function scatterAddRowsInto(out: Data, src: Data, idx: Int32Array, i0: number, n: number, row: number): void {
+  for (let r = 0; r < n; r++) {
+    const o = idx[i0 + r] * row, so = r * row;
+    for (let j = 0; j < row; j++) out[o + j] += src[so + j];
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // embedding / gather / scatter
 
@@ -75,13 +112,10 @@ export function gatherRows(x: Tensor, idx: Tensor): Tensor {
   const R = x.shape[0], row = R === 0 ? 0 : x.size / R;
   checkIndices('gatherRows', I, R, 'axis 0 of x');
   const K = I.length, src = x.data, out = newLike(src, K * row);
-  for (let k = 0; k < K; k++) out.set(src.subarray(I[k] * row, I[k] * row + row), k * row);
+  gatherRowsInto(out, src, I, 0, K, row);
   return result(out, [K, ...x.shape.slice(1)], 'gatherRows', [x], (g) => {
     const gx = new Float32Array(x.size);
-    for (let k = 0; k < K; k++) {
-      const xo = I[k] * row, go = k * row;
-      for (let j = 0; j < row; j++) gx[xo + j] += g[go + j];
-    }
+    scatterAddRowsInto(gx, g, I, 0, K, row);
     return [gx];
   });
 }
@@ -114,14 +148,8 @@ export function scatterRows(base: Tensor, idx: Tensor, src: Tensor, mode: 'set' 
   }
   const B = base.data, S = src.data;
   const out = B.slice();
-  if (mode === 'set') {
-    for (let k = 0; k < K; k++) out.set(S.subarray(k * row, k * row + row), I[k] * row);
-  } else {
-    for (let k = 0; k < K; k++) {
-      const o = I[k] * row, so = k * row;
-      for (let j = 0; j < row; j++) out[o + j] += S[so + j];
-    }
-  }
+  if (mode === 'set') scatterRowsInto(out, S, I, 0, K, row);
+  else scatterAddRowsInto(out, S, I, 0, K, row);
   return result(out, base.shape, `scatterRows(${mode})`, [base, src], (g) => {
     let gb: Float32Array | null = null, gs: Float32Array | null = null;
     if (base.requiresGrad) {
@@ -130,7 +158,7 @@ export function scatterRows(base: Tensor, idx: Tensor, src: Tensor, mode: 'set' 
     }
     if (src.requiresGrad) {
       gs = new Float32Array(K * row);
-      for (let k = 0; k < K; k++) gs.set(g.subarray(I[k] * row, I[k] * row + row), k * row);
+      gatherRowsInto(gs, g, I, 0, K, row);
     }
     return [gb, gs];
   });
