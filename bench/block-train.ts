@@ -90,12 +90,6 @@ function forward(p: Block, x: T.Tensor, target: T.Tensor, B: number, L: number, 
 
 const median = (xs: number[]) => { const s = xs.slice().sort((a, b) => a - b); const m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
-/** Thread-count variables of the native pools PyTorch may use (OpenBLAS, OpenMP/oneDNN, MKL). */
-function threadEnv(n: number): Record<string, string> {
-  const v = `${n}`;
-  return { OPENBLAS_NUM_THREADS: v, OMP_NUM_THREADS: v, MKL_NUM_THREADS: v };
-}
-
 /**
  * A python that can import torch: $ACTVAR_PYTHON if set (only that one), else the first of python3
  * and /usr/bin/python3 (Debian's python3-torch lives in the system python, which a pyenv shim may hide).
@@ -212,12 +206,7 @@ export function benchBlockTrain(opts: BlockTrainOptions = {}): BlockTrainResult 
       // dist/bench/block-train.js → bench/block_train_torch.py at the repo root
       const script = path.resolve(here, '../../bench/block_train_torch.py');
       const r = spawnSync(py, [script, '--batch', `${B}`, '--seq', `${L}`, '--width', `${C}`, '--heads', `${H}`, '--ffn', `${FF}`,
-        '--steps', `${steps}`, '--warmup', `${warmup}`, '--threads', `${be.threads}`], {
-        encoding: 'utf8', timeout: 600_000,
-        // torch.set_num_threads does not reach the OpenBLAS that Debian's torch calls for its GEMMs
-        // (that pool defaults to all cores): pin every pool to the same count as ours.
-        env: { ...process.env, ...threadEnv(be.threads) },
-      });
+        '--steps', `${steps}`, '--warmup', `${warmup}`, '--threads', `${be.threads}`], { encoding: 'utf8', timeout: 600_000 });
       const line = (r.stdout ?? '').trim().split('\n').pop() ?? '';
       try {
         const j = JSON.parse(line) as { median_ms: number; min_ms: number; torch: string; threads: number };

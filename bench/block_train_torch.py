@@ -15,11 +15,11 @@ import sys
 import time
 
 # torch.set_num_threads does not reach the OpenBLAS pool that Debian's torch uses for its GEMMs (it
-# defaults to all cores), and that pool reads its size when the library loads: pin it before the import.
-if '--threads' in sys.argv[:-1]:
-    _n = sys.argv[sys.argv.index('--threads') + 1]
-    for _k in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
-        os.environ.setdefault(_k, _n)
+# defaults to all cores), and that pool reads its size when the library loads: pin every native pool
+# to --threads (default 1) before the import.
+_n = sys.argv[sys.argv.index('--threads') + 1] if '--threads' in sys.argv[:-1] else '1'
+for _k in ('OPENBLAS_NUM_THREADS', 'OMP_NUM_THREADS', 'MKL_NUM_THREADS'):
+    os.environ[_k] = _n
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
