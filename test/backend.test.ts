@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import type { Backend } from '../src/backend/backend.js';
-import { TsBackend, loadOpenBlas, setBackend, checkSgemmArgs, type OpenBlasBackend } from '../src/backend/index.js';
+import { TsBackend, loadOpenBlas, loadNativeKernels, setBackend, checkSgemmArgs, type OpenBlasBackend } from '../src/backend/index.js';
 import { Rng } from '../src/tensor/rng.js';
 
 // dist/test/backend.test.js → repo root
@@ -205,10 +205,11 @@ function run(args: string[], env: Record<string, string | undefined> = {}) {
   return { code: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
-for (const name of ['ts', 'openblas'] as const) {
-  test(`core tests pass with ACTVAR_BACKEND=${name}`, { skip: name === 'openblas' ? noBlas : false }, () => {
-    const r = run(['--expose-gc', '--test', 'dist/test/core.test.js'], { ACTVAR_BACKEND: name });
-    assert.equal(r.code, 0, `core tests failed under ${name}:\n${r.stdout}\n${r.stderr}`);
+for (const [name, env] of [['ts', {}], ['openblas', {}], ['openblas', { ACTVAR_NATIVE: '0' }]] as const) {
+  const label = `ACTVAR_BACKEND=${name}${'ACTVAR_NATIVE' in env ? ' ACTVAR_NATIVE=0' : ''}`;
+  test(`core tests pass with ${label}`, { skip: name === 'openblas' ? noBlas : false }, () => {
+    const r = run(['--expose-gc', '--test', 'dist/test/core.test.js'], { ACTVAR_BACKEND: name, ...env });
+    assert.equal(r.code, 0, `core tests failed under ${label}:\n${r.stdout}\n${r.stderr}`);
     assert.match(r.stdout, /# fail 0/);
   });
 }
@@ -226,11 +227,17 @@ test('ACTVAR_BACKEND=ts: bench gemm announces the fallback and prints the JSON f
 test('ACTVAR_BACKEND=openblas with --threads: announced and reported', { skip: noBlas }, () => {
   const r = run([cliPath, 'bench', 'gemm', '--json', '--shape', '32,48,16', '--repeats', '2', '--threads', '1'], { ACTVAR_BACKEND: 'openblas', ACTVAR_THREADS: '2' });
   assert.equal(r.code, 0, r.stderr);
-  // --threads overrides ACTVAR_THREADS, before the announcement
-  assert.match(r.stderr, /^actvar: kernels on openblas \(.+\), 1 thread$/m);
+  // --threads overrides ACTVAR_THREADS, before the announcement; the native elementwise kernels are named
+  const native = loadNativeKernels().kernels ? ' \\+ native elementwise' : '';
+  const why = native ? '' : ' \\(elementwise in TypeScript: .+\\)';
+  assert.match(r.stderr, new RegExp(`^actvar: kernels on openblas \\(.+\\)${native}, 1 thread${why}$`, 'm'));
   const j = JSON.parse(r.stdout.trim()) as { shape: number[]; threads: number };
   assert.deepEqual(j.shape, [32, 48, 16]);
   assert.equal(j.threads, 1);
+  // ACTVAR_NATIVE=0 turns them off, and the line says so
+  const off = run([cliPath, 'bench', 'gemm', '--json', '--shape', '8,8,8', '--repeats', '1'], { ACTVAR_BACKEND: 'openblas', ACTVAR_NATIVE: '0' });
+  assert.equal(off.code, 0, off.stderr);
+  assert.match(off.stderr, /^actvar: kernels on openblas \(.+\), \d+ threads? \(elementwise in TypeScript: ACTVAR_NATIVE=0\)$/m);
 });
 
 test('bad configuration exits 2 with one clear line', () => {

@@ -65,6 +65,7 @@ export interface ActVarBenchResult {
 function timedBackend(inner: Backend, acc: { s: number }): Backend {
   return {
     name: inner.name,
+    native: inner.native,
     get threads() { return inner.threads; },
     set threads(n: number) { inner.threads = n; },
     setThreads: (n: number) => inner.setThreads(n),

@@ -3,9 +3,16 @@
  * arithmetic, so a new backend (OpenBLAS today, WebGPU later) implements this and
  * nothing else. Matrices are row-major, as in C's cblas with CblasRowMajor.
  */
+import type { NativeKernels } from './native.js';
+
 export interface Backend {
   /** Short name printed in the one-line announcement, e.g. "openblas (libopenblas.so.0)". */
   readonly name: string;
+  /**
+   * Native elementwise kernels (GELU, softmax rows, LayerNorm, AdamW, …; src/backend/native.ts), or
+   * null/absent: the tensor ops then run their TypeScript loops. Independent of the GEMM library.
+   */
+  native?: NativeKernels | null;
   /** Worker threads used by the kernels. */
   threads: number;
   setThreads(n: number): void;

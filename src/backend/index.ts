@@ -1,11 +1,14 @@
 import type { Backend } from './backend.js';
 import { TsBackend } from './ts.js';
 import { loadOpenBlas, configError, defaultThreads } from './openblas.js';
+import { loadNativeKernels } from './native.js';
 
 export type { Backend } from './backend.js';
 export { TsBackend, checkSgemmArgs } from './ts.js';
 export { OpenBlasBackend, loadOpenBlas, blasCandidates, defaultThreads } from './openblas.js';
 export type { BlasKind, BlasLoadResult } from './openblas.js';
+export { loadNativeKernels, bindNativeKernels, nativeLibraryPath } from './native.js';
+export type { NativeKernels, NativeLoadResult } from './native.js';
 
 let current: Backend | null = null;
 /** Why the current backend was chosen, for the announcement. */
@@ -16,9 +19,11 @@ const NO_BLAS_HINT = 'no OpenBLAS found; apt-get install libopenblas0 (macOS: br
 
 /**
  * The active backend, chosen on first use:
- * - ACTVAR_BACKEND=ts (or typescript): the TypeScript fallback;
+ * - ACTVAR_BACKEND=ts (or typescript): the TypeScript fallback, everything in TypeScript;
  * - ACTVAR_BACKEND=openblas (or blas): a BLAS library, error if none loads;
  * - unset / auto: OpenBLAS if found (see openblas.ts for the search order), else the fallback.
+ * Except under ACTVAR_BACKEND=ts, the native elementwise kernels (native.ts) are attached when they
+ * were built (ACTVAR_NATIVE=0 turns them off).
  * ACTVAR_THREADS sets the thread count (default: all cores), ACTVAR_BLAS_LIB the library path.
  */
 export function backend(): Backend {
@@ -42,6 +47,7 @@ export function backend(): Backend {
   } else {
     throw configError(`ACTVAR_BACKEND='${process.env.ACTVAR_BACKEND}' is not a backend; use 'openblas', 'ts' or 'auto' (or leave it unset)`);
   }
+  if (!(choice === 'ts' || choice === 'typescript')) current.native = loadNativeKernels().kernels;
   return current;
 }
 
@@ -54,8 +60,10 @@ export function setBackend(b: Backend | null): void {
 /** The announcement text without the "actvar: " prefix, e.g. "kernels on openblas (libopenblas.so.0), 2 threads". */
 export function describeBackend(): string {
   const b = backend();
-  if (b instanceof TsBackend) return `kernels on ${b.name}${reason ? ` (${reason})` : ''}`;
-  return `kernels on ${b.name}, ${b.threads} thread${b.threads === 1 ? '' : 's'}`;
+  const native = b.native ? ' + native elementwise' : '';
+  if (b instanceof TsBackend) return `kernels on ${b.name}${native}${reason ? ` (${reason})` : ''}`;
+  const why = b.native ? '' : ` (elementwise in TypeScript: ${loadNativeKernels().why})`;
+  return `kernels on ${b.name}${native}, ${b.threads} thread${b.threads === 1 ? '' : 's'}${why}`;
 }
 
 /** Print once per process, to stderr, which backend runs the kernels (also warns about a slow generic BLAS). */

@@ -9,6 +9,7 @@
 import { createRequire } from 'node:module';
 import os from 'node:os';
 import type { Backend } from './backend.js';
+import type { NativeKernels } from './native.js';
 import { checkSgemmArgs } from './ts.js';
 
 // cblas.h enum values
@@ -42,6 +43,8 @@ export class OpenBlasBackend implements Backend {
   /** The name or path the library was loaded from. */
   readonly library: string;
   threads: number;
+  /** Set by `backend()` when the native elementwise kernels are built. */
+  native: NativeKernels | null = null;
   private readonly sgemmFn: SgemmFn;
   private readonly setThreadsFn: ((n: number) => void) | null;
   private readonly getThreadsFn: (() => number) | null;

@@ -1,4 +1,5 @@
 import type { Backend } from './backend.js';
+import type { NativeKernels } from './native.js';
 
 /**
  * Pure-TypeScript sgemm: the fallback when no BLAS library is found.
@@ -69,6 +70,8 @@ function checkMatrix(name: string, X: Float32Array, off: number, ld: number, r: 
 
 export class TsBackend implements Backend {
   readonly name = 'typescript fallback';
+  /** Set by `backend()` when the native elementwise kernels are built; a bare TsBackend is pure TypeScript. */
+  native: NativeKernels | null = null;
   /** Always 1: the fallback runs on the main thread. */
   threads = 1;
   setThreads(_n: number): void { /* single-threaded; the count is ignored */ }

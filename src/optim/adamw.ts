@@ -12,6 +12,7 @@
  * not advance), as torch does. VAR trains with betas (0.9, 0.95) (var-reference.md §7).
  */
 import type { Tensor } from '../tensor/tensor.js';
+import { backend } from '../backend/index.js';
 
 export interface ParamGroup {
   params: Tensor[];
@@ -194,6 +195,8 @@ export class AdamW {
 function adamwUpdate(P: Float32Array, G: Float32Array, m: Float32Array, v: Float32Array, decay: number,
   b1: number, b2: number, c1: number, c2: number, stepSize: number, bc2Sqrt: number, eps: number): void {
   const n = P.length, f = Math.fround, rb = 1 / bc2Sqrt; // √v/√(1−β2^t) as a product: one division per element
+  const nk = backend().native;
+  if (nk) { nk.adamw(P, G, m, v, decay, b1, b2, c1, c2, stepSize, rb, eps); return; } // bit-identical (native/kernels.c)
   if (decay === 1) {
     for (let i = 0; i < n; i++) {
       const gi = G[i];

@@ -9,6 +9,8 @@
  * Under `noGrad` no closure is created at all, so inference pays nothing for autodiff.
  */
 
+import { backend } from '../backend/index.js';
+
 export type DType = 'float32' | 'int32';
 export type Data = Float32Array | Int32Array;
 
@@ -119,7 +121,7 @@ export class Tensor {
           const inp = ins[j], gi = gs[j];
           if (!gi || !inp.requiresGrad) continue;
           const prev = grads.get(inp);
-          if (prev) { for (let k = 0; k < prev.length; k++) prev[k] += gi[k]; }
+          if (prev) addInto(prev, gi);
           else {
             let own = gi;
             if (gi === g && !gTaken) gTaken = true;
@@ -130,7 +132,7 @@ export class Tensor {
         }
         grads.delete(t);
       } else {
-        if (t.grad) { const a = t.grad.f32; for (let k = 0; k < a.length; k++) a[k] += g[k]; }
+        if (t.grad) addInto(t.grad.f32, g);
         else t.grad = new Tensor(g, t.shape);
       }
     }
@@ -158,6 +160,13 @@ function topoSort(root: Tensor): Tensor[] {
     }
   }
   return order;
+}
+
+/** a += b (gradient accumulation), by the native kernel when there is one. */
+function addInto(a: Float32Array, b: Float32Array): void {
+  const nk = backend().native;
+  if (nk) nk.addInto(a, b, a.length);
+  else for (let k = 0; k < a.length; k++) a[k] += b[k];
 }
 
 /**

@@ -3,6 +3,7 @@
  * Gradients of broadcast inputs are summed back to the input's shape.
  */
 import { Tensor, result, assertFloat, sameShape, sizeOf, stridesOf } from '../tensor.js';
+import { backend } from '../../backend/index.js';
 
 export function broadcastShapes(a: readonly number[], b: readonly number[]): number[] {
   const n = Math.max(a.length, b.length);
@@ -87,8 +88,13 @@ function toTensor(x: Tensor | number): Tensor {
 }
 
 export function add(a: Tensor, b: Tensor | number): Tensor {
-  const B = toTensor(b), shape = broadcastShapes(a.shape, B.shape);
-  return result(binaryKernel(a, B, (x, y) => x + y, shape), shape, 'add', [a, B], (g) => [
+  const B = toTensor(b), shape = broadcastShapes(a.shape, B.shape), nk = backend().native;
+  let out: Float32Array;
+  if (nk && sameShape(a.shape, B.shape)) {
+    out = new Float32Array(a.size);
+    nk.add(assertFloat(a, 'add'), assertFloat(B, 'add'), out, out.length);
+  } else out = binaryKernel(a, B, (x, y) => x + y, shape);
+  return result(out, shape, 'add', [a, B], (g) => [
     a.requiresGrad ? sumToShape(g, shape, a.shape) : null,
     B.requiresGrad ? sumToShape(g, shape, B.shape) : null,
   ]);

@@ -4,6 +4,7 @@
  * `geluExact` and `geluDeriv` are the float64 reference formulas.
  */
 import { Tensor, result, assertFloat, isGradEnabled } from '../tensor.js';
+import { backend } from '../../backend/index.js';
 import { isDryRun } from '../flops.js';
 
 const GELU_C = Math.sqrt(2 / Math.PI);
@@ -107,8 +108,9 @@ export function gelu(x: Tensor, inPlace = false): Tensor {
   const Y = inPlace && !needGrad && !x.node ? X : new Float32Array(n);
   if (Y === X && isDryRun()) return x; // shape-only run: values are meaningless, skip the work
   if (needGrad) return geluWithGrad(x, X, Y);
-  const T = GELU_TABLE;
-  for (let i = 0; i < n; i++) {
+  const T = GELU_TABLE, nk = backend().native;
+  if (nk) nk.gelu(X, Y, null, n); // the formula in float64 (native/kernels.c)
+  else for (let i = 0; i < n; i++) {
     // geluFast(X[i]), inlined
     const a = X[i];
     if (a >= 8) { Y[i] = a; continue; }
@@ -125,7 +127,9 @@ export function gelu(x: Tensor, inPlace = false): Tensor {
  */
 function geluWithGrad(x: Tensor, X: Float32Array, Y: Float32Array): Tensor {
   const n = X.length, T = GELU_TABLE, TD = GELU_D_TABLE, D = new Float32Array(n);
-  for (let i = 0; i < n; i++) {
+  const nk = backend().native;
+  if (nk) nk.gelu(X, Y, D, n); // the formula in float64 (native/kernels.c)
+  else for (let i = 0; i < n; i++) {
     const a = X[i];
     if (a >= 8) { Y[i] = a; D[i] = 1; continue; }
     if (a <= -8) { Y[i] = -0; D[i] = 0; continue; }
@@ -135,7 +139,8 @@ function geluWithGrad(x: Tensor, X: Float32Array, Y: Float32Array): Tensor {
   }
   return result(Y, x.shape, 'gelu', [x], (g) => {
     const gx = new Float32Array(n);
-    for (let i = 0; i < n; i++) gx[i] = g[i] * D[i];
+    if (nk) nk.mul(g, D, gx, n);
+    else for (let i = 0; i < n; i++) gx[i] = g[i] * D[i];
     return [gx];
   });
 }

@@ -3,6 +3,7 @@
  * Row statistics are computed in float64; softmax is recomputed in backward from the logits
  * rather than stored (VAR logits are [B·680, 4096]).
  */
+import { backend } from '../../backend/index.js';
 import { Tensor, result, assertFloat, sameShape } from '../tensor.js';
 import { expNonPositive } from './nn.js';
 
@@ -118,14 +119,15 @@ export function klDivergence(studentLogits: Tensor, teacherLogits: Tensor): Tens
 export function mseLoss(a: Tensor, b: Tensor): Tensor {
   const Ad = assertFloat(a, 'mseLoss'), Bd = assertFloat(b, 'mseLoss');
   if (!sameShape(a.shape, b.shape)) throw new RangeError(`mseLoss: shapes [${a.shape.join(', ')}] and [${b.shape.join(', ')}] must be equal`);
-  const n = Ad.length;
+  const n = Ad.length, nk = backend().native;
   let s = 0;
-  for (let i = 0; i < n; i++) { const d = Ad[i] - Bd[i]; s += d * d; }
+  if (nk) s = nk.sqDist(Ad, Bd, n);
+  else for (let i = 0; i < n; i++) { const d = Ad[i] - Bd[i]; s += d * d; }
   return result(Float32Array.of(s / n), [], 'mseLoss', [a, b], (g) => {
     const k = (2 * g[0]) / n;
     let ga: Float32Array | null = null, gb: Float32Array | null = null;
-    if (a.requiresGrad) { ga = new Float32Array(n); for (let i = 0; i < n; i++) ga[i] = k * (Ad[i] - Bd[i]); }
-    if (b.requiresGrad) { gb = new Float32Array(n); for (let i = 0; i < n; i++) gb[i] = k * (Bd[i] - Ad[i]); }
+    if (a.requiresGrad) { ga = new Float32Array(n); if (nk) nk.scaledDiff(Ad, Bd, ga, n, k); else for (let i = 0; i < n; i++) ga[i] = k * (Ad[i] - Bd[i]); }
+    if (b.requiresGrad) { gb = new Float32Array(n); if (nk) nk.scaledDiff(Bd, Ad, gb, n, k); else for (let i = 0; i < n; i++) gb[i] = k * (Bd[i] - Ad[i]); }
     return [ga, gb];
   });
 }

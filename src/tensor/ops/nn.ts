@@ -4,6 +4,7 @@
  * Statistics are accumulated in float64 (JS numbers) and stored as float32.
  */
 import { Tensor, result, assertFloat, normAxis, sizeOf } from '../tensor.js';
+import { backend } from '../../backend/index.js';
 
 // exp for x ≤ 0 (softmax after max subtraction): e^x = 2^(j/64)·e^r with j = round(x·64/ln 2) and
 // |r| ≤ ln2/128, 2^(j/64) from two small tables and e^r from a degree-6 Taylor polynomial
@@ -35,6 +36,8 @@ function axisDims(x: Tensor, axis: number): [number, number, number] {
  * in place). Max-subtracted, exp by `expNonPositive` inlined (the same arithmetic, so the same values).
  */
 export function softmaxRows(X: Float32Array, Y: Float32Array, off: number, rows: number, n: number): void {
+  const nk = backend().native;
+  if (nk) { nk.softmaxRows(X, Y, off, rows, n); return; }
   const P2 = expPow2, FR = expFrac;
   for (let o = 0; o < rows; o++) {
     const b = off + o * n, e = b + n;
@@ -59,6 +62,8 @@ export function softmaxRows(X: Float32Array, Y: Float32Array, off: number, rows:
 
 /** The softmax backward of `rows` rows of n at `off`: dX_i = Y_i·(G_i − Σ_j G_j·Y_j) into dX (may be G). */
 export function softmaxRowsBackward(Y: Float32Array, G: Float32Array, dX: Float32Array, off: number, rows: number, n: number): void {
+  const nk = backend().native;
+  if (nk) { nk.softmaxRowsBackward(Y, G, dX, off, rows, n); return; }
   for (let o = 0; o < rows; o++) {
     const b = off + o * n, e = b + n;
     let d = 0;
@@ -227,6 +232,17 @@ function normBackward(
   return { gx, gw: gw && Float32Array.from(gw), gb: gb && Float32Array.from(gb) };
 }
 
+/** `normBackward` for LayerNorm by the native kernel (float64 accumulators for gw, gb, as there). */
+function nativeLayerNormBackward(
+  g: Float32Array, X: Float32Array, rows: number, C: number, mean: Float64Array, rstd: Float64Array, W: Float32Array | null,
+  wantX: boolean, wantW: boolean, wantB: boolean,
+): { gx: Float32Array | null; gw: Float32Array | null; gb: Float32Array | null } {
+  const gx = wantX ? new Float32Array(X.length) : null;
+  const gw = wantW ? new Float64Array(C) : null, gb = wantB ? new Float64Array(C) : null;
+  backend().native!.layerNormBackward(g, X, mean, rstd, W, gx, gw, gb, rows, C);
+  return { gx, gw: gw && Float32Array.from(gw), gb: gb && Float32Array.from(gb) };
+}
+
 function checkAffine(op: string, t: Tensor | null | undefined, n: number, what: string): Float32Array | null {
   if (!t) return null;
   if (t.ndim !== 1 || t.shape[0] !== n) throw new RangeError(`${op}: ${what} must be [${n}], got [${t.shape.join(', ')}]`);
@@ -237,13 +253,22 @@ function checkAffine(op: string, t: Tensor | null | undefined, n: number, what: 
 function affineNorm(op: string, x: Tensor, L: NormLayout, C: number, eps: number, weight: Tensor | null, bias: Tensor | null): Tensor {
   const X = assertFloat(x, op);
   const W = checkAffine(op, weight, C, 'weight'), B = checkAffine(op, bias, C, 'bias');
-  const { mean, rstd } = rowStats(X, L, eps);
-  const y = normForward(X, L, mean, rstd, W, B);
+  const nk = L.hw === 1 && L.groups === 1 ? backend().native : null; // native LayerNorm (not GroupNorm)
+  let mean: Float64Array, rstd: Float64Array, y: Float32Array;
+  if (nk) {
+    mean = new Float64Array(L.rows); rstd = new Float64Array(L.rows); y = new Float32Array(X.length);
+    nk.layerNorm(X, y, mean, rstd, W, B, L.rows, C, eps);
+  } else {
+    ({ mean, rstd } = rowStats(X, L, eps));
+    y = normForward(X, L, mean, rstd, W, B);
+  }
   const inputs: Tensor[] = [x];
   if (weight) inputs.push(weight);
   if (bias) inputs.push(bias);
   return result(y, x.shape, op, inputs, (g) => {
-    const r = normBackward(g, X, L, mean, rstd, W, x.requiresGrad, !!weight?.requiresGrad, !!bias?.requiresGrad, C);
+    const r = nk
+      ? nativeLayerNormBackward(g, X, L.rows, C, mean, rstd, W, x.requiresGrad, !!weight?.requiresGrad, !!bias?.requiresGrad)
+      : normBackward(g, X, L, mean, rstd, W, x.requiresGrad, !!weight?.requiresGrad, !!bias?.requiresGrad, C);
     const grads: (Float32Array | null)[] = [r.gx];
     if (weight) grads.push(r.gw);
     if (bias) grads.push(r.gb);

@@ -1,0 +1,164 @@
+/**
+ * The optional native elementwise kernels (native/kernels.c, built at install time by
+ * scripts/build-native.mjs) bound through koffi. They run the training step's non-GEMM work —
+ * GELU, softmax rows, LayerNorm, AdamW, bias gradients, gradient accumulation — vectorised by the C
+ * compiler, on the callers' Float32Arrays (koffi passes pointers, no copies).
+ *
+ * The tensor ops use them through `backend().native` when present and fall back to their own
+ * TypeScript loops otherwise (same formulas; results agree within float32 rounding, AdamW exactly).
+ * Every wrapper checks lengths first: native code never reads or writes past an array.
+ */
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface NativeKernels {
+  /** The shared library's path. */
+  readonly library: string;
+  /** y = GELU_tanh(x) (var-reference.md §3.4); d (may be null) receives GELU′(x). First n elements. */
+  gelu(x: Float32Array, y: Float32Array, d: Float32Array | null, n: number): void;
+  /** o = a ⊙ b over the first n elements. */
+  mul(a: Float32Array, b: Float32Array, o: Float32Array, n: number): void;
+  /** o = a + b over the first n elements. */
+  add(a: Float32Array, b: Float32Array, o: Float32Array, n: number): void;
+  /** Σ (a − b)² over the first n elements, in float64. */
+  sqDist(a: Float32Array, b: Float32Array, n: number): number;
+  /** o = k·(a − b) over the first n elements. */
+  scaledDiff(a: Float32Array, b: Float32Array, o: Float32Array, n: number, k: number): void;
+  /** a += b over the first n elements. */
+  addInto(a: Float32Array, b: Float32Array, n: number): void;
+  /** out[j] = Σ_r g[r·cols + j], rows added in order in float32 (a bias gradient). */
+  colSum(g: Float32Array, out: Float32Array, rows: number, cols: number): void;
+  /** Row softmax of `rows` rows of n starting at `off` in x and y (y may be x). */
+  softmaxRows(x: Float32Array, y: Float32Array, off: number, rows: number, n: number): void;
+  /** Softmax backward dx = y ⊙ (g − rowsum(g ⊙ y)) for `rows` rows of n at `off` (dx may be g). */
+  softmaxRowsBackward(y: Float32Array, g: Float32Array, dx: Float32Array, off: number, rows: number, n: number): void;
+  /** LayerNorm over rows of C: y, and float64 mean / rstd per row; w, b optional. */
+  layerNorm(x: Float32Array, y: Float32Array, mean: Float64Array, rstd: Float64Array,
+    w: Float32Array | null, b: Float32Array | null, rows: number, C: number, eps: number): void;
+  /** LayerNorm backward: gx (or null), and gw, gb (float64, accumulated; or null). */
+  layerNormBackward(g: Float32Array, x: Float32Array, mean: Float64Array, rstd: Float64Array, w: Float32Array | null,
+    gx: Float32Array | null, gw: Float64Array | null, gb: Float64Array | null, rows: number, C: number): void;
+  /** One AdamW update of p, m, v from g (src/optim/adamw.ts gives the formula). */
+  adamw(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, decay: number, b1: number, b2: number,
+    c1: number, c2: number, stepSize: number, rb: number, eps: number): void;
+}
+
+/** Where scripts/build-native.mjs puts the library (relative to the package root). */
+export function nativeLibraryPath(platform: NodeJS.Platform = process.platform): string {
+  const ext = platform === 'darwin' ? 'dylib' : platform === 'win32' ? 'dll' : 'so';
+  // this file is dist/src/backend/native.js
+  const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+  return path.join(root, 'build', 'native', `libactvar_kernels.${ext}`);
+}
+
+function need(what: string, arr: ArrayLike<number> | null, n: number): void {
+  if (arr && arr.length < n) throw new RangeError(`native ${what}: array of ${arr.length} elements, ${n} needed`);
+}
+function count(what: string, n: number): void {
+  if (!Number.isInteger(n) || n < 0) throw new RangeError(`native ${what}: size must be a non-negative integer, got ${n}`);
+}
+
+type Fn = (...args: unknown[]) => void;
+
+/** Binds the library at `library`; throws if it cannot be loaded or lacks a kernel. */
+export function bindNativeKernels(library: string): NativeKernels {
+  const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
+  const lib = koffi.load(library);
+  const f = (decl: string) => lib.func(decl) as unknown as Fn;
+  const gelu = f('void actvar_gelu(const float *x, float *y, float *d, int64_t n)');
+  const mul = f('void actvar_mul(const float *a, const float *b, float *o, int64_t n)');
+  const add = f('void actvar_add(const float *a, const float *b, float *o, int64_t n)');
+  const sqDist = lib.func('double actvar_sq_dist(const float *a, const float *b, int64_t n)') as unknown as (...a: unknown[]) => number;
+  const scaledDiff = f('void actvar_scaled_diff(const float *a, const float *b, float *o, int64_t n, double k)');
+  const addInto = f('void actvar_add_into(float *a, const float *b, int64_t n)');
+  const colSum = f('void actvar_colsum(const float *g, float *out, int64_t rows, int64_t cols)');
+  const softmax = f('void actvar_softmax_rows(const float *x, float *y, int64_t rows, int64_t n)');
+  const softmaxBwd = f('void actvar_softmax_rows_bwd(const float *y, const float *g, float *dx, int64_t rows, int64_t n)');
+  const ln = f('void actvar_layernorm(const float *x, float *y, double *mean, double *rstd, const float *w, const float *b, int64_t rows, int64_t C, double eps)');
+  const lnBwd = f('void actvar_layernorm_bwd(const float *g, const float *x, const double *mean, const double *rstd, const float *w, float *gx, double *gw, double *gb, int64_t rows, int64_t C)');
+  const adamw = f('void actvar_adamw(float *p, const float *g, float *m, float *v, int64_t n, double decay, double b1, double b2, double c1, double c2, double stepSize, double rb, double eps)');
+  const at = (a: Float32Array, off: number) => (off === 0 ? a : a.subarray(off));
+  return {
+    library,
+    gelu(x, y, d, n) {
+      count('gelu', n); need('gelu', x, n); need('gelu', y, n); need('gelu', d, n);
+      if (n > 0) gelu(x, y, d, n);
+    },
+    mul(a, b, o, n) {
+      count('mul', n); need('mul', a, n); need('mul', b, n); need('mul', o, n);
+      if (n > 0) mul(a, b, o, n);
+    },
+    add(a, b, o, n) {
+      count('add', n); need('add', a, n); need('add', b, n); need('add', o, n);
+      if (n > 0) add(a, b, o, n);
+    },
+    sqDist(a, b, n) {
+      count('sqDist', n); need('sqDist', a, n); need('sqDist', b, n);
+      return n > 0 ? sqDist(a, b, n) : 0;
+    },
+    scaledDiff(a, b, o, n, k) {
+      count('scaledDiff', n); need('scaledDiff', a, n); need('scaledDiff', b, n); need('scaledDiff', o, n);
+      if (n > 0) scaledDiff(a, b, o, n, k);
+    },
+    addInto(a, b, n) {
+      count('addInto', n); need('addInto', a, n); need('addInto', b, n);
+      if (n > 0) addInto(a, b, n);
+    },
+    colSum(g, out, rows, cols) {
+      count('colSum', rows); count('colSum', cols); need('colSum', g, rows * cols); need('colSum', out, cols);
+      if (cols > 0) colSum(g, out, rows, cols);
+    },
+    softmaxRows(x, y, off, rows, n) {
+      count('softmaxRows', off); count('softmaxRows', rows); count('softmaxRows', n);
+      need('softmaxRows', x, off + rows * n); need('softmaxRows', y, off + rows * n);
+      if (rows * n > 0) softmax(at(x, off), at(y, off), rows, n);
+    },
+    softmaxRowsBackward(y, g, dx, off, rows, n) {
+      count('softmaxRowsBackward', off); count('softmaxRowsBackward', rows); count('softmaxRowsBackward', n);
+      const len = off + rows * n;
+      need('softmaxRowsBackward', y, len); need('softmaxRowsBackward', g, len); need('softmaxRowsBackward', dx, len);
+      if (rows * n > 0) softmaxBwd(at(y, off), at(g, off), at(dx, off), rows, n);
+    },
+    layerNorm(x, y, mean, rstd, w, b, rows, C, eps) {
+      count('layerNorm', rows); count('layerNorm', C);
+      need('layerNorm', x, rows * C); need('layerNorm', y, rows * C); need('layerNorm', mean, rows); need('layerNorm', rstd, rows);
+      need('layerNorm', w, C); need('layerNorm', b, C);
+      if (rows > 0) ln(x, y, mean, rstd, w, b, rows, C, eps);
+    },
+    layerNormBackward(g, x, mean, rstd, w, gx, gw, gb, rows, C) {
+      count('layerNormBackward', rows); count('layerNormBackward', C);
+      need('layerNormBackward', g, rows * C); need('layerNormBackward', x, rows * C); need('layerNormBackward', gx, rows * C);
+      need('layerNormBackward', mean, rows); need('layerNormBackward', rstd, rows);
+      need('layerNormBackward', w, C); need('layerNormBackward', gw, C); need('layerNormBackward', gb, C);
+      if (rows > 0) lnBwd(g, x, mean, rstd, w, gx, gw, gb, rows, C);
+    },
+    adamw(p, g, m, v, decay, b1, b2, c1, c2, stepSize, rb, eps) {
+      const n = p.length;
+      need('adamw', g, n); need('adamw', m, n); need('adamw', v, n);
+      if (n > 0) adamw(p, g, m, v, n, decay, b1, b2, c1, c2, stepSize, rb, eps);
+    },
+  };
+}
+
+/** Outcome of `loadNativeKernels`: the kernels, or why there are none. */
+export interface NativeLoadResult { kernels: NativeKernels | null; why: string }
+
+let cached: NativeLoadResult | null = null;
+
+/**
+ * The native kernels, once per process: none when ACTVAR_NATIVE=0, or when the library was not
+ * built (no C compiler at install) or fails to load — then `why` says so and the TypeScript loops run.
+ */
+export function loadNativeKernels(env: NodeJS.ProcessEnv = process.env): NativeLoadResult {
+  if (cached) return cached;
+  if (env.ACTVAR_NATIVE === '0') return (cached = { kernels: null, why: 'ACTVAR_NATIVE=0' });
+  const library = nativeLibraryPath();
+  if (!existsSync(library)) return (cached = { kernels: null, why: 'native kernels not built: npm run build with a C compiler (apt-get install gcc)' });
+  try {
+    return (cached = { kernels: bindNativeKernels(library), why: '' });
+  } catch (e) {
+    return (cached = { kernels: null, why: `native kernels failed to load (${(e as Error).message}); rebuild with npm run build` });
+  }
+}
