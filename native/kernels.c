@@ -17,6 +17,15 @@
 
 typedef int64_t i64;
 
+/* One build runs on any x86-64: with GCC every exported kernel is compiled three times (AVX-512,
+ * AVX2+FMA, baseline SSE2) and the loader picks the best the CPU has (target_clones, resolved once
+ * at load time), so a library built on one machine does not crash on an older one. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
+#else
+#define KERNEL
+#endif
+
 /* e^x in float32 for x in [-87.3, 88.7] (callers clamp): x = k·ln2 + r, |r| ≤ ln2/2, ln2 split in two
  * parts (Cody–Waite), e^r by its Taylor polynomial to degree 7 (truncation < 3e-9 relative), 2^k built
  * in the exponent bits. Written without branches or calls, so loops around it vectorise. */
@@ -61,7 +70,7 @@ static inline double exp_f64(double x) {
  * Saturated as the TypeScript table is: x ≥ 8 gives x (y′ = 1), x ≤ −8 gives −0 (y′ = 0).
  * d may be NULL (no derivative wanted).
  */
-void actvar_gelu(const float *x, float *y, float *d, i64 n) {
+KERNEL void actvar_gelu(const float *x, float *y, float *d, i64 n) {
   const double c = 0.7978845608028654, a = 0.044715;
   for (i64 i = 0; i < n; i++) {
     const double v = x[i], vc = (v > -8.0) & (v < 8.0) ? v : 0.0; /* NaN stays NaN through v below */
@@ -76,17 +85,17 @@ void actvar_gelu(const float *x, float *y, float *d, i64 n) {
 }
 
 /* o[i] = a[i]·b[i] (GELU's backward: g·y′). */
-void actvar_mul(const float *a, const float *b, float *o, i64 n) {
+KERNEL void actvar_mul(const float *a, const float *b, float *o, i64 n) {
   for (i64 i = 0; i < n; i++) o[i] = a[i] * b[i];
 }
 
 /* o[i] = a[i] + b[i] (same-shape add: the residual connections). */
-void actvar_add(const float *a, const float *b, float *o, i64 n) {
+KERNEL void actvar_add(const float *a, const float *b, float *o, i64 n) {
   for (i64 i = 0; i < n; i++) o[i] = a[i] + b[i];
 }
 
 /* Σ (a[i] − b[i])² in float64 (the MSE loss). */
-double actvar_sq_dist(const float *a, const float *b, i64 n) {
+KERNEL double actvar_sq_dist(const float *a, const float *b, i64 n) {
   double s = 0.0;
 #pragma omp simd reduction(+ : s)
   for (i64 i = 0; i < n; i++) { const double d = (double)a[i] - (double)b[i]; s += d * d; }
@@ -94,17 +103,17 @@ double actvar_sq_dist(const float *a, const float *b, i64 n) {
 }
 
 /* o[i] = k·(a[i] − b[i]) (the MSE gradient), in float64 as the TypeScript does (the same bits). */
-void actvar_scaled_diff(const float *a, const float *b, float *o, i64 n, double k) {
+KERNEL void actvar_scaled_diff(const float *a, const float *b, float *o, i64 n, double k) {
   for (i64 i = 0; i < n; i++) o[i] = (float)(k * ((double)a[i] - (double)b[i]));
 }
 
 /* a[i] += b[i] (gradient accumulation). */
-void actvar_add_into(float *a, const float *b, i64 n) {
+KERNEL void actvar_add_into(float *a, const float *b, i64 n) {
   for (i64 i = 0; i < n; i++) a[i] += b[i];
 }
 
 /* out[j] = Σ_r g[r·cols + j] (a bias gradient), rows summed in order, in float32. */
-void actvar_colsum(const float *g, float *out, i64 rows, i64 cols) {
+KERNEL void actvar_colsum(const float *g, float *out, i64 rows, i64 cols) {
   for (i64 j = 0; j < cols; j++) out[j] = 0.0f;
   for (i64 r = 0; r < rows; r++) {
     const float *row = g + r * cols;
@@ -113,7 +122,7 @@ void actvar_colsum(const float *g, float *out, i64 rows, i64 cols) {
 }
 
 /* Row-wise softmax of `rows` contiguous rows of n (y may be x): max-subtracted, sum in float32. */
-void actvar_softmax_rows(const float *x, float *y, i64 rows, i64 n) {
+KERNEL void actvar_softmax_rows(const float *x, float *y, i64 rows, i64 n) {
   for (i64 o = 0; o < rows; o++) {
     const float *xr = x + o * n;
     float *yr = y + o * n;
@@ -134,7 +143,7 @@ void actvar_softmax_rows(const float *x, float *y, i64 rows, i64 n) {
 }
 
 /* Softmax backward of `rows` rows of n: dx_i = y_i·(g_i − Σ_j g_j·y_j); dx may be g. */
-void actvar_softmax_rows_bwd(const float *y, const float *g, float *dx, i64 rows, i64 n) {
+KERNEL void actvar_softmax_rows_bwd(const float *y, const float *g, float *dx, i64 rows, i64 n) {
   for (i64 o = 0; o < rows; o++) {
     const float *yr = y + o * n, *gr = g + o * n;
     float *dr = dx + o * n;
@@ -151,7 +160,7 @@ void actvar_softmax_rows_bwd(const float *y, const float *g, float *dx, i64 rows
  * mean[r], rstd[r] = 1/√(σ² + eps) are written for the backward; y = (x − μ)·rstd·w + b
  * (w, b may be NULL).
  */
-void actvar_layernorm(const float *x, float *y, double *mean, double *rstd, const float *w, const float *b,
+KERNEL void actvar_layernorm(const float *x, float *y, double *mean, double *rstd, const float *w, const float *b,
                       i64 rows, i64 C, double eps) {
   for (i64 r = 0; r < rows; r++) {
     const float *xr = x + r * C;
@@ -180,7 +189,7 @@ void actvar_layernorm(const float *x, float *y, double *mean, double *rstd, cons
  * gx, gw, gb may each be NULL; gw and gb accumulate over rows in order (the caller zeroes them); w may be
  * NULL (ones).
  */
-void actvar_layernorm_bwd(const float *g, const float *x, const double *mean, const double *rstd, const float *w,
+KERNEL void actvar_layernorm_bwd(const float *g, const float *x, const double *mean, const double *rstd, const float *w,
                           float *gx, double *gw, double *gb, i64 rows, i64 C) {
   for (i64 r = 0; r < rows; r++) {
     const float *gr = g + r * C, *xr = x + r * C;
@@ -210,7 +219,7 @@ void actvar_layernorm_bwd(const float *g, const float *x, const double *mean, co
  *   p ← p·decay;  m ← β1·m + c1·g;  v ← β2·v + c2·g²;  p ← p − stepSize·m / (√v·rb + eps).
  * decay = 1 skips the first line (as the TypeScript does: p·1 is p, so this changes nothing).
  */
-void actvar_adamw(float *p, const float *g, float *m, float *v, i64 n, double decay, double b1, double b2,
+KERNEL void actvar_adamw(float *p, const float *g, float *m, float *v, i64 n, double decay, double b1, double b2,
                   double c1, double c2, double stepSize, double rb, double eps) {
   for (i64 i = 0; i < n; i++) {
     const double gi = g[i];

@@ -3,8 +3,9 @@
  * Builds the optional native elementwise kernels (native/kernels.c) into build/native/, with the
  * system C compiler ($CC, else cc, gcc or clang). Runs after `tsc` in `npm run build` / `prepare` /
  * `npm test`. Without a compiler it prints one line and exits 0: actvar then runs those kernels in
- * TypeScript (slower, same results). Flags: -O3 -march=native (this machine's vector units; the
- * library is built where it runs), -ffp-contract=off (no fused multiply-adds, so AdamW matches the
+ * TypeScript (slower, same results). Flags: -O3 (the kernels carry GCC target_clones for AVX-512,
+ * AVX2 and baseline x86-64, so the library also runs on a machine other than the one it was built on),
+ * -ffp-contract=off (no fused multiply-adds, so AdamW matches the
  * TypeScript bit for bit), -fno-math-errno, -fno-trapping-math and -fopenmp-simd (vector loops; no OpenMP runtime, and
  * no change to any result).
  */
@@ -27,7 +28,7 @@ if (existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs && statSyn
   process.exit(0); // up to date
 }
 const compilers = process.env.CC ? [process.env.CC] : ['cc', 'gcc', 'clang'];
-const flags = ['-O3', '-march=native', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math', '-fopenmp-simd', '-fPIC', '-shared', '-std=c11', '-Wall', '-Wextra'];
+const flags = ['-O3', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math', '-fopenmp-simd', '-fPIC', '-shared', '-std=c11', '-Wall', '-Wextra'];
 mkdirSync(outDir, { recursive: true });
 const tmp = `${out}.${process.pid}.tmp`;
 let lastErr = '';
@@ -43,4 +44,5 @@ for (const cc of compilers) {
   lastErr = `${cc} exited with ${r.status}: ${r.stderr.trim().split('\n').slice(0, 5).join(' | ')}`;
 }
 rmSync(tmp, { force: true });
+rmSync(out, { force: true }); // never leave a library built from older sources behind
 console.log(`build-native: native kernels not built (${lastErr}); elementwise ops run in TypeScript. Install a C compiler (apt-get install gcc) for the fast path.`);
