@@ -1,7 +1,7 @@
 /*
  * actvar's native elementwise kernels: the training step's non-GEMM work (GELU, softmax rows,
  * LayerNorm, AdamW, column sums, accumulation) in C, so that the compiler vectorises it (AVX2 /
- * AVX-512 with -march=native). Built at install time by scripts/build-native.mjs and called through
+ * AVX-512 clones, see KERNEL below). Built at install time by scripts/build-native.mjs and called through
  * koffi (src/backend/native.ts) on the caller's Float32Arrays, without copies. Optional: every kernel
  * has a TypeScript twin in src/tensor/ops, used when this library is not built or ACTVAR_NATIVE=0.
  *
