@@ -1,7 +1,8 @@
 /**
  * GELU with the tanh approximation, the FFN activation of VAR (var-reference.md §3.4).
- * Forward and backward by cubic Hermite tables (exact values and slopes at the knots, error < 1e-9);
- * `geluExact` and `geluDeriv` are the float64 reference formulas.
+ * Forward and backward by cubic Hermite tables (exact values and slopes at the knots, error < 1e-9),
+ * or, with the native kernels (backend().native), by the formula itself in float64 (native/kernels.c;
+ * equal up to one float32 rounding). `geluExact` and `geluDeriv` are the float64 reference formulas.
  */
 import { Tensor, result, assertFloat, isGradEnabled } from '../tensor.js';
 import { backend } from '../../backend/index.js';

@@ -1,7 +1,9 @@
 /**
  * Neural-net normalisations: softmax / logSoftmax over any axis, LayerNorm over the last axis,
  * GroupNorm over [B, C, H, W], and L2 normalisation (torch F.normalize).
- * Statistics are accumulated in float64 (JS numbers) and stored as float32.
+ * Statistics are accumulated in float64 (JS numbers) and stored as float32. With the native kernels
+ * (backend().native, native/kernels.c), softmax rows and LayerNorm run there: LayerNorm with the same
+ * float64 arithmetic, softmax with a float32 exp and float32 sums (equal within float32 rounding).
  */
 import { Tensor, result, assertFloat, normAxis, sizeOf } from '../tensor.js';
 import { backend } from '../../backend/index.js';
@@ -33,7 +35,8 @@ function axisDims(x: Tensor, axis: number): [number, number, number] {
 
 /**
  * Row-wise softmax of `rows` contiguous rows of n from X into Y, both starting at `off` (Y may be X:
- * in place). Max-subtracted, exp by `expNonPositive` inlined (the same arithmetic, so the same values).
+ * in place). Max-subtracted, exp by `expNonPositive` inlined (the same arithmetic, so the same values),
+ * or by the native kernel when there is one.
  */
 export function softmaxRows(X: Float32Array, Y: Float32Array, off: number, rows: number, n: number): void {
   const nk = backend().native;
@@ -193,7 +196,9 @@ function normBackward(
   const { rows, groups, cpg, hw } = L, len = cpg * hw;
   const gx = wantX ? new Float32Array(X.length) : null;
   const gw = wantW ? new Float64Array(C) : null, gb = wantB ? new Float64Array(C) : null;
-  if (hw === 1 && groups === 1) {
+  const nk = hw === 1 && groups === 1 ? backend().native : null;
+  if (nk) nk.layerNormBackward(g, X, mean, rstd, W, gx, gw, gb, rows, C); // the same formulas in C
+  else if (hw === 1 && groups === 1) {
     // LayerNorm: one channel per element; the same sums as the general loop below, in the same order
     const wt = W ?? new Float32Array(cpg).fill(1);
     for (let r = 0, o = 0; r < rows; r++, o += cpg) {
@@ -209,9 +214,7 @@ function normBackward(
       const m1 = s1 / len, m2 = s2 / len;
       for (let j = 0; j < cpg; j++) gx[o + j] = rs * (g[o + j] * wt[j] - m1 - (X[o + j] - mu) * rs * m2);
     }
-    return { gx, gw: gw && Float32Array.from(gw), gb: gb && Float32Array.from(gb) };
-  }
-  for (let r = 0; r < rows; r++) {
+  } else for (let r = 0; r < rows; r++) {
     const c0 = (r % groups) * cpg, mu = mean[r], rs = rstd[r];
     let s1 = 0, s2 = 0;
     for (let k = 0; k < cpg; k++) {
@@ -232,17 +235,6 @@ function normBackward(
   return { gx, gw: gw && Float32Array.from(gw), gb: gb && Float32Array.from(gb) };
 }
 
-/** `normBackward` for LayerNorm by the native kernel (float64 accumulators for gw, gb, as there). */
-function nativeLayerNormBackward(
-  g: Float32Array, X: Float32Array, rows: number, C: number, mean: Float64Array, rstd: Float64Array, W: Float32Array | null,
-  wantX: boolean, wantW: boolean, wantB: boolean,
-): { gx: Float32Array | null; gw: Float32Array | null; gb: Float32Array | null } {
-  const gx = wantX ? new Float32Array(X.length) : null;
-  const gw = wantW ? new Float64Array(C) : null, gb = wantB ? new Float64Array(C) : null;
-  backend().native!.layerNormBackward(g, X, mean, rstd, W, gx, gw, gb, rows, C);
-  return { gx, gw: gw && Float32Array.from(gw), gb: gb && Float32Array.from(gb) };
-}
-
 function checkAffine(op: string, t: Tensor | null | undefined, n: number, what: string): Float32Array | null {
   if (!t) return null;
   if (t.ndim !== 1 || t.shape[0] !== n) throw new RangeError(`${op}: ${what} must be [${n}], got [${t.shape.join(', ')}]`);
@@ -253,7 +245,7 @@ function checkAffine(op: string, t: Tensor | null | undefined, n: number, what: 
 function affineNorm(op: string, x: Tensor, L: NormLayout, C: number, eps: number, weight: Tensor | null, bias: Tensor | null): Tensor {
   const X = assertFloat(x, op);
   const W = checkAffine(op, weight, C, 'weight'), B = checkAffine(op, bias, C, 'bias');
-  const nk = L.hw === 1 && L.groups === 1 ? backend().native : null; // native LayerNorm (not GroupNorm)
+  const nk = L.hw === 1 && L.groups === 1 ? backend().native : null; // native LayerNorm (GroupNorm stays here)
   let mean: Float64Array, rstd: Float64Array, y: Float32Array;
   if (nk) {
     mean = new Float64Array(L.rows); rstd = new Float64Array(L.rows); y = new Float32Array(X.length);
@@ -266,9 +258,7 @@ function affineNorm(op: string, x: Tensor, L: NormLayout, C: number, eps: number
   if (weight) inputs.push(weight);
   if (bias) inputs.push(bias);
   return result(y, x.shape, op, inputs, (g) => {
-    const r = nk
-      ? nativeLayerNormBackward(g, X, L.rows, C, mean, rstd, W, x.requiresGrad, !!weight?.requiresGrad, !!bias?.requiresGrad)
-      : normBackward(g, X, L, mean, rstd, W, x.requiresGrad, !!weight?.requiresGrad, !!bias?.requiresGrad, C);
+    const r = normBackward(g, X, L, mean, rstd, W, x.requiresGrad, !!weight?.requiresGrad, !!bias?.requiresGrad, C);
     const grads: (Float32Array | null)[] = [r.gx];
     if (weight) grads.push(r.gw);
     if (bias) grads.push(r.gb);
