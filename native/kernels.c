@@ -142,6 +142,32 @@ KERNEL void actvar_softmax_rows(const float *x, float *y, i64 rows, i64 n) {
   }
 }
 
+/*
+ * Unnormalised softmax rows of the KV-cache attention (src/var/basic-var.ts, expRowsInPlace), in place:
+ * S ← exp(S − c) per row with c = `bound` when it is finite (cosine attention: the caller guarantees
+ * S − c ∈ (−80, 0]) or else the row max; sums[i] = Σ_j of row i's exponentials, in float64.
+ */
+KERNEL void actvar_exp_rows(float *S, i64 rows, i64 n, double bound, double *sums) {
+  for (i64 o = 0; o < rows; o++) {
+    float *sr = S + o * n;
+    float m = (float)bound;
+    if (!(bound == bound) || bound > 3.0e38 || bound < -3.0e38) {
+      m = -INFINITY;
+#pragma omp simd reduction(max : m)
+      for (i64 i = 0; i < n; i++) m = sr[i] > m ? sr[i] : m;
+      if (m == -INFINITY) m = 0.0f;
+    }
+    double s = 0.0;
+#pragma omp simd reduction(+ : s)
+    for (i64 i = 0; i < n; i++) {
+      const float e = exp_nonpositive(sr[i] - m);
+      sr[i] = e;
+      s += e;
+    }
+    sums[o] = s;
+  }
+}
+
 /* Softmax backward of `rows` rows of n: dx_i = y_i·(g_i − Σ_j g_j·y_j); dx may be g. */
 KERNEL void actvar_softmax_rows_bwd(const float *y, const float *g, float *dx, i64 rows, i64 n) {
   for (i64 o = 0; o < rows; o++) {

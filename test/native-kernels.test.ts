@@ -12,6 +12,7 @@ import { Rng } from '../src/tensor/rng.js';
 import { backend, bindNativeKernels, loadNativeKernels, nativeLibraryPath } from '../src/backend/index.js';
 import type { NativeKernels } from '../src/backend/index.js';
 import { AdamW } from '../src/optim/index.js';
+import { expRowsInPlace } from '../src/var/basic-var.js';
 
 const loaded = loadNativeKernels();
 const skip = loaded.kernels ? false : `native kernels unavailable: ${loaded.why}`;
@@ -90,6 +91,21 @@ test('native softmax rows: forward and backward match, with −∞ masks and a f
   for (let j = 0; j < n; j += 3) assert.equal(native.y[5 * n + j], 0, 'masked entries are exactly 0');
   assert.ok(native.y.subarray(9 * n, 10 * n).every(Number.isNaN), 'fully masked row is NaN');
   assert.equal(native.y[11 * n + 4], 1);
+});
+
+test('native unnormalised softmax rows of the KV-cache attention: bounded and row-max forms match', { skip }, () => {
+  const rows = 13, n = 301;
+  for (const bound of [12.5, null]) {
+    const S0 = Float32Array.from(randn(rows * n, 4), (v) => (bound === null ? v * 10 : Math.max(-bound, Math.min(bound, v))));
+    // the attention divides by the row sums: compare the normalised rows (the native kernel subtracts the
+    // bound rounded to float32, a constant factor per row that the normalisation cancels)
+    const { native, ts } = bothWays(() => {
+      const S = S0.slice(), sums = new Float64Array(rows);
+      expRowsInPlace(S, rows, n, bound, sums);
+      return Float32Array.from(S, (v, i) => v / sums[Math.floor(i / n)]);
+    });
+    assertClose(native, ts, 1e-6, 1e-12, `normalised exp rows (bound ${bound})`);
+  }
 });
 
 test('native attention (softmax inside the fused op) matches, forward and backward', { skip }, () => {
@@ -189,6 +205,7 @@ test('native wrappers refuse arrays shorter than the sizes given (nothing runs p
     ['colSum', () => k.colSum(b, a, 2, 4 + 1)],
     ['softmaxRows', () => k.softmaxRows(a, a, 4, 2, 4)],
     ['softmaxRowsBackward', () => k.softmaxRowsBackward(a, b, a, 0, 2, 4)],
+    ['expRows', () => k.expRows(a, 3, 4, NaN, d)],
     ['layerNorm', () => k.layerNorm(a, a, d, d, null, null, 4, 2, 1e-6)],
     ['layerNormBackward', () => k.layerNormBackward(a, a, d, d, b, a, null, null, 2, 5)],
     ['adamw', () => k.adamw(a, b, a, a, 1, 0.9, 0.95, 0.1, 0.05, 1e-3, 1, 1e-8)],

@@ -32,6 +32,11 @@ export interface NativeKernels {
   colSum(g: Float32Array, out: Float32Array, rows: number, cols: number): void;
   /** Row softmax of `rows` rows of n starting at `off` in x and y (y may be x). */
   softmaxRows(x: Float32Array, y: Float32Array, off: number, rows: number, n: number): void;
+  /**
+   * Unnormalised softmax rows in place (the KV-cache attention): S ← exp(S − c), c = `bound` if finite
+   * (then S − c must lie in (−80, 0]) else the row max; sums[i] = the row's sum, in float64.
+   */
+  expRows(S: Float32Array, rows: number, n: number, bound: number, sums: Float64Array): void;
   /** Softmax backward dx = y ⊙ (g − rowsum(g ⊙ y)) for `rows` rows of n at `off` (dx may be g). */
   softmaxRowsBackward(y: Float32Array, g: Float32Array, dx: Float32Array, off: number, rows: number, n: number): void;
   /** LayerNorm over rows of C: y, and float64 mean / rstd per row; w, b optional. */
@@ -75,6 +80,7 @@ export function bindNativeKernels(library: string): NativeKernels {
   const addInto = f('void actvar_add_into(float *a, const float *b, int64_t n)');
   const colSum = f('void actvar_colsum(const float *g, float *out, int64_t rows, int64_t cols)');
   const softmax = f('void actvar_softmax_rows(const float *x, float *y, int64_t rows, int64_t n)');
+  const expRows = f('void actvar_exp_rows(float *S, int64_t rows, int64_t n, double bound, double *sums)');
   const softmaxBwd = f('void actvar_softmax_rows_bwd(const float *y, const float *g, float *dx, int64_t rows, int64_t n)');
   const ln = f('void actvar_layernorm(const float *x, float *y, double *mean, double *rstd, const float *w, const float *b, int64_t rows, int64_t C, double eps)');
   const lnBwd = f('void actvar_layernorm_bwd(const float *g, const float *x, const double *mean, const double *rstd, const float *w, float *gx, double *gw, double *gb, int64_t rows, int64_t C)');
@@ -114,6 +120,10 @@ export function bindNativeKernels(library: string): NativeKernels {
       count('softmaxRows', off); count('softmaxRows', rows); count('softmaxRows', n);
       need('softmaxRows', x, off + rows * n); need('softmaxRows', y, off + rows * n);
       if (rows * n > 0) softmax(at(x, off), at(y, off), rows, n);
+    },
+    expRows(S, rows, n, bound, sums) {
+      count('expRows', rows); count('expRows', n); need('expRows', S, rows * n); need('expRows', sums, rows);
+      if (rows * n > 0) expRows(S, rows, n, bound, sums);
     },
     softmaxRowsBackward(y, g, dx, off, rows, n) {
       count('softmaxRowsBackward', off); count('softmaxRowsBackward', rows); count('softmaxRowsBackward', n);

@@ -411,9 +411,11 @@ let rowSum = new Float64Array(0);
  * Unnormalised softmax of rows S[rows, n] in place, e = exp(s − c), returning the row sums in `sums`.
  * With cosine attention every score is bounded by |s| ≤ s_h (unit q·k times the head temperature),
  * so c = s_h (when 2·s_h < 80, keeping e in float32's normal range) replaces the row-max pass;
- * otherwise c = the row max. Same softmax mathematically; ~1 ulp different rounding.
+ * otherwise c = the row max. Same softmax mathematically; ~1 ulp different rounding. Exported for tests.
  */
-function expRowsInPlace(S: Float32Array, rows: number, n: number, bound: number | null, sums: Float64Array): void {
+export function expRowsInPlace(S: Float32Array, rows: number, n: number, bound: number | null, sums: Float64Array): void {
+  const nk = backend().native;
+  if (nk) { nk.expRows(S, rows, n, bound ?? NaN, sums); return; } // float32 exp, float64 sums (native/kernels.c)
   for (let i = 0; i < rows; i++) {
     const o = i * n;
     if (bound !== null) { sums[i] = expBoundedRow(S, o, o + n, bound); continue; }
