@@ -25,21 +25,9 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument('--batch', type=int, default=8)
-    ap.add_argument('--seq', type=int, default=104)
-    ap.add_argument('--width', type=int, default=256)
-    ap.add_argument('--heads', type=int, default=4)
-    ap.add_argument('--ffn', type=int, default=1024)
-    ap.add_argument('--steps', type=int, default=20)
-    ap.add_argument('--warmup', type=int, default=3)
-    ap.add_argument('--threads', type=int, default=1)
-    a = ap.parse_args()
-
-    torch.set_num_threads(a.threads)
+def make_step(B: int, L: int, C: int, H: int, FF: int):
+    """The model, data and optimiser of one block (seeded), and a function that runs one training step."""
     torch.manual_seed(0)
-    B, L, C, H, FF = a.batch, a.seq, a.width, a.heads, a.ffn
     D = C // H
 
     def lin(o: int, i: int):
@@ -73,6 +61,23 @@ def main() -> None:
         opt.step()
         return loss.item()
 
+    return step
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--batch', type=int, default=8)
+    ap.add_argument('--seq', type=int, default=104)
+    ap.add_argument('--width', type=int, default=256)
+    ap.add_argument('--heads', type=int, default=4)
+    ap.add_argument('--ffn', type=int, default=1024)
+    ap.add_argument('--steps', type=int, default=20)
+    ap.add_argument('--warmup', type=int, default=3)
+    ap.add_argument('--threads', type=int, default=1)
+    a = ap.parse_args()
+
+    torch.set_num_threads(a.threads)
+    step = make_step(a.batch, a.seq, a.width, a.heads, a.ffn)
     for _ in range(a.warmup):
         step()
     times = []

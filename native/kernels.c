@@ -121,23 +121,33 @@ KERNEL void actvar_colsum(const float *g, float *out, i64 rows, i64 cols) {
   }
 }
 
-/* Row-wise softmax of `rows` contiguous rows of n (y may be x): max-subtracted, sum in float32. */
+/* The largest of x[0..n), or 0 if they are all −∞ (a fully masked row: exp(−∞) = 0 everywhere). */
+static inline float row_max(const float *x, i64 n) {
+  float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+  for (i64 i = 0; i < n; i++) m = x[i] > m ? x[i] : m;
+  return m == -INFINITY ? 0.0f : m;
+}
+
+/* y[i] = exp(x[i] − m) for x − m ≤ 0 (y may be x); returns Σ y in float64. */
+static inline double row_exp(const float *x, float *y, i64 n, float m) {
+  double s = 0.0;
+#pragma omp simd reduction(+ : s)
+  for (i64 i = 0; i < n; i++) {
+    const float e = exp_nonpositive(x[i] - m);
+    y[i] = e;
+    s += e;
+  }
+  return s;
+}
+
+/* Row-wise softmax of `rows` contiguous rows of n (y may be x): max-subtracted; a fully masked row
+ * gives 0/0 = NaN, as in torch. */
 KERNEL void actvar_softmax_rows(const float *x, float *y, i64 rows, i64 n) {
   for (i64 o = 0; o < rows; o++) {
     const float *xr = x + o * n;
     float *yr = y + o * n;
-    float m = -INFINITY;
-#pragma omp simd reduction(max : m)
-    for (i64 i = 0; i < n; i++) m = xr[i] > m ? xr[i] : m;
-    if (m == -INFINITY) m = 0.0f; /* a fully masked row: exp(−∞) = 0 everywhere, then 0/0 as in torch */
-    float s = 0.0f;
-#pragma omp simd reduction(+ : s)
-    for (i64 i = 0; i < n; i++) {
-      const float e = exp_nonpositive(xr[i] - m);
-      yr[i] = e;
-      s += e;
-    }
-    const float r = 1.0f / s;
+    const float r = (float)(1.0 / row_exp(xr, yr, n, row_max(xr, n)));
     for (i64 i = 0; i < n; i++) yr[i] *= r;
   }
 }
@@ -148,23 +158,10 @@ KERNEL void actvar_softmax_rows(const float *x, float *y, i64 rows, i64 n) {
  * S − c ∈ (−80, 0]) or else the row max; sums[i] = Σ_j of row i's exponentials, in float64.
  */
 KERNEL void actvar_exp_rows(float *S, i64 rows, i64 n, double bound, double *sums) {
+  const int bounded = bound == bound && bound < 3.0e38 && bound > -3.0e38;
   for (i64 o = 0; o < rows; o++) {
     float *sr = S + o * n;
-    float m = (float)bound;
-    if (!(bound == bound) || bound > 3.0e38 || bound < -3.0e38) {
-      m = -INFINITY;
-#pragma omp simd reduction(max : m)
-      for (i64 i = 0; i < n; i++) m = sr[i] > m ? sr[i] : m;
-      if (m == -INFINITY) m = 0.0f;
-    }
-    double s = 0.0;
-#pragma omp simd reduction(+ : s)
-    for (i64 i = 0; i < n; i++) {
-      const float e = exp_nonpositive(sr[i] - m);
-      sr[i] = e;
-      s += e;
-    }
-    sums[o] = s;
+    sums[o] = row_exp(sr, sr, n, bounded ? (float)bound : row_max(sr, n));
   }
 }
 
