@@ -1,6 +1,6 @@
 /*
- * actvar's native elementwise kernels: the training step's non-GEMM work (GELU, softmax rows,
- * LayerNorm, AdamW, column sums, accumulation) in C, so that the compiler vectorises it (AVX2 /
+ * actvar's native elementwise kernels: the non-GEMM work of a training step and of VAR inference
+ * (GELU, softmax rows, LayerNorm, AdamW, column sums, accumulation) in C, so that the compiler vectorises it (AVX2 /
  * AVX-512 clones, see KERNEL below). Built at install time by scripts/build-native.mjs and called through
  * koffi (src/backend/native.ts) on the caller's Float32Arrays, without copies. Optional: every kernel
  * has a TypeScript twin in src/tensor/ops, used when this library is not built or ACTVAR_NATIVE=0.
@@ -27,7 +27,7 @@ typedef int64_t i64;
 #endif
 
 /* e^x in float32 for x in [-87.3, 88.7] (callers clamp): x = k·ln2 + r, |r| ≤ ln2/2, ln2 split in two
- * parts (Cody–Waite), e^r by its Taylor polynomial to degree 7 (truncation < 3e-9 relative), 2^k built
+ * parts (Cody–Waite), e^r by its Taylor polynomial to degree 7 (truncation < 6e-9 relative), 2^k built
  * in the exponent bits. Written without branches or calls, so loops around it vectorise. */
 static inline float exp_f32(float x) {
   const float k = floorf(x * 1.44269504088896341f + 0.5f);
@@ -48,7 +48,7 @@ static inline float exp_nonpositive(float x) {
 
 /* e^x in float64 for x in [−708, 709] (callers clamp): x = k·ln2 + r, |r| ≤ ln2/2 (ln2 in two parts),
  * e^r by its Taylor polynomial to degree 11 (truncation < 1.3e-14 relative; Horner with fused
- * multiply-adds), 2^k in the exponent bits. */
+ * multiply-adds; a libm call in the baseline clone, which has no FMA), 2^k in the exponent bits. */
 static inline double exp_f64(double x) {
   const double k = floor(x * 1.4426950408889634 + 0.5);
   const double r = (x - k * 0.6931471803691238) - k * 1.9082149292705877e-10;
