@@ -28,7 +28,7 @@ import { backend, type Backend } from '../backend/index.js';
 import { gelu, geluBackwardInto } from '../tensor/ops/gelu.js';
 import {
   Tensor, result, assertFloat, recordFlops, isDryRun, isGradEnabled, flopsCategory, Rng,
-  gatherRowsInto, scatterRowsInto, scatterAddRowsInto,
+  gatherRowsInto, scatterRowsInto, scatterAddRowsInto, columnSumsInto,
 } from '../tensor/index.js';
 
 // Hot loops as small monomorphic functions (V8 optimises these reliably; inlined in one big
@@ -262,11 +262,7 @@ export class ExpertFFN {
     const preAll = needGrad ? new Float32Array(n * K * de) : null;
     const [Xe, He, Ye] = needGrad ? [new Float32Array(maxCnt * C), new Float32Array(maxCnt * de), new Float32Array(maxCnt * C)] : workspace(maxCnt, C, de);
     const be = backend();
-    for (let e = 0; e < N; e++) {
-      const cnt = offsets[e + 1] - offsets[e];
-      recordFlops(2 * cnt * de * C); // fc1 slice
-      recordFlops(2 * cnt * C * de); // fc2 slice
-    }
+    recordFlops(4 * offsets[N] * de * C); // per (token, expert) pair: its fc1 slice and its fc2 slice, 2·dₑ·C each
     if (!dry) runExperts({ X, W1, B1, W2, tokens, offsets, out, C, de, H }, 0, N, [Xe, He, Ye], be, preAll);
     const w1 = this.w1, b1 = this.b1, w2 = this.w2, b2 = this.b2;
     return result(out, x.shape, 'expertFFN', [x, w1, b1, w2, b2], (g) => {
@@ -277,8 +273,7 @@ export class ExpertFFN {
       const gw2 = w2.requiresGrad ? new Float32Array(C * H) : null;
       let gb2: Float32Array | null = null;
       if (b2.requiresGrad) {
-        gb2 = new Float32Array(C);
-        for (let t = 0; t < n; t++) for (let c = 0; c < C; c++) gb2[c] += g[t * C + c];
+        gb2 = columnSumsInto(g, n, C, new Float32Array(C));
       }
       const Ge = new Float32Array(maxCnt * C), A = new Float32Array(maxCnt * de), GA = new Float32Array(maxCnt * de), Xg = new Float32Array(maxCnt * C);
       for (let e = 0; e < N; e++) {
@@ -294,7 +289,7 @@ export class ExpertFFN {
         // dW₂ₑ (C × dₑ, ld D_h) = Geᵀ·A
         if (gw2) be.sgemm(true, false, C, de, cnt, 1, Ge, 0, C, A, 0, de, 0, gw2, e * de, H);
         geluBackwardInto(pre, GA, GA, cnt * de); // dH = dA ⊙ δ′(pre)
-        if (gb1) for (let r = 0; r < cnt; r++) for (let j = 0; j < de; j++) gb1[e * de + j] += GA[r * de + j];
+        if (gb1) columnSumsInto(GA, cnt, de, gb1.subarray(e * de, (e + 1) * de));
         // dW₁ₑ (dₑ × C) = dHᵀ·Xe
         if (gw1) be.sgemm(true, false, de, C, cnt, 1, GA, 0, de, Xg, 0, C, 0, gw1, e * de * C, C);
         if (gx) {

@@ -18,7 +18,7 @@
  * (e.g. `ln(x)*(1+scale)+shift` rounds after each op) so results agree to ~1e-6.
  */
 import {
-  Tensor, result, isGradEnabled, assertFloat, linear, silu, gelu, reshape, slice, add, attentionHeads,
+  Tensor, result, isGradEnabled, assertFloat, linear, linearInto, silu, gelu, reshape, slice, add, attentionHeads,
   flopsCategory, recordFlops, isDryRun, type Rng,
 } from '../tensor/index.js';
 import { backend } from '../backend/index.js';
@@ -128,8 +128,7 @@ export function adaLNModulate(x: Tensor, scale: Tensor, shift: Tensor, eps: numb
   const onePlus = new Float32Array(B * C);
   for (let i = 0; i < onePlus.length; i++) onePlus[i] = 1 + S[i];
   const Y = new Float32Array(X.length);
-  const Nrm = needGrad ? new Float32Array(X.length) : null;
-  const rstdArr = needGrad ? new Float64Array(rows) : null;
+  const Nrm = new Float32Array(X.length), rstdArr = new Float64Array(rows); // kept for the backward
   for (let r = 0; r < rows; r++) {
     const o = r * C, bo = Math.floor(r / perB) * C;
     // one pass: Σx and Σx² in float64 (exact enough for float32 rows: no cancellation at this precision)
@@ -137,10 +136,10 @@ export function adaLNModulate(x: Tensor, scale: Tensor, shift: Tensor, eps: numb
     for (let c = 0; c < C; c++) { const x = X[o + c]; s1 += x; s2 += x * x; }
     const m = s1 / C;
     const rstd = 1 / Math.sqrt(Math.max(s2 / C - m * m, 0) + eps);
-    if (rstdArr) rstdArr[r] = rstd;
+    rstdArr[r] = rstd;
     for (let c = 0; c < C; c++) {
       const n = fr((X[o + c] - m) * rstd);
-      if (Nrm) Nrm[o + c] = n;
+      Nrm[o + c] = n;
       Y[o + c] = fr(n * onePlus[bo + c]) + Sh[bo + c];
     }
   }
@@ -151,15 +150,15 @@ export function adaLNModulate(x: Tensor, scale: Tensor, shift: Tensor, eps: numb
       const o = r * C, bo = Math.floor(r / perB) * C;
       let sdn = 0, sdnn = 0;
       for (let c = 0; c < C; c++) {
-        const gi = g[o + c], n = Nrm![o + c];
+        const gi = g[o + c], n = Nrm[o + c];
         gsh[bo + c] += gi;
         gs[bo + c] += gi * n;
         const dn = gi * onePlus[bo + c];
         sdn += dn; sdnn += dn * n;
       }
       if (gx) {
-        const rstd = rstdArr![r], mdn = sdn / C, mdnn = sdnn / C;
-        for (let c = 0; c < C; c++) gx[o + c] = rstd * (g[o + c] * onePlus[bo + c] - mdn - Nrm![o + c] * mdnn);
+        const rstd = rstdArr[r], mdn = sdn / C, mdnn = sdnn / C;
+        for (let c = 0; c < C; c++) gx[o + c] = rstd * (g[o + c] * onePlus[bo + c] - mdn - Nrm[o + c] * mdnn);
       }
     }
     return [gx, scale.requiresGrad ? gs : null, shift.requiresGrad ? gsh : null];
@@ -231,6 +230,13 @@ export function gatedResidual(x: Tensor, branch: Tensor, gamma: Tensor, sampleSc
 /** ln(100): the clamp of the learned per-head temperature (stored by torch as a float32 .item()). */
 const MAX_SCALE_MUL = Math.fround(Math.log(100));
 
+/** Each head's temperature s_h = exp(min(scale_mul_h, ln 100)), rounded to float32 (§3.3). */
+function headTemperatures(sm: Float32Array, H: number): Float64Array {
+  const sH = new Float64Array(H);
+  for (let h = 0; h < H; h++) sH[h] = fr(Math.exp(Math.min(sm[h], MAX_SCALE_MUL)));
+  return sH;
+}
+
 /**
  * One of q (part 0), k (1), v (2) from the fused qkv output [B, L, 3C] (channel layout [q | k | v],
  * head-major inside each): adds `bias`, and with cosine attention normalises each head vector
@@ -242,8 +248,7 @@ function splitHead(qkv: Tensor, part: number, H: number, bias: Tensor | null, l2
   const L = Q.length / (B * C3);
   const bias32 = bias ? bias.f32 : null;
   const sm = scaleMul ? scaleMul.f32 : null;
-  const sH = new Float64Array(H).fill(1);
-  if (sm) for (let h = 0; h < H; h++) sH[h] = fr(Math.exp(Math.min(sm[h], MAX_SCALE_MUL)));
+  const sH = sm ? headTemperatures(sm, H) : new Float64Array(H).fill(1);
   const needGrad = isGradEnabled() && (qkv.requiresGrad || !!bias?.requiresGrad || !!scaleMul?.requiresGrad);
   const out = new Float32Array(B * L * C);
   const U = needGrad && l2 ? new Float32Array(out.length) : null; // unit vectors (before × s_h)
@@ -485,7 +490,7 @@ function attendCachedInto(block: VarBlock, Qd: Float32Array, B: number, H: numbe
   if (scoreBuf.length < l * Lc) scoreBuf = new Float32Array(l * Lc);
   if (rowSum.length < l) rowSum = new Float64Array(l);
   const S = scoreBuf, sums = rowSum;
-  const sm = block.attnL2Norm && block.scaleMul ? block.scaleMul.f32 : null;
+  const sH = block.attnL2Norm && block.scaleMul ? headTemperatures(block.scaleMul.f32, H) : null;
   const prevThreads = be.threads, switchThreads = attnThreads > 0 && attnThreads !== prevThreads;
   if (switchThreads) be.setThreads(attnThreads);
   try {
@@ -494,7 +499,7 @@ function attendCachedInto(block: VarBlock, Qd: Float32Array, B: number, H: numbe
       if (isDryRun()) return;
       for (let h = 0; h < H; h++) {
         // |q·k| ≤ s_h for unit vectors (q carries the temperature); the epsilon covers float32 rounding
-        const sh = sm ? Math.fround(Math.exp(Math.min(sm[h], MAX_SCALE_MUL))) * 1.0001 + 1e-6 : Infinity;
+        const sh = sH ? sH[h] * 1.0001 + 1e-6 : Infinity;
         const bound = sh < 40 ? sh : null;
         for (let b = 0; b < B; b++) {
           const bh = b * H + h, ko = bh * cap * hd;
@@ -571,7 +576,9 @@ function inferencePath(opts: BlockRunOptions): boolean {
  * `splitHead` for inference into `out`: part (0 q, 1 k, 2 v) of qkv [B, L, 3C] + bias, cosine-normalised
  * (× sH[h] for q) when l2; head h of row b, token i goes to out[((b·H + h)·stride + base + i)·hd ...]
  * (stride = L, base = 0 for a [B, H, L, hd] tensor; stride = capacity, base = len for a KV cache).
- * Same float32 rounding as `splitHead`.
+ * The same float32 rounding of q + bias as `splitHead`; the squared norm is summed in two float64 partial
+ * sums (shorter dependency chains in V8), so the normalised vector can differ from `splitHead`'s by one
+ * float32 ulp in rare cases.
  */
 function splitInto(Q: Float32Array, B: number, L: number, H: number, hd: number, part: number, bias: Float32Array, l2: boolean,
   sH: Float64Array | null, out: Float32Array, stride: number, base: number): void {
@@ -595,27 +602,6 @@ function splitInto(Q: Float32Array, B: number, L: number, H: number, hd: number,
   }
 }
 
-/** x + branch·gamma into a fresh array (inference `gatedResidual`, same rounding); Y may be longer than x. */
-function gatedResidualInfer(x: Tensor, Y: Float32Array, gamma: Tensor): Tensor {
-  const X = x.f32, G = gamma.f32;
-  const C = x.shape[x.ndim - 1], rows = X.length / C, B = x.shape[0], perB = B ? rows / B : 0;
-  if (G.length !== B * C) throw new RangeError(`gatedResidual: gamma must be [${B}, ${C}], got [${gamma.shape.join(', ')}]`);
-  const out = new Float32Array(X.length);
-  for (let r = 0; r < rows; r++) {
-    const o = r * C, bo = Math.floor(r / perB) * C;
-    for (let c = 0; c < C; c++) out[o + c] = X[o + c] + fr(Y[o + c] * G[bo + c]);
-  }
-  return new Tensor(out, x.shape);
-}
-
-/** rows of `a` (n wide) ← bias, then a += X·Wᵀ (what `linear` computes, into a given buffer). */
-function linearInto(X: Float32Array, rows: number, W: Tensor, bias: Tensor | null, a: Float32Array): void {
-  const [n, k] = W.shape;
-  recordFlops(2 * rows * n * k);
-  if (bias) { const bb = bias.f32; for (let r = 0; r < rows; r++) a.set(bb, r * n); }
-  backend().sgemm(false, true, rows, n, k, 1, X, 0, k, W.f32, 0, k, bias ? 1 : 0, a, 0, n);
-}
-
 /** `attnBranch` with a KV cache, for inference: identical results, intermediates in scratch buffers. */
 function attnBranchCached(block: VarBlock, x: Tensor, ada: AdaLN, cache: KVCache): Tensor {
   if (x.ndim !== 3) throw new RangeError(`attnBranch: expected x [B, L, C], got [${x.shape.join(', ')}]`);
@@ -628,22 +614,17 @@ function attnBranchCached(block: VarBlock, x: Tensor, ada: AdaLN, cache: KVCache
   if (S.length !== B * C || Sh.length !== B * C) throw new RangeError(`adaLNModulate: scale/shift must be [${B}, ${C}] for x [${x.shape.join(', ')}]`);
   const xn = scrX = scratch(scrX, rows * C), qkv = scrQKV = scratch(scrQKV, rows * C3), q = scrQ = scratch(scrQ, rows * C);
   modulateInto(x.f32, S, Sh, B, rows, C, block.eps, xn);
-  flopsCategory('qkv', () => linearInto(xn, rows, block.qkvW, null, qkv));
+  flopsCategory('qkv', () => linearInto(xn, rows, block.qkvW.f32, C3, C, null, qkv));
   const l2 = block.attnL2Norm;
-  let sH: Float64Array | null = null;
-  if (l2 && block.scaleMul) {
-    const sm = block.scaleMul.f32;
-    sH = new Float64Array(H);
-    for (let h = 0; h < H; h++) sH[h] = fr(Math.exp(Math.min(sm[h], MAX_SCALE_MUL)));
-  }
+  const sH = l2 && block.scaleMul ? headTemperatures(block.scaleMul.f32, H) : null;
   if (zeroBiasBuf.length < C) zeroBiasBuf = new Float32Array(C);
   splitInto(qkv, B, l, H, hd, 0, block.qBias.f32, l2, sH, q, l, 0);
   splitInto(qkv, B, l, H, hd, 1, zeroBiasBuf, l2, null, cache.k, cache.capacity, cache.len);
   splitInto(qkv, B, l, H, hd, 2, block.vBias.f32, false, null, cache.v, cache.capacity, cache.len);
   cache.len += l;
   attendCachedInto(block, q, B, H, l, hd, cache, xn); // xn is free again: the attention output
-  flopsCategory('attn_proj', () => linearInto(xn, rows, block.projW, block.projB, qkv));
-  return gatedResidualInfer(x, qkv, ada.gamma1);
+  flopsCategory('attn_proj', () => linearInto(xn, rows, block.projW.f32, C, C, block.projB.f32, qkv));
+  return gatedResidual(x, new Tensor(qkv.subarray(0, x.size), x.shape), ada.gamma1);
 }
 
 /** The dense `ffnBranch` for inference: identical results, the hidden activations in a scratch buffer. */
@@ -654,11 +635,11 @@ function ffnBranchInfer(block: VarBlock, x: Tensor, ada: AdaLN): Tensor {
   const xn = scrX = scratch(scrX, rows * C), hid = scrH = scratch(scrH, rows * Dh), y = scrQKV = scratch(scrQKV, rows * C);
   modulateInto(x.f32, S, Sh, B, rows, C, block.eps, xn);
   flopsCategory('ffn', () => {
-    linearInto(xn, rows, block.fc1W, block.fc1B, hid);
+    linearInto(xn, rows, block.fc1W.f32, Dh, C, block.fc1B.f32, hid);
     gelu(new Tensor(hid.length === rows * Dh ? hid : hid.subarray(0, rows * Dh), [rows * Dh]), true);
-    linearInto(hid, rows, block.fc2W, block.fc2B, y);
+    linearInto(hid, rows, block.fc2W.f32, C, Dh, block.fc2B.f32, y);
   });
-  return gatedResidualInfer(x, y, ada.gamma2);
+  return gatedResidual(x, new Tensor(y.subarray(0, x.size), x.shape), ada.gamma2);
 }
 
 /** x + attn(ln(x)·(1+scale1)+shift1)·gamma1 — the attention half of the block (§3.2). */
@@ -681,12 +662,8 @@ export function ffnBranch(
   const infer = inferencePath(opts);
   if (f === ffn && infer) return ffnBranchInfer(block, x, ada);
   const xn = adaLNModulate(x, ada.scale2, ada.shift2, block.eps);
-  if (infer) {
-    const y = f(block, xn);
-    if (y.size !== x.size) throw new RangeError(`gatedResidual: x [${x.shape.join(', ')}] and branch [${y.shape.join(', ')}] differ`);
-    return gatedResidualInfer(x, assertFloat(y, 'gatedResidual'), ada.gamma2);
-  }
-  return gatedResidual(x, f(block, xn), ada.gamma2, dropPathScale(block, x.shape[0], opts));
+  // no drop-path on the inference path (it is taken without an rng even when `training` is set)
+  return gatedResidual(x, f(block, xn), ada.gamma2, infer ? null : dropPathScale(block, x.shape[0], opts));
 }
 
 /** The dense `AdaLNSelfAttn.forward` (§3.2): x [B, L, C] → [B, L, C]. */

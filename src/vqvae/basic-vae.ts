@@ -220,10 +220,12 @@ function fillPadded(X: Float32Array, xOff: number, Cin: number, Hin: number, Win
   const P = padWorkspace = sharedBuffer(padWorkspace, Cin * plane + 2, parts > 1 || sharedOutputs());
   const hw = Hin * Win;
   const cut = (i: number) => (Math.round((i * groups) / parts) * Cin) / groups; // channel index of part i
-  // The main thread reads the GroupNorm affine in place; workers get copies of just these C floats,
-  // because posting a view copies its whole buffer (loaded weights are views of the whole weights file).
+  // The main thread reads the GroupNorm affine in place; workers get copies of just these C floats (made
+  // once per fill), because posting a view copies its whole buffer (loaded weights are views of the whole
+  // weights file).
+  const gnCopies = gn && parts > 1 ? [gn.weight.slice(), gn.bias.slice()] : null;
   const args = (src: Float32Array, off: number, c0: number, c1: number, toWorker: boolean): Parameters<typeof fillKernel> => [P, src, off, Cin, Hin, Win, Wp, plane, mode,
-    c0, c1, groups, gn ? (toWorker ? gn.weight.slice() : gn.weight) : null, gn ? (toWorker ? gn.bias.slice() : gn.bias) : null, gn ? gn.eps : 0];
+    c0, c1, groups, gn ? (toWorker ? gnCopies![0] : gn.weight) : null, gn ? (toWorker ? gnCopies![1] : gn.bias) : null, gn ? gn.eps : 0];
   if (parts > 1) {
     conv3x3Stats.parallelFills++;
     // The workers read X in place when it already lives in shared memory (the outputs of this fast

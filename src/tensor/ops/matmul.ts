@@ -60,19 +60,32 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
 }
 
 /**
- * gb[j] = Σ_r g[r, j], accumulated in float32 row after row (as a plain `gb[j] += g[r·out + j]` loop),
- * four rows per pass over gb so that gb is loaded and stored a quarter as often.
+ * out[j] = Σ_r g[r·cols + j] (a bias gradient), overwriting out[0..cols): accumulated in float32 row after row
+ * (as a plain `out[j] += g[r·cols + j]` loop from zero), four rows per pass so that out is loaded and stored a
+ * quarter as often; by the native kernel, with the same sums in the same order, when there is one.
  */
-function biasGrad(g: Float32Array, rows: number, out: number): Float32Array {
-  const gb = new Float32Array(out), f = Math.fround, nk = backend().native;
-  if (nk) { nk.colSum(g, gb, rows, out); return gb; } // the same sums in the same order
+export function columnSumsInto(g: Float32Array, rows: number, cols: number, out: Float32Array): Float32Array {
+  const nk = backend().native;
+  if (nk) { nk.colSum(g, out, rows, cols); return out; }
+  const f = Math.fround;
+  out.fill(0, 0, cols);
   let r = 0;
   for (; r + 4 <= rows; r += 4) {
-    const o0 = r * out, o1 = o0 + out, o2 = o1 + out, o3 = o2 + out;
-    for (let j = 0; j < out; j++) gb[j] = f(f(f(f(gb[j] + g[o0 + j]) + g[o1 + j]) + g[o2 + j]) + g[o3 + j]);
+    const o0 = r * cols, o1 = o0 + cols, o2 = o1 + cols, o3 = o2 + cols;
+    for (let j = 0; j < cols; j++) out[j] = f(f(f(f(out[j] + g[o0 + j]) + g[o1 + j]) + g[o2 + j]) + g[o3 + j]);
   }
-  for (; r < rows; r++) { const o = r * out; for (let j = 0; j < out; j++) gb[j] += g[o + j]; }
-  return gb;
+  for (; r < rows; r++) { const o = r * cols; for (let j = 0; j < cols; j++) out[j] += g[o + j]; }
+  return out;
+}
+
+/**
+ * y[rows, out] = X[rows, inF]·Wᵀ + bias into a given buffer (W stored (out, inF)): the bias rows are preset
+ * and the GEMM accumulates into them (beta = 1). Records the FLOPs; no arithmetic in a dry run.
+ */
+export function linearInto(X: Float32Array, rows: number, W: Float32Array, out: number, inF: number, bias: Float32Array | null, y: Float32Array): void {
+  if (bias) for (let r = 0; r < rows; r++) y.set(bias, r * out);
+  recordFlops(2 * rows * out * inF);
+  if (!isDryRun()) backend().sgemm(false, true, rows, out, inF, 1, X, 0, inF, W, 0, inF, bias ? 1 : 0, y, 0, out);
 }
 
 /**
@@ -88,12 +101,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   const rows = x.size / inF;
   const y = new Float32Array(rows * out);
   const be = backend();
-  if (bias) {
-    const bb = bias.f32;
-    for (let r = 0; r < rows; r++) y.set(bb, r * out);
-  }
-  recordFlops(2 * rows * out * inF);
-  if (!isDryRun()) be.sgemm(false, true, rows, out, inF, 1, X, 0, inF, W, 0, inF, bias ? 1 : 0, y, 0, out);
+  linearInto(X, rows, W, out, inF, bias ? bias.f32 : null, y);
   const shape = [...x.shape.slice(0, -1), out];
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return result(y, shape, 'linear', inputs, (g) => {
@@ -101,7 +109,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
     if (x.requiresGrad) { gx = new Float32Array(X.length); be.sgemm(false, false, rows, inF, out, 1, g, 0, out, W, 0, inF, 0, gx, 0, inF); }
     if (weight.requiresGrad) { gw = new Float32Array(W.length); be.sgemm(true, false, out, inF, rows, 1, g, 0, out, X, 0, inF, 0, gw, 0, inF); }
     if (bias && bias.requiresGrad) {
-      gb = biasGrad(g, rows, out);
+      gb = columnSumsInto(g, rows, out, new Float32Array(out));
     }
     return bias ? [gx, gw, gb] : [gx, gw];
   });
