@@ -2,9 +2,9 @@
 /**
  * Builds the optional native elementwise kernels (native/kernels.c) into build/native/, with the
  * system C compiler ($CC, else cc, gcc or clang). Runs as the package's `install` script (so also when
- * actvar is installed as a dependency) and after `tsc` in `npm run build` / `prepare` / `npm test` (a no-op
- * when the library is newer than its sources). Without a compiler it prints one line and exits 0: actvar then runs those kernels in
- * TypeScript (slower, same results). Flags: -O3 (the kernels carry GCC target_clones for AVX-512,
+ * actvar is installed as a dependency) and after `tsc` in `npm run build` and `npm test` (a no-op
+ * when the library is newer than its sources). Without a compiler it prints one line and exits 0: actvar
+ * then runs those kernels in TypeScript (slower, same results). Flags: -O3 (the kernels carry GCC target_clones for AVX-512,
  * AVX2 and baseline x86-64, so the library also runs on a machine other than the one it was built on),
  * -ffp-contract=off (no fused multiply-adds, so AdamW matches the
  * TypeScript bit for bit), -fno-math-errno, -fno-trapping-math and -fopenmp-simd (vector loops; no OpenMP runtime, and

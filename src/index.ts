@@ -8,7 +8,6 @@ export * from './io/index.js';
 export * from './optim/index.js';
 export * from './vqvae/index.js';
 export * from './var/index.js';
-export { loadVar, readVarStateDict, varFromStateDict, checkVarStateDict, VarWeightsError } from './var/load.js';
 export * from './actvar/index.js';
 export { loadTokenizer } from './train/train-vae.js';
 export { loadTrainedVar } from './train/train-var.js';

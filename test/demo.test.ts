@@ -10,21 +10,19 @@ import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Rng } from '../src/tensor/rng.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
 import { VQVAE } from '../src/vqvae/vqvae.js';
 import { VAR } from '../src/var/var.js';
 import { initVarParams } from '../src/var/init.js';
 import { DEFAULT_TOKENIZER_CONFIG, VQVAE_FORMAT } from '../src/train/train-vae.js';
-import { VAR_FORMAT, varConfigFor } from '../src/train/train-var.js';
+import { VAR_FORMAT, varConfigFor, loadTrainedVar } from '../src/train/train-var.js';
 import { Classifier, CLASSIFIER_FORMAT } from '../src/eval/classifier.js';
 import { decodePng } from '../src/image/png.js';
 import { analyticFlops, flopsModelOf } from '../src/actvar/flops.js';
-import { loadTrainedVar } from '../src/train/train-var.js';
 import { runDemo, demoJson, formatDemo, DemoError, DEMO_MODEL_FILES } from '../src/eval/demo.js';
+import { repoRoot } from './util/fixtures.js';
 
-const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
 
 let dir = '';

@@ -189,12 +189,18 @@ export function evaluateClassifier(clf: Classifier, ds: ImageDataset, opts: { ba
 export function classAccuracy(clf: Classifier, images: Tensor, labels: ArrayLike<number>, batchSize = 250): number {
   const N = images.shape[0];
   if (labels.length !== N) throw new RangeError(`classAccuracy: ${N} images but ${labels.length} labels`);
-  const per = images.size / N, X = images.f32;
+  const pred = predictBatched(clf, images, batchSize);
   let correct = 0;
+  for (let i = 0; i < N; i++) if (pred[i] === labels[i]) correct++;
+  return correct / N;
+}
+
+/** The classifier's predicted class of every image of [N, ...], `batchSize` images per forward pass. */
+export function predictBatched(clf: Classifier, images: Tensor, batchSize = 250): Int32Array {
+  const N = images.shape[0], per = images.size / N, X = images.f32, out = new Int32Array(N);
   for (let i = 0; i < N; i += batchSize) {
     const n = Math.min(batchSize, N - i);
-    const pred = clf.predict(new Tensor(X.subarray(i * per, (i + n) * per), [n, ...images.shape.slice(1)]));
-    for (let j = 0; j < n; j++) if (pred[j] === labels[i + j]) correct++;
+    out.set(clf.predict(new Tensor(X.subarray(i * per, (i + n) * per), [n, ...images.shape.slice(1)])), i);
   }
-  return correct / N;
+  return out;
 }
