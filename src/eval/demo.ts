@@ -40,6 +40,7 @@ import { loadTrainedVar } from '../train/train-var.js';
 import { loadClassifier, predictBatched, CLASSIFIER_IMAGE_SIZE, type Classifier } from './classifier.js';
 import { FASHION_MNIST_CLASSES, MNIST_CLASSES } from '../data/datasets.js';
 import { makeGrid, encodePng, writeFileAtomic, toUint8, type RgbImage } from '../image/png.js';
+import { unreadableFile, unwritableTarget } from '../io/files.js';
 
 /** File names of the shipped models inside `modelsDir` (docs/MODELS.md). */
 export const DEMO_MODEL_FILES = {
@@ -148,14 +149,8 @@ function checkModelFiles(p: { tokenizer: string; var: string; classifier: string
   };
   const problems: string[] = [];
   for (const k of ['tokenizer', 'var', 'classifier'] as const) {
-    const f = p[k];
-    let why: string | null = null;
-    try {
-      if (!fs.statSync(f).isFile()) why = 'not a file';
-      else fs.accessSync(f, fs.constants.R_OK);
-    } catch (e) {
-      why = (e as NodeJS.ErrnoException).code === 'ENOENT' ? 'missing' : `cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`;
-    }
+    const f = p[k], code = unreadableFile(f);
+    const why = code === null ? null : code === 'ENOENT' ? 'missing' : code === 'not a file' ? code : `cannot read it (${code})`;
     if (why) problems.push(`the ${k} ${f}: ${why}; make it with \`${make[k]}\``);
   }
   if (problems.length) {
@@ -165,16 +160,8 @@ function checkModelFiles(p: { tokenizer: string; var: string; classifier: string
 }
 
 function checkOutDir(dir: string): void {
-  const abs = nodePath.resolve(dir);
-  if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) throw new DemoError(`--out-dir ${dir}: exists and is not a directory`);
-  let d = abs;
-  while (!fs.existsSync(d)) d = nodePath.dirname(d);
-  try {
-    if (!fs.statSync(d).isDirectory()) throw new Error('not a directory');
-    fs.accessSync(d, fs.constants.W_OK);
-  } catch {
-    throw new DemoError(`--out-dir ${dir}: cannot write there (${d} is not a writable directory)`);
-  }
+  const why = unwritableTarget(dir, true);
+  if (why) throw new DemoError(`--out-dir ${dir}: ${why}`);
 }
 
 function positiveInt(v: number, what: string): void {
@@ -259,9 +246,8 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
   const paths = demoModelPaths(opts);
   checkModelFiles(paths);
   if (withActVar && opts.actvarWeights !== undefined) {
-    try { if (!fs.statSync(opts.actvarWeights).isFile()) throw new Error('not a file'); fs.accessSync(opts.actvarWeights, fs.constants.R_OK); } catch (e) {
-      throw new DemoError(`--actvar-weights ${opts.actvarWeights}: cannot read the file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-    }
+    const why = unreadableFile(opts.actvarWeights);
+    if (why) throw new DemoError(`--actvar-weights ${opts.actvarWeights}: cannot read the file (${why})`);
   }
   if (outDir !== null) checkOutDir(outDir);
 

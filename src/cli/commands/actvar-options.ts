@@ -10,10 +10,10 @@
  * src/actvar/init.ts: a least-squares calibration on --actvar-calib dense generations of random
  * classes (default 2), or with --actvar-calib 0 the data-free router and a uniform selector.
  */
-import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import { UserError } from '../errors.js';
+import { unreadableFile, unwritableTarget } from '../../io/files.js';
 import { Rng } from '../../tensor/index.js';
 import type { VAR, VarVqvae, InferResult } from '../../var/var.js';
 import { ActVAR } from '../../actvar/actvar.js';
@@ -23,7 +23,7 @@ import { benchActVar, type ActVarBenchResult } from '../../actvar/bench.js';
 import { encodeSafetensors } from '../../io/safetensors.js';
 import { configToMetadata } from '../../actvar/config.js';
 import { encodePng } from '../../image/png.js';
-import { listOption, numberOption, intOpt, actvarSettings } from './flops.js';
+import { listOption, numberOption, intOpt, nonNegInt, actvarSettings } from './flops.js';
 import type { GenerateExtension, GenerateOptions } from './generate.js';
 import type { BenchSubcommand } from './bench.js';
 
@@ -47,14 +47,6 @@ function groupingOption(v: string): ExpertGrouping {
   return v;
 }
 
-function nonNegInt(what: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${what} must be an integer >= 0, got '${v}'`);
-    return n;
-  };
-}
-
 /** Declare the ActVAR flags on a command. */
 export function addActVarOptions(cmd: Command): Command {
   return cmd
@@ -71,11 +63,8 @@ export function addActVarOptions(cmd: Command): Command {
 }
 
 function checkWritableDir(dir: string, flag: string): void {
-  const abs = nodePath.resolve(dir);
-  if (fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) throw new UserError(`${flag} ${dir}: exists and is not a directory`);
-  let d = abs;
-  while (!fs.existsSync(d)) d = nodePath.dirname(d);
-  try { fs.accessSync(d, fs.constants.W_OK); } catch { throw new UserError(`${flag} ${dir}: cannot write there (${d} is not writable)`); }
+  const why = unwritableTarget(dir, true);
+  if (why) throw new UserError(`${flag} ${dir}: ${why}`);
 }
 
 /**
@@ -94,9 +83,8 @@ export function applyActVarOptions(
     return null;
   }
   if (o.actvarWeights !== undefined) {
-    try { if (!fs.statSync(o.actvarWeights).isFile()) throw new Error('not a file'); fs.accessSync(o.actvarWeights, fs.constants.R_OK); } catch (e) {
-      throw new UserError(`--actvar-weights ${o.actvarWeights}: cannot read the file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-    }
+    const why = unreadableFile(o.actvarWeights);
+    if (why) throw new UserError(`--actvar-weights ${o.actvarWeights}: cannot read the file (${why})`);
   }
   if (o.actMaps !== undefined) checkWritableDir(o.actMaps, '--act-maps');
   const log = ctx.log ?? (() => {});

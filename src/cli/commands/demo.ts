@@ -8,23 +8,15 @@
  *
  * The summary table goes to stdout; with --json it goes to stderr and stdout holds one JSON line.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command } from 'commander';
 import { announceBackend } from '../../backend/index.js';
 import { runDemo, demoJson, formatDemo, DEMO_DEFAULTS, DEMO_MODEL_FILES } from '../../eval/demo.js';
-import { listOption, numberOption, intOpt } from './flops.js';
+import { listOption, numberOption, intOpt, nonNegInt } from './flops.js';
 
 interface Flags {
   models: string; tokenizer?: string; var?: string; classifier?: string; outDir: string; perClass: number;
   cfg: number; topK: number; topP: number; seed: number; tokenRates?: number[]; expertRate?: number; experts?: number;
   scales?: number[]; actvar: boolean; actvarWeights?: string; actvarCalib: number; batch: number; repeats: number; json?: boolean; quiet?: boolean;
-}
-
-function nonNegInt(what: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${what} must be an integer >= 0, got '${v}'`);
-    return n;
-  };
 }
 
 export function register(program: Command): void {

@@ -39,6 +39,15 @@ export function intOpt(what: string): (v: string) => number {
   };
 }
 
+/** An integer ≥ 0 (an empty value is refused, not read as 0). */
+export function nonNegInt(what: string): (v: string) => number {
+  return (v) => {
+    const n = Number(v);
+    if (v.trim() === '' || !Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${what} must be an integer >= 0, got '${v}'`);
+    return n;
+  };
+}
+
 /** The ActVAR settings given on the command line (undefined = default). */
 export function actvarSettings(o: Record<string, unknown>): Partial<ActVarConfig> {
   const s: Partial<ActVarConfig> = {};

@@ -18,6 +18,7 @@ import cliProgress from 'cli-progress';
 import { announceBackend } from '../../backend/index.js';
 import { Rng } from '../../tensor/index.js';
 import { UserError } from '../errors.js';
+import { unreadableFile, unwritableTarget } from '../../io/files.js';
 import { VAR, type VarHooks, type InferResult } from '../../var/var.js';
 import { loadVar } from '../../var/load.js';
 import { randomVar } from '../../var/init.js';
@@ -92,29 +93,13 @@ function classList(v: string): number[] {
 }
 
 function checkReadable(path: string, flag: string): void {
-  try {
-    const st = fs.statSync(path);
-    if (!st.isFile()) throw new UserError(`${flag} ${path}: not a file`);
-    fs.accessSync(path, fs.constants.R_OK);
-  } catch (e) {
-    if (e instanceof UserError) throw e;
-    throw new UserError(`${flag} ${path}: cannot read the file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
-  }
+  const why = unreadableFile(path);
+  if (why) throw new UserError(`${flag} ${path}: ${why === 'not a file' ? why : `cannot read the file (${why})`}`);
 }
 
 function checkWritableTarget(path: string, flag: string, isDir = false): void {
-  const abs = nodePath.resolve(path);
-  if (isDir && fs.existsSync(abs) && !fs.statSync(abs).isDirectory()) throw new UserError(`${flag} ${path}: exists and is not a directory`);
-  if (!isDir && fs.existsSync(abs) && fs.statSync(abs).isDirectory()) throw new UserError(`${flag} ${path}: is a directory, expected a file path`);
-  // the nearest existing ancestor must be a writable directory
-  let dir = isDir ? abs : nodePath.dirname(abs);
-  while (!fs.existsSync(dir)) dir = nodePath.dirname(dir);
-  try {
-    if (!fs.statSync(dir).isDirectory()) throw new Error('not a directory');
-    fs.accessSync(dir, fs.constants.W_OK);
-  } catch {
-    throw new UserError(`${flag} ${path}: cannot write there (${dir} is not a writable directory)`);
-  }
+  const why = unwritableTarget(path, isDir);
+  if (why) throw new UserError(`${flag} ${path}: ${why}`);
 }
 
 /** Load or build the models (user errors for unreadable / unsuitable files). */
