@@ -30,7 +30,7 @@
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { Tensor, Rng, concat, countFlops, flopsCategory, type FlopsCounter } from '../tensor/index.js';
-import type { VAR, InferResult } from '../var/var.js';
+import { toUnitRange, type VAR, type InferResult } from '../var/var.js';
 import { imageSeed } from '../var/sample.js';
 import type { VQVAE } from '../vqvae/vqvae.js';
 import { ActVAR } from '../actvar/actvar.js';
@@ -39,7 +39,7 @@ import { loadTokenizer } from '../train/train-vae.js';
 import { loadTrainedVar } from '../train/train-var.js';
 import { loadClassifier, predictBatched, CLASSIFIER_IMAGE_SIZE, type Classifier } from './classifier.js';
 import { FASHION_MNIST_CLASSES, MNIST_CLASSES } from '../data/datasets.js';
-import { makeGrid, encodePng, writeFileAtomic, toUint8, type RgbImage } from '../image/png.js';
+import { makeGrid, encodePng, writeFileAtomic, tensorToImages, type RgbImage } from '../image/png.js';
 import { unreadableFile, unwritableTarget } from '../io/files.js';
 
 /** File names of the shipped models inside `modelsDir` (docs/MODELS.md). */
@@ -174,20 +174,6 @@ function load<T>(what: string, path: string, fn: () => T): T {
     const msg = (e as Error).message;
     throw new DemoError(`cannot load the ${what} ${path}: ${msg.startsWith(path) ? msg.slice(path.length).replace(/^:\s*/, '') : msg}`);
   }
-}
-
-/** [N, 1, H, W] in [−1, 1] → grey RGB images with the official uint8 conversion of (x + 1)/2. */
-function greyToImages(img: Tensor): RgbImage[] {
-  const [N, , H, W] = img.shape, d = img.f32, hw = H * W, out: RgbImage[] = [];
-  for (let n = 0; n < N; n++) {
-    const px = new Uint8Array(hw * 3);
-    for (let i = 0; i < hw; i++) {
-      const v = toUint8(Math.fround(Math.fround(d[n * hw + i] + 1) * 0.5));
-      px[i * 3] = v; px[i * 3 + 1] = v; px[i * 3 + 2] = v;
-    }
-    out.push({ width: W, height: H, data: px });
-  }
-  return out;
 }
 
 /** Two images next to each other, `gap` pixels of `value` between them (top-aligned). */
@@ -375,7 +361,7 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
   // ---- files, only now
   const files: string[] = [];
   if (outDir !== null) {
-    const grid = (m: DemoModeResult): RgbImage => makeGrid(greyToImages(m.images), { nrow: perClass, padding: 2, padValue: 128 });
+    const grid = (m: DemoModeResult): RgbImage => makeGrid(tensorToImages(toUnitRange(m.images)), { nrow: perClass, padding: 2, padValue: 128 });
     const denseGrid = grid(dense);
     const out = new Map<string, Uint8Array>();
     out.set(nodePath.join(outDir, 'dense.png'), encodePng(denseGrid));

@@ -19,15 +19,15 @@ export function toUint8(x: number): number {
   return v < 0 ? 0 : v > 255 ? 255 : v;
 }
 
-/** Split a [B, 3, H, W] batch in [0, 1] into RGB images. */
+/** Split a [B, 3, H, W] (or grey [B, 1, H, W]) batch in [0, 1] into RGB images. */
 export function tensorToImages(img: Tensor): RgbImage[] {
-  if (img.ndim !== 4 || img.shape[1] !== 3) throw new RangeError(`expected images [B, 3, H, W], got [${img.shape.join(', ')}]`);
-  const [B, , H, W] = img.shape, d = img.f32, hw = H * W;
+  if (img.ndim !== 4 || (img.shape[1] !== 3 && img.shape[1] !== 1)) throw new RangeError(`expected images [B, 3, H, W] or [B, 1, H, W], got [${img.shape.join(', ')}]`);
+  const [B, Cn, H, W] = img.shape, d = img.f32, hw = H * W;
   const out: RgbImage[] = [];
   for (let b = 0; b < B; b++) {
     const px = new Uint8Array(hw * 3);
     for (let c = 0; c < 3; c++) {
-      const o = (b * 3 + c) * hw;
+      const o = (b * Cn + (Cn === 1 ? 0 : c)) * hw;
       for (let i = 0; i < hw; i++) px[i * 3 + c] = toUint8(d[o + i]);
     }
     out.push({ width: W, height: H, data: px });

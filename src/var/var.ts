@@ -480,13 +480,17 @@ export class VAR {
     const idxBL = concat(idxs, 1);
     let image: Tensor | null = null;
     if (opts.decode !== false) {
-      const img = flopsCategory('vqvae_decode', () => vq.fhatToImg(fHat));
-      const d = img.f32, out = new Float32Array(d.length);
-      for (let i = 0; i < d.length; i++) out[i] = fr(fr(d[i] + 1) * 0.5);
-      image = new Tensor(out, img.shape);
+      image = toUnitRange(flopsCategory('vqvae_decode', () => vq.fhatToImg(fHat)));
     }
     return { idx: idxs, idxBL, fHat, image };
   }
+}
+
+/** A decoded image in [−1, 1] mapped to [0, 1] as the official code does (`add_(1).mul_(0.5)`, float32). */
+export function toUnitRange(img: Tensor): Tensor {
+  const d = img.f32, out = new Float32Array(d.length);
+  for (let i = 0; i < d.length; i++) out[i] = fr(fr(d[i] + 1) * 0.5);
+  return new Tensor(out, img.shape);
 }
 
 /** (1+t)·logits[:B] − t·logits[B:] in float32 as torch does with Python scalars (§6). */
