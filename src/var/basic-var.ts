@@ -363,13 +363,18 @@ export function createKVCache(batch: number, heads: number, headDim: number, cap
   return { batch, heads, headDim, capacity, len: 0, k: new Float32Array(n), v: new Float32Array(n) };
 }
 
+/** RangeError unless the cache has room for l more tokens. */
+function checkCacheRoom(cache: KVCache, l: number): void {
+  if (cache.len + l > cache.capacity) throw new RangeError(`appendKV: ${cache.len} + ${l} tokens exceed the cache capacity ${cache.capacity}`);
+}
+
 /** Append k, v [batch, heads, l, headDim] after the `len` cached tokens of every row and head. */
 export function appendKV(cache: KVCache, k: Tensor, v: Tensor): void {
   const [B, H, l, hd] = k.shape;
   if (B !== cache.batch || H !== cache.heads || hd !== cache.headDim || v.shape.join() !== k.shape.join()) {
     throw new RangeError(`appendKV: k [${k.shape.join(', ')}] / v [${v.shape.join(', ')}] do not fit a cache of [${cache.batch}, ${cache.heads}, ·, ${cache.headDim}]`);
   }
-  if (cache.len + l > cache.capacity) throw new RangeError(`appendKV: ${cache.len} + ${l} tokens exceed the cache capacity ${cache.capacity}`);
+  checkCacheRoom(cache, l);
   const K = k.f32, V = v.f32, cap = cache.capacity;
   for (let bh = 0; bh < B * H; bh++) {
     const src = bh * l * hd, dst = (bh * cap + cache.len) * hd;
@@ -609,7 +614,7 @@ function attnBranchCached(block: VarBlock, x: Tensor, ada: AdaLN, cache: KVCache
   if (B !== cache.batch || H !== cache.heads || hd !== cache.headDim) {
     throw new RangeError(`attnBranch: x [${x.shape.join(', ')}] does not fit a KV cache of [${cache.batch}, ${cache.heads}, ·, ${cache.headDim}]`);
   }
-  if (cache.len + l > cache.capacity) throw new RangeError(`appendKV: ${cache.len} + ${l} tokens exceed the cache capacity ${cache.capacity}`);
+  checkCacheRoom(cache, l);
   const S = assertFloat(ada.scale1, 'adaLNModulate'), Sh = assertFloat(ada.shift1, 'adaLNModulate');
   if (S.length !== B * C || Sh.length !== B * C) throw new RangeError(`adaLNModulate: scale/shift must be [${B}, ${C}] for x [${x.shape.join(', ')}]`);
   const xn = scrX = scratch(scrX, rows * C), qkv = scrQKV = scratch(scrQKV, rows * C3), q = scrQ = scratch(scrQ, rows * C);
