@@ -18,6 +18,7 @@ function child(script: string, ...args: string[]): () => void {
 
 const benches: { name: string; run: () => void | Promise<void> }[] = [
   { name: 'gemm', run: gemmBench },
+  { name: 'gemm-threads', run: child('./gemm-threads.js') },
   { name: 'block-train', run: async () => { (await import('./block-train.js')).benchBlockTrain(); } },
   { name: 'var-generate', run: child('./var-generate.js', 'd16') },
   { name: 'vqvae-decode', run: child('./vqvae-decode.js', '3') },

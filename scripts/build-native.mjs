@@ -16,7 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const src = path.join(root, 'native', 'kernels.c');
+const sources = ['kernels.c', 'threads.c', 'grouped_ffn.c', 'small_gemm.c', 'rows.c'].map((f) => path.join(root, 'native', f));
 const ext = process.platform === 'darwin' ? 'dylib' : process.platform === 'win32' ? 'dll' : 'so';
 const outDir = path.join(root, 'build', 'native');
 const out = path.join(outDir, `libactvar_kernels.${ext}`);
@@ -25,16 +25,17 @@ if (process.env.ACTVAR_NATIVE === '0') {
   console.log('build-native: ACTVAR_NATIVE=0, not building the native kernels');
   process.exit(0);
 }
-if (existsSync(out) && statSync(out).mtimeMs >= statSync(src).mtimeMs && statSync(out).mtimeMs >= statSync(fileURLToPath(import.meta.url)).mtimeMs) {
+if (existsSync(out) && [...sources, path.join(root, 'native', 'threads.h'), fileURLToPath(import.meta.url)].every((f) => statSync(out).mtimeMs >= statSync(f).mtimeMs)) {
   process.exit(0); // up to date
 }
 const compilers = process.env.CC ? [process.env.CC] : ['cc', 'gcc', 'clang'];
-const flags = ['-O3', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math', '-fopenmp-simd', '-fPIC', '-shared', '-std=c11', '-Wall', '-Wextra'];
+const flags = ['-O3', '-ffp-contract=off', '-fno-math-errno', '-fno-trapping-math', '-fopenmp-simd', '-fPIC', '-shared', '-pthread', '-std=c11', '-Wall', '-Wextra'];
 mkdirSync(outDir, { recursive: true });
 const tmp = `${out}.${process.pid}.tmp`;
 let lastErr = '';
 for (const cc of compilers) {
-  const r = spawnSync(cc, [...flags, '-o', tmp, src, '-lm'], { encoding: 'utf8' });
+  const libs = process.platform === 'linux' ? ['-lm', '-ldl'] : ['-lm'];
+  const r = spawnSync(cc, [...flags, '-o', tmp, ...sources, ...libs], { encoding: 'utf8' });
   if (r.error) { lastErr = `${cc}: ${r.error.message}`; continue; }
   if (r.status === 0) {
     if (r.stderr.trim()) process.stderr.write(r.stderr);

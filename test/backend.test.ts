@@ -230,7 +230,13 @@ test('ACTVAR_BACKEND=openblas with --threads: announced and reported', { skip: n
   // --threads overrides ACTVAR_THREADS, before the announcement; the native elementwise kernels are named
   const native = loadNativeKernels().kernels ? ' \\+ native elementwise' : '';
   const why = native ? '' : ' \\(elementwise in TypeScript: .+\\)';
-  assert.match(r.stderr, new RegExp(`^actvar: kernels on openblas \\(.+\\)${native}, 1 thread${why}$`, 'm'));
+  // the GEMMs are split by actvar's pool when the kernels are there (unless ACTVAR_SPLIT_GEMM=0)
+  const pool = native && process.env.ACTVAR_SPLIT_GEMM !== '0' ? " on actvar's thread pool" : '';
+  assert.match(r.stderr, new RegExp(`^actvar: kernels on openblas \\(.+\\)${native}, 1 thread${pool}${why}$`, 'm'));
+  // ACTVAR_SPLIT_GEMM=0 leaves the threads to OpenBLAS
+  const own = run([cliPath, 'bench', 'gemm', '--json', '--shape', '8,8,8', '--repeats', '1', '--threads', '2'], { ACTVAR_BACKEND: 'openblas', ACTVAR_SPLIT_GEMM: '0' });
+  assert.equal(own.code, 0, own.stderr);
+  assert.match(own.stderr, new RegExp(`^actvar: kernels on openblas \\(.+\\)${native}, 2 threads${why}$`, 'm'));
   const j = JSON.parse(r.stdout.trim()) as { shape: number[]; threads: number };
   assert.deepEqual(j.shape, [32, 48, 16]);
   assert.equal(j.threads, 1);

@@ -263,7 +263,9 @@ export class ExpertFFN {
     const [Xe, He, Ye] = needGrad ? [new Float32Array(maxCnt * C), new Float32Array(maxCnt * de), new Float32Array(maxCnt * C)] : workspace(maxCnt, C, de);
     const be = backend();
     recordFlops(4 * offsets[N] * de * C); // per (token, expert) pair: its fc1 slice and its fc2 slice, 2·dₑ·C each
-    if (!dry) runExperts({ X, W1, B1, W2, tokens, offsets, out, C, de, H }, 0, N, [Xe, He, Ye], be, preAll);
+    // inference: the experts in parallel on the native thread pool when it is there (same sums, same order)
+    const native = !dry && !needGrad && be.native?.groupedFFN(X, n, C, W1, B1, W2, de, tokens, offsets, groups.slots, N, K, out);
+    if (!dry && !native) runExperts({ X, W1, B1, W2, tokens, offsets, out, C, de, H }, 0, N, [Xe, He, Ye], be, preAll);
     const w1 = this.w1, b1 = this.b1, w2 = this.w2, b2 = this.b2;
     return result(out, x.shape, 'expertFFN', [x, w1, b1, w2, b2], (g) => {
       if (!preAll) throw new Error('ExpertFFN: backward without saved activations');

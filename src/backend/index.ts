@@ -1,6 +1,6 @@
 import type { Backend } from './backend.js';
 import { TsBackend } from './ts.js';
-import { loadOpenBlas, configError, defaultThreads } from './openblas.js';
+import { OpenBlasBackend, loadOpenBlas, configError, defaultThreads } from './openblas.js';
 import { loadNativeKernels } from './native.js';
 
 export type { Backend } from './backend.js';
@@ -24,6 +24,8 @@ const NO_BLAS_HINT = 'no OpenBLAS found; apt-get install libopenblas0 (macOS: br
  * - unset / auto: OpenBLAS if found (see openblas.ts for the search order), else the fallback.
  * Except under ACTVAR_BACKEND=ts, the native elementwise kernels (native.ts) are attached when they
  * were built (ACTVAR_NATIVE=0 turns them off).
+ * With OpenBLAS and the native kernels, actvar's own thread pool splits the GEMMs (native/threads.c;
+ * ACTVAR_SPLIT_GEMM=0 leaves the threading to OpenBLAS).
  * ACTVAR_THREADS sets the thread count (default: all cores), ACTVAR_BLAS_LIB the library path.
  */
 export function backend(): Backend {
@@ -48,6 +50,7 @@ export function backend(): Backend {
     throw configError(`ACTVAR_BACKEND='${process.env.ACTVAR_BACKEND}' is not a backend; use 'openblas', 'ts' or 'auto' (or leave it unset)`);
   }
   if (!(choice === 'ts' || choice === 'typescript')) current.native = loadNativeKernels().kernels;
+  if (current instanceof OpenBlasBackend && current.native && process.env.ACTVAR_SPLIT_GEMM !== '0') current.useThreadPool(current.native);
   return current;
 }
 
@@ -63,7 +66,8 @@ export function describeBackend(): string {
   const native = b.native ? ' + native elementwise' : '';
   if (b instanceof TsBackend) return `kernels on ${b.name}${native}${reason ? ` (${reason})` : ''}`;
   const why = b.native ? '' : ` (elementwise in TypeScript: ${loadNativeKernels().why})`;
-  return `kernels on ${b.name}${native}, ${b.threads} thread${b.threads === 1 ? '' : 's'}${why}`;
+  const pool = b instanceof OpenBlasBackend && b.threadPool ? " on actvar's thread pool" : '';
+  return `kernels on ${b.name}${native}, ${b.threads} thread${b.threads === 1 ? '' : 's'}${pool}${why}`;
 }
 
 /** Print once per process, to stderr, which backend runs the kernels (also warns about a slow generic BLAS). */

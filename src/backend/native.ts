@@ -48,6 +48,48 @@ export interface NativeKernels {
   /** One AdamW update of p, m, v from g (src/optim/adamw.ts gives the formula). */
   adamw(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, decay: number, b1: number, b2: number,
     c1: number, c2: number, stepSize: number, rb: number, eps: number): void;
+  /**
+   * actvar's thread pool (native/threads.c): binds cblas_sgemm of the BLAS library the host loaded
+   * from `library`, for `sgemm` below. False when the library or the symbol cannot be found.
+   */
+  bindSgemm(library: string): boolean;
+  /** Threads of the pool (calling thread included) for later jobs; returns the count in effect. */
+  setThreads(n: number): number;
+  /**
+   * cblas_sgemm (row-major, C = alpha·op(A)·op(B) + beta·C) split over the pool's threads, each part
+   * single-threaded BLAS; same results for any thread count. Only after `bindSgemm`. Unchecked:
+   * the backend (openblas.ts) checks every argument before it calls this.
+   */
+  sgemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, A: Float32Array, lda: number,
+    B: Float32Array, ldb: number, beta: number, C: Float32Array, ldc: number): void;
+  /**
+   * Row limit of the few-row X·Wᵀ kernel (native/small_gemm.c) that `sgemm` uses instead of BLAS
+   * (default 72; 0 = never). For benchmarks; returns the previous limit.
+   */
+  setFewRowLimit(rows: number): number;
+  /**
+   * A mixture-of-experts FFN executed expert by expert on the pool (native/grouped_ffn.c):
+   * out (n × C, preset with the fc2 bias) += Σ_{e ∈ route(t)} GELU(x_t·W1ₑᵀ + b1ₑ)·W2ₑᵀ, experts added
+   * in expert order. W1 (N·dₑ × C), B1 (N·dₑ), W2 (C × N·dₑ); `tokens`/`offsets`/`slots` as
+   * src/actvar/experts.ts `groupByExpert` makes them for K experts per row. False (out unchanged)
+   * when the kernel cannot run now (no BLAS bound, busy, out of memory): the caller runs its own loop.
+   */
+  groupedFFN(X: Float32Array, n: number, C: number, W1: Float32Array, B1: Float32Array, W2: Float32Array, de: number,
+    tokens: Int32Array, offsets: Int32Array, slots: Int32Array, N: number, K: number, out: Float32Array): boolean;
+  /**
+   * The row kernels of VAR inference (native/rows.c; formulas at their TypeScript twins in
+   * src/var/basic-var.ts), rows spread over the pool. adaLN: Y = LN(X)·(1 + S_b) + Sh_b, X rows × C,
+   * S and Sh B × C, rows/B rows per sample.
+   */
+  modulate(X: Float32Array, S: Float32Array, Sh: Float32Array, B: number, rows: number, C: number, eps: number, Y: Float32Array): void;
+  /** Y = X + Br ⊙ G_b (X, Br, Y rows × C; G B × C). */
+  gatedResidual(X: Float32Array, Br: Float32Array, G: Float32Array, B: number, rows: number, C: number, Y: Float32Array): void;
+  /**
+   * Head split of the fused qkv [B, L, 3·H·hd]: part (0 q, 1 k, 2 v) + bias, cosine-normalised
+   * (× sH[h] when given) when l2; row (b, i), head h → Y[((b·H + h)·stride + base + i)·hd …].
+   */
+  splitHeads(QKV: Float32Array, B: number, L: number, H: number, hd: number, part: number, bias: Float32Array, l2: boolean,
+    sH: Float64Array | null, Y: Float32Array, stride: number, base: number): void;
 }
 
 /** Where scripts/build-native.mjs puts the library (relative to the package root). */
@@ -85,9 +127,76 @@ export function bindNativeKernels(library: string): NativeKernels {
   const ln = f('void actvar_layernorm(const float *x, float *y, double *mean, double *rstd, const float *w, const float *b, int64_t rows, int64_t C, double eps)');
   const lnBwd = f('void actvar_layernorm_bwd(const float *g, const float *x, const double *mean, const double *rstd, const float *w, float *gx, double *gw, double *gb, int64_t rows, int64_t C)');
   const adamw = f('void actvar_adamw(float *p, const float *g, float *m, float *v, int64_t n, double decay, double b1, double b2, double c1, double c2, double stepSize, double rb, double eps)');
+  const bindSgemm = lib.func('int actvar_pool_bind_sgemm(const char *library)') as unknown as (l: string) => number;
+  const setThreads = lib.func('int actvar_pool_set_threads(int n)') as unknown as (n: number) => number;
+  const sgemm = lib.func('int actvar_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, ' +
+    'const float *B, int ldb, float beta, float *C, int ldc)') as unknown as (...a: unknown[]) => number;
+  const groupedFFN = lib.func('int actvar_grouped_ffn(const float *X, int64_t n, int64_t C, const float *W1, const float *B1, ' +
+    'const float *W2, int64_t de, int64_t H, const int32_t *tokens, const int32_t *offsets, const int32_t *slots, int32_t N, ' +
+    'int64_t K, float *Y, int32_t *pos, float *out)') as unknown as (...a: unknown[]) => number;
+  const modulate = f('void actvar_modulate(const float *X, const float *S, const float *Sh, int64_t B, int64_t rows, int64_t C, double eps, float *Y)');
+  const residual = f('void actvar_gated_residual(const float *X, const float *Br, const float *G, int64_t B, int64_t rows, int64_t C, float *Y)');
+  const splitHeads = f('void actvar_split_heads(const float *QKV, int64_t B, int64_t L, int64_t H, int64_t hd, int64_t part, ' +
+    'const float *bias, int l2, const double *sH, float *Y, int64_t stride, int64_t base)');
+  const perSample = (what: string, B: number, rows: number) => {
+    count(what, B); count(what, rows);
+    if ((B === 0) !== (rows === 0) || (B > 0 && rows % B !== 0)) throw new RangeError(`native ${what}: ${rows} rows do not split into ${B} samples`);
+  };
+  const setFewRowLimit = lib.func('int actvar_set_small_gemm_max_m(int m)') as unknown as (m: number) => number;
+  let sgemmBound = false;
+  let ffnY = new Float32Array(0), ffnPos = new Int32Array(0);
   const at = (a: Float32Array, off: number) => (off === 0 ? a : a.subarray(off));
   return {
     library,
+    bindSgemm(blas) {
+      sgemmBound = bindSgemm(blas) === 0;
+      return sgemmBound;
+    },
+    setThreads(n) {
+      if (!Number.isInteger(n) || n < 1) throw new RangeError(`native setThreads: thread count must be a positive integer, got ${n}`);
+      return setThreads(n);
+    },
+    sgemm(transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc) {
+      if (!sgemmBound) throw new Error('native sgemm: no BLAS library bound (bindSgemm first)');
+      sgemm(transA ? 1 : 0, transB ? 1 : 0, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    },
+    modulate(X, S, Sh, B, rows, C, eps, Y) {
+      perSample('modulate', B, rows); count('modulate', C);
+      need('modulate', X, rows * C); need('modulate', Y, rows * C); need('modulate', S, B * C); need('modulate', Sh, B * C);
+      if (rows * C > 0) modulate(X, S, Sh, B, rows, C, eps, Y);
+    },
+    gatedResidual(X, Br, G, B, rows, C, Y) {
+      perSample('gatedResidual', B, rows); count('gatedResidual', C);
+      need('gatedResidual', X, rows * C); need('gatedResidual', Br, rows * C); need('gatedResidual', Y, rows * C); need('gatedResidual', G, B * C);
+      if (rows * C > 0) residual(X, Br, G, B, rows, C, Y);
+    },
+    splitHeads(QKV, B, L, H, hd, part, bias, l2, sH, Y, stride, base) {
+      for (const v of [B, L, H, hd, stride, base]) count('splitHeads', v);
+      if (part !== 0 && part !== 1 && part !== 2) throw new RangeError(`native splitHeads: part must be 0, 1 or 2, got ${part}`);
+      if (L > 0 && base + L > stride) throw new RangeError(`native splitHeads: rows ${base}..${base + L} do not fit a stride of ${stride}`);
+      need('splitHeads', QKV, B * L * 3 * H * hd); need('splitHeads', bias, H * hd); need('splitHeads', sH, H);
+      need('splitHeads', Y, B * H * stride * hd);
+      if (B * L * H * hd > 0) splitHeads(QKV, B, L, H, hd, part, bias, l2 ? 1 : 0, sH, Y, stride, base);
+    },
+    setFewRowLimit(rows) {
+      count('setFewRowLimit', rows);
+      return setFewRowLimit(rows);
+    },
+    groupedFFN(X, n, C, W1, B1, W2, de, tokens, offsets, slots, N, K, out) {
+      for (const v of [n, C, de, N, K]) count('groupedFFN', v);
+      const H = N * de, pairs = n * K;
+      need('groupedFFN', X, n * C); need('groupedFFN', W1, H * C); need('groupedFFN', B1, H); need('groupedFFN', W2, C * H);
+      need('groupedFFN', out, n * C); need('groupedFFN', offsets, N + 1); need('groupedFFN', tokens, pairs); need('groupedFFN', slots, pairs);
+      if (offsets[0] !== 0 || offsets[N] !== pairs) throw new RangeError(`native groupedFFN: offsets must run from 0 to n·K = ${pairs}`);
+      for (let e = 0; e < N; e++) if (offsets[e + 1] < offsets[e]) throw new RangeError('native groupedFFN: offsets must not decrease');
+      for (let p = 0; p < pairs; p++) {
+        if (tokens[p] < 0 || tokens[p] >= n || slots[p] < 0 || slots[p] >= pairs) throw new RangeError(`native groupedFFN: grouped entry ${p} is out of range`);
+      }
+      if (pairs === 0 || !sgemmBound) return pairs === 0;
+      if (ffnY.length < pairs * C) ffnY = new Float32Array(pairs * C);
+      if (ffnPos.length < pairs) ffnPos = new Int32Array(pairs);
+      return groupedFFN(X, n, C, W1, B1, W2, de, H, tokens, offsets, slots, N, K, ffnY, ffnPos, out) === 0;
+    },
     gelu(x, y, d, n) {
       count('gelu', n); need('gelu', x, n); need('gelu', y, n); need('gelu', d, n);
       if (n > 0) gelu(x, y, d, n);

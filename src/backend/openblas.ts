@@ -46,6 +46,8 @@ export class OpenBlasBackend implements Backend {
   /** Set by `backend()` when the native elementwise kernels are built. */
   native: NativeKernels | null = null;
   private readonly sgemmFn: SgemmFn;
+  /** actvar's thread pool, when bound (`useThreadPool`): it splits every sgemm, OpenBLAS runs single-threaded. */
+  private pool: NativeKernels | null = null;
   private readonly setThreadsFn: ((n: number) => void) | null;
   private readonly getThreadsFn: (() => number) | null;
 
@@ -61,10 +63,37 @@ export class OpenBlasBackend implements Backend {
     this.setThreads(threads);
   }
 
-  /** Sets OpenBLAS's worker count; other libraries manage their own threads (count unknown). */
+  /** True when actvar's own thread pool splits the GEMMs (see native/threads.c). */
+  get threadPool(): boolean { return this.pool !== null; }
+
+  /**
+   * Let the native kernels' thread pool split every sgemm over `threads` cores, each part on
+   * single-threaded OpenBLAS (faster for the few-row GEMMs of VAR inference; native/threads.c).
+   * Only for OpenBLAS (other libraries' threads cannot be turned off). False if it cannot be bound.
+   */
+  useThreadPool(native: NativeKernels): boolean {
+    if (this.kind !== 'openblas' || !this.setThreadsFn || !native.bindSgemm(this.library)) return false;
+    this.pool = native;
+    this.setThreads(this.threads);
+    return true;
+  }
+
+  /** Back to OpenBLAS's own threads, same thread count (benchmarks compare both). */
+  stopThreadPool(): void {
+    if (!this.pool) return;
+    const n = this.threads;
+    this.pool.setThreads(1);
+    this.pool = null;
+    this.setThreads(n);
+  }
+
+  /** Sets the thread count: of actvar's pool (OpenBLAS then single-threaded), else of OpenBLAS; other libraries manage their own threads (count unknown). */
   setThreads(n: number): void {
     if (!Number.isInteger(n) || n < 1) throw new RangeError(`thread count must be a positive integer, got ${n}`);
-    if (this.setThreadsFn) {
+    if (this.pool && this.setThreadsFn) {
+      this.setThreadsFn(1);
+      this.threads = this.pool.setThreads(n);
+    } else if (this.setThreadsFn) {
       this.setThreadsFn(n);
       this.threads = this.getThreadsFn ? this.getThreadsFn() : n;
     } else {
@@ -83,6 +112,11 @@ export class OpenBlasBackend implements Backend {
     if (M === 0 || N === 0) return;
     // cblas rejects ld < 1 even when the matrix is never read (K = 0)
     if (K === 0) { lda = Math.max(lda, 1); ldb = Math.max(ldb, 1); }
+    if (this.pool) {
+      this.pool.sgemm(transA, transB, M, N, K, alpha, aOff === 0 ? A : A.subarray(aOff), lda, bOff === 0 ? B : B.subarray(bOff), ldb,
+        beta, cOff === 0 ? C : C.subarray(cOff), ldc);
+      return;
+    }
     this.sgemmFn(
       CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K,
       alpha, aOff === 0 ? A : A.subarray(aOff), lda, bOff === 0 ? B : B.subarray(bOff), ldb,

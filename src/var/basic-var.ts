@@ -173,6 +173,8 @@ let onePlusBuf = new Float32Array(0);
  * without the training branches. X has `rows` rows of C, `rows / B` per sample.
  */
 function modulateInto(X: Float32Array, S: Float32Array, Sh: Float32Array, B: number, rows: number, C: number, eps: number, Y: Float32Array): void {
+  const native = backend().native;
+  if (native) { native.modulate(X, S, Sh, B, rows, C, eps, Y); return; }
   if (onePlusBuf.length < B * C) onePlusBuf = new Float32Array(B * C);
   const onePlus = onePlusBuf;
   for (let i = 0; i < B * C; i++) onePlus[i] = 1 + S[i];
@@ -200,7 +202,9 @@ export function gatedResidual(x: Tensor, branch: Tensor, gamma: Tensor, sampleSc
   const C = x.shape[x.ndim - 1], rows = X.length / C, B = x.shape[0], perB = B ? rows / B : 0;
   if (G.length !== B * C) throw new RangeError(`gatedResidual: gamma must be [${B}, ${C}], got [${gamma.shape.join(', ')}]`);
   const out = new Float32Array(X.length);
-  for (let r = 0; r < rows; r++) {
+  const native = sampleScale ? null : backend().native;
+  if (native) native.gatedResidual(X, Y, G, B, rows, C, out);
+  else for (let r = 0; r < rows; r++) {
     const o = r * C, b = Math.floor(r / perB), bo = b * C;
     if (sampleScale) {
       const s = sampleScale[b];
@@ -403,14 +407,15 @@ export function tableExpNonPositive(x: number): number {
 }
 
 /**
- * Kernel threads for the per-head attention GEMMs (0 = the backend's setting). These GEMMs are
- * small (K or N = head_dim = 64, ~1 ms each): threading them gains little on an idle machine, and
- * on a busy one every call waits for the BLAS worker to be scheduled (measured on the shared
- * 2-core box: 2.6–8.5 GFLOP/s with 2 threads vs ~30 with 1; whole d16 generation 32.4 s → 28.0 s).
- * Default 1; ACTVAR_ATTN_THREADS=0 (or `setAttentionThreads(0)`) uses the backend's thread count.
+ * Kernel threads for the per-head attention GEMMs (0 = the backend's setting, the default). These
+ * GEMMs are small (K or N = head_dim = 64). Under OpenBLAS's own threading a busy machine made each
+ * call wait for the BLAS worker (2.6–8.5 GFLOP/s with 2 threads vs ~30 with 1, so the default used to
+ * be 1); actvar's thread pool (native/threads.c) splits only the larger ones and is faster on both
+ * threads (d16 generation, docs/BENCHMARKS.md). ACTVAR_ATTN_THREADS=n (or `setAttentionThreads(n)`)
+ * pins them to n threads.
  */
 let attnThreads = process.env.ACTVAR_ATTN_THREADS !== undefined && process.env.ACTVAR_ATTN_THREADS !== ''
-  ? Math.max(0, Math.floor(Number(process.env.ACTVAR_ATTN_THREADS) || 0)) : 1;
+  ? Math.max(0, Math.floor(Number(process.env.ACTVAR_ATTN_THREADS) || 0)) : 0;
 export function setAttentionThreads(n: number): void { attnThreads = Math.max(0, Math.floor(n)); }
 
 /** Scores buffer reused across calls (inference only; grows to the largest l·Lcum seen). */
@@ -587,6 +592,8 @@ function inferencePath(opts: BlockRunOptions): boolean {
  */
 function splitInto(Q: Float32Array, B: number, L: number, H: number, hd: number, part: number, bias: Float32Array, l2: boolean,
   sH: Float64Array | null, out: Float32Array, stride: number, base: number): void {
+  const native = backend().native;
+  if (native) { native.splitHeads(Q, B, L, H, hd, part, bias, l2, sH, out, stride, base); return; }
   const C = H * hd, C3 = 3 * C;
   for (let b = 0; b < B; b++) for (let i = 0; i < L; i++) {
     const src = (b * L + i) * C3 + part * C;

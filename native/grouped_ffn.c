@@ -1,0 +1,120 @@
+/*
+ * Grouped FFN (a mixture-of-experts FFN executed expert by expert) on the thread pool of threads.c.
+ *
+ * Input rows X (n × C) are routed to K of N experts each; expert e owns rows [e·dₑ, (e+1)·dₑ) of the
+ * fc1 weight W1 (H × C, H = N·dₑ), the same range of the fc1 bias B1 and columns [e·dₑ, (e+1)·dₑ)
+ * of the fc2 weight W2 (C × H). `tokens[offsets[e] .. offsets[e+1])` lists expert e's rows
+ * (ascending) and slots[p] the routing-table entry (t·K + k) of grouped position p.
+ *
+ * Phase 1, experts spread over the pool's threads (taken from a shared counter, so the load
+ * balances whatever the group sizes): gather the expert's rows, He = GELU(Xe·W1ₑᵀ + b1ₑ),
+ * Y[group rows] = He·W2ₑᵀ, each GEMM in its thread with the kernel actvar_sgemm would choose
+ * (threads.c `sgemm_serial`), so the products are those of the TypeScript loop.
+ * Phase 2, token ranges spread over the threads: out[t] += Y[p] for t's K grouped positions p in
+ * ascending order, i.e. in expert order.
+ *
+ * This is the order the single-threaded loop of src/actvar/experts.ts (`runExperts`) adds in: out
+ * preset with the fc2 bias, then expert after expert. So the result is independent of the thread
+ * count and of which thread ran which expert (tests compare the two paths).
+ */
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "threads.h"
+
+typedef int64_t i64;
+
+void actvar_gelu(const float *x, float *y, float *d, i64 n); /* kernels.c */
+
+typedef struct {
+  const float *X, *W1, *B1, *W2;
+  float *Y, *out;
+  const int32_t *tokens, *offsets, *pos;
+  i64 n, C, de, H, K;
+  int N;
+  atomic_int next;
+  atomic_int failed;
+} ffn_job;
+
+/* Per-part scratch (Xe, He of the largest group), kept between calls. */
+static float *scratch[MAX_THREADS];
+static size_t scratch_len[MAX_THREADS];
+static atomic_flag in_use = ATOMIC_FLAG_INIT;
+
+static float *scratch_for(int part, size_t floats) {
+  if (scratch_len[part] < floats) {
+    free(scratch[part]);
+    scratch[part] = malloc(floats * sizeof(float));
+    scratch_len[part] = scratch[part] ? floats : 0;
+  }
+  return scratch[part];
+}
+
+static void experts_part(void *p, int part, int parts) {
+  (void)parts;
+  ffn_job *j = p;
+  const i64 C = j->C, de = j->de;
+  for (;;) {
+    const int e = atomic_fetch_add(&j->next, 1);
+    if (e >= j->N) return;
+    const i64 o0 = j->offsets[e], cnt = j->offsets[e + 1] - o0;
+    if (cnt == 0) continue;
+    float *Xe = scratch_for(part, (size_t)(cnt * (C + de)));
+    if (!Xe) { atomic_store(&j->failed, 1); return; }
+    float *He = Xe + cnt * C;
+    for (i64 r = 0; r < cnt; r++) {
+      memcpy(Xe + r * C, j->X + (i64)j->tokens[o0 + r] * C, (size_t)C * sizeof(float));
+      memcpy(He + r * de, j->B1 + e * de, (size_t)de * sizeof(float));
+    }
+    sgemm_serial(0, 1, (int)cnt, (int)de, (int)C, 1.0f, Xe, (int)C, j->W1 + e * de * C, (int)C, 1.0f, He, (int)de);
+    actvar_gelu(He, He, NULL, cnt * de);
+    sgemm_serial(0, 1, (int)cnt, (int)C, (int)de, 1.0f, He, (int)de, j->W2 + e * de, (int)j->H, 0.0f, j->Y + o0 * C, (int)C);
+  }
+}
+
+static void reduce_part(void *p, int part, int parts) {
+  const ffn_job *j = p;
+  const i64 C = j->C, K = j->K;
+  const i64 t0 = j->n * part / parts, t1 = j->n * (part + 1) / parts;
+  int32_t q[256];
+  for (i64 t = t0; t < t1; t++) {
+    /* t's grouped positions, ascending (insertion sort of K ≤ 256 entries) */
+    for (i64 k = 0; k < K; k++) {
+      const int32_t v = j->pos[t * K + k];
+      i64 i = k;
+      for (; i > 0 && q[i - 1] > v; i--) q[i] = q[i - 1];
+      q[i] = v;
+    }
+    float *o = j->out + t * C;
+    for (i64 k = 0; k < K; k++) {
+      const float *y = j->Y + (i64)q[k] * C;
+      for (i64 c = 0; c < C; c++) o[c] += y[c];
+    }
+  }
+}
+
+/*
+ * out (n × C, preset with the fc2 bias by the caller) += Σ over each row's K experts, as above.
+ * Y: n·K·C floats of scratch; pos: n·K ints of scratch. Returns 0, or −1 when no BLAS is bound, −2
+ * when another thread is inside this kernel, −3 when memory ran out (out is then unchanged), −4 when
+ * K is out of range: the caller then runs its own loop.
+ */
+int actvar_grouped_ffn(const float *X, i64 n, i64 C, const float *W1, const float *B1, const float *W2, i64 de, i64 H,
+                       const int32_t *tokens, const int32_t *offsets, const int32_t *slots, int32_t N, i64 K, float *Y,
+                       int32_t *pos, float *out) {
+  if (!blas_sgemm) return -1;
+  if (K < 1 || K > 256) return -4;
+  if (atomic_flag_test_and_set(&in_use)) return -2;
+  const i64 pairs = offsets[N];
+  for (i64 p = 0; p < pairs; p++) pos[slots[p]] = (int32_t)p;
+  ffn_job j = {X, W1, B1, W2, Y, out, tokens, offsets, pos, n, C, de, H, K, N, 0, 0};
+  const int parts = actvar_pool_threads();
+  pool_run(experts_part, &j, parts);
+  int rc = 0;
+  if (atomic_load(&j.failed)) rc = -3;
+  else pool_run(reduce_part, &j, parts);
+  atomic_flag_clear(&in_use);
+  return rc;
+}

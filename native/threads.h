@@ -1,0 +1,33 @@
+/* The thread pool and the bound BLAS sgemm (threads.c), shared by the kernels that use them. */
+#ifndef ACTVAR_THREADS_H
+#define ACTVAR_THREADS_H
+
+#define MAX_THREADS 64
+
+typedef void (*task_fn)(void *arg, int part, int parts);
+
+/* Run fn(arg, part, parts) for every part in [0, parts): in parallel on the pool when it is free,
+ * else all in the calling thread. Returns when every part is done. */
+void pool_run(task_fn fn, void *arg, int parts);
+
+/* Threads of the pool (calling thread included) in effect for the next job. */
+int actvar_pool_threads(void);
+
+typedef void (*cblas_sgemm_fn)(int order, int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda,
+                               const float *B, int ldb, float beta, float *C, int ldc);
+/* cblas_sgemm of the host's BLAS (single-threaded while the pool is in use), or NULL before
+ * actvar_pool_bind_sgemm. */
+extern cblas_sgemm_fn blas_sgemm;
+
+/* The sgemm of actvar_sgemm (the few-row kernel or BLAS, chosen by shape) in the calling thread. */
+void sgemm_serial(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
+                  float beta, float *C, int ldc);
+
+enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
+
+/* C = alpha·X·Wᵀ + beta·C for few rows (small_gemm.c), split over `parts` threads of the pool. */
+#define SMALL_GEMM_MAX_M 72
+void small_gemm(int M, int N, int K, float alpha, const float *X, int ldx, const float *W, int ldw, float beta, float *C,
+                int ldc, int parts);
+
+#endif

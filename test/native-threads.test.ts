@@ -1,0 +1,163 @@
+/**
+ * actvar's thread pool and the kernels on it (native/threads.c, small_gemm.c, grouped_ffn.c, rows.c):
+ * the split sgemm against the TypeScript GEMM and against itself on one thread (bit for bit: a split
+ * must never change a result), the grouped expert FFN against the TypeScript expert loop (bit for
+ * bit), the row kernels of VAR inference against their TypeScript twins, and a whole tiny-VAR
+ * generation both ways. Skipped, with the reason, without OpenBLAS or the native library.
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import * as T from '../src/tensor/index.js';
+import { Rng } from '../src/tensor/rng.js';
+import { backend, loadNativeKernels, OpenBlasBackend, TsBackend } from '../src/backend/index.js';
+import { ExpertFFN, groupByExpert } from '../src/actvar/experts.js';
+import { adaLNModulate, gatedResidual } from '../src/var/basic-var.js';
+import { loadVar } from '../src/var/load.js';
+import { VQVAE } from '../src/vqvae/index.js';
+import { readSafetensors } from '../src/io/index.js';
+import { fixture } from './util/fixtures.js';
+
+const native = loadNativeKernels().kernels;
+const be = backend();
+const pool = be instanceof OpenBlasBackend && be.threadPool;
+const skipPool = pool ? false : 'no thread pool (needs OpenBLAS and the native kernels)';
+const skipNative = native ? false : `native kernels unavailable: ${loadNativeKernels().why}`;
+const rng = new Rng(11);
+
+function randn(n: number, scale = 1): Float32Array {
+  return Float32Array.from({ length: n }, () => rng.normal() * scale);
+}
+
+/** f() with the backend on `threads` threads, restored after. */
+function withThreads<R>(threads: number, f: () => R): R {
+  const before = be.threads;
+  be.setThreads(threads);
+  try { return f(); } finally { be.setThreads(before); }
+}
+
+function assertSameBits(a: Float32Array, b: Float32Array, what: string): void {
+  assert.equal(a.length, b.length, `${what}: lengths`);
+  for (let i = 0; i < a.length; i++) assert.ok(Object.is(a[i], b[i]), `${what}[${i}]: ${a[i]} vs ${b[i]}`);
+}
+
+function assertClose(a: Float32Array, b: Float32Array, rtol: number, atol: number, what: string): void {
+  assert.equal(a.length, b.length, `${what}: lengths`);
+  for (let i = 0; i < a.length; i++) {
+    if (Object.is(a[i], b[i])) continue; // also NaN padding between rows
+    assert.ok(Math.abs(a[i] - b[i]) <= atol + rtol * Math.abs(b[i]), `${what}[${i}]: ${a[i]} vs ${b[i]}`);
+  }
+}
+
+test('split sgemm: every path (columns, rows, unsplit, few-row kernel) matches the TypeScript GEMM and is the same on 1 and 2 threads', { skip: skipPool }, () => {
+  const ts = new TsBackend();
+  // [transA, transB, M, N, K]: few-row X·Wᵀ (incl. K not a multiple of 16, N not of 4), column
+  // splits, row splits (M > N), jobs too small to split, every transpose combination
+  const shapes: [boolean, boolean, number, number, number][] = [
+    [false, true, 2, 1030, 1024], [false, true, 7, 203, 77], [false, true, 72, 256, 64], [false, true, 73, 300, 50],
+    [false, true, 40, 3, 40], [false, false, 5, 700, 300], [true, false, 64, 512, 96], [true, true, 33, 257, 129],
+    [false, false, 600, 40, 200], [false, true, 900, 16, 300], [true, false, 513, 24, 100], [false, true, 3, 5, 7],
+  ];
+  for (const [ta, tb, M, N, K] of shapes) {
+    for (const beta of [0, 1, 0.5]) {
+      // operands inside larger buffers (offsets, leading dimensions above the minimum)
+      const lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+      const A = randn((ta ? K : M) * lda + 4), B = randn((tb ? N : K) * ldb + 6), C0 = randn(M * ldc + 8);
+      if (beta === 0) C0.fill(NaN); // beta = 0 must ignore C, NaN included (BLAS semantics)
+      const run = (b: { sgemm: typeof be.sgemm }): Float32Array => {
+        const C = C0.slice();
+        b.sgemm(ta, tb, M, N, K, 0.75, A, 4, lda, B, 6, ldb, beta, C, 8, ldc);
+        return C;
+      };
+      const two = withThreads(2, () => run(be)), one = withThreads(1, () => run(be)), ref = run(ts);
+      const what = `${ta ? 'T' : 'N'}${tb ? 'T' : 'N'} ${M}×${N}×${K} beta ${beta}`;
+      assertSameBits(two, one, `${what}, 2 threads vs 1`);
+      assertClose(two.subarray(8), ref.subarray(8), 1e-4, 2e-5 * Math.sqrt(K), `${what} vs TypeScript`);
+      assertSameBits(two.subarray(0, 8), C0.subarray(0, 8), `${what}: nothing written before C`);
+    }
+  }
+});
+
+test('grouped expert FFN on the pool: bit-identical to the TypeScript expert loop, on 1 and 2 threads', { skip: skipPool }, () => {
+  for (const [n, C, H, N, K] of [[61, 64, 256, 16, 12], [9, 32, 96, 3, 3], [40, 48, 64, 8, 1]]) {
+    const ffn = new ExpertFFN({
+      fc1Weight: new T.Tensor(randn(H * C, 0.1), [H, C]), fc1Bias: new T.Tensor(randn(H, 0.1), [H]),
+      fc2Weight: new T.Tensor(randn(C * H, 0.1), [C, H]), fc2Bias: new T.Tensor(randn(C, 0.1), [C]),
+    }, N);
+    const x = new T.Tensor(randn(n * C), [n, C]);
+    const route = new Int32Array(n * K);
+    for (let t = 0; t < n; t++) {
+      const order = Array.from({ length: N }, (_, e) => e).sort(() => rng.uniform() - 0.5);
+      for (let k = 0; k < K; k++) route[t * K + k] = order[k];
+    }
+    const run = () => T.noGrad(() => ffn.forward(x, route, K)).f32;
+    const two = withThreads(2, run), one = withThreads(1, run);
+    const prev = be.native!;
+    be.native = { ...prev, groupedFFN: () => false }; // the TypeScript loop, same GELU
+    let loop: Float32Array;
+    try { loop = run(); } finally { be.native = prev; }
+    assertSameBits(two, loop, `n ${n}, ${N} experts, K ${K}: pool vs loop`);
+    assertSameBits(one, loop, `n ${n}, ${N} experts, K ${K}: 1 thread vs loop`);
+  }
+});
+
+test('grouped expert FFN: bad groupings are refused before any native code runs', { skip: skipNative }, () => {
+  const n = 4, C = 8, N = 2, de = 4, K = 1, H = N * de;
+  const W1 = randn(H * C), B1 = randn(H), W2 = randn(C * H), X = randn(n * C), out = new Float32Array(n * C);
+  const g = groupByExpert(Int32Array.from([0, 1, 0, 1]), n, K, N);
+  const call = (tokens: Int32Array, offsets: Int32Array, slots: Int32Array, x = X) =>
+    native!.groupedFFN(x, n, C, W1, B1, W2, de, tokens, offsets, slots, N, K, out);
+  assert.throws(() => call(g.tokens, Int32Array.from([0, 3, 2]), g.slots), /offsets must/);
+  assert.throws(() => call(g.tokens, Int32Array.from([0, 2, 5]), g.slots), /offsets must run from 0 to n·K = 4/);
+  assert.throws(() => call(Int32Array.from([0, 2, 1, 9]), g.offsets, g.slots), /grouped entry 3 is out of range/);
+  assert.throws(() => call(g.tokens, g.offsets, g.slots, X.subarray(1)), /array of 31 elements, 32 needed/);
+});
+
+test('native row kernels of inference (adaLN modulation, gated residual, head split) match their TypeScript twins', { skip: skipNative }, () => {
+  const B = 2, l = 37, C = 48, rows = B * l;
+  const x = new T.Tensor(randn(rows * C, 3), [B, l, C]);
+  const scale = new T.Tensor(randn(B * C, 0.3), [B, C]), shift = new T.Tensor(randn(B * C, 0.3), [B, C]);
+  const branch = new T.Tensor(randn(rows * C), [B, l, C]), gamma = new T.Tensor(randn(B * C), [B, C]);
+  const prev = be.native;
+  const both = <R>(f: () => R): [R, R] => {
+    try { be.native = native; const a = f(); be.native = null; return [a, f()]; } finally { be.native = prev; }
+  };
+  for (const threads of [1, 2]) {
+    withThreads(threads, () => {
+      const [m1, m2] = both(() => T.noGrad(() => adaLNModulate(x, scale, shift, 1e-6)).f32);
+      assertClose(m1, m2, 2e-7, 1e-7, `adaLN modulation, ${threads} thread(s)`);
+      const [r1, r2] = both(() => T.noGrad(() => gatedResidual(x, branch, gamma)).f32);
+      assertSameBits(r1, r2, `gated residual, ${threads} thread(s)`);
+    });
+  }
+  // head split into a KV-cache layout: part k of qkv [B, L, 3C] + bias, cosine-normalised with
+  // per-head temperatures, rows placed after `base` in a buffer of `stride` rows per head
+  const H = 4, hd = 12, L = 29, stride = 40, base = 7, CC = H * hd;
+  const qkv = randn(B * L * 3 * CC), bias = randn(CC, 0.5), sH = Float64Array.from({ length: H }, (_, h) => 1 + h / 3);
+  for (const [part, l2, temps] of [[0, true, sH], [1, true, null], [2, false, null]] as const) {
+    const got = new Float32Array(B * H * stride * hd).fill(-7);
+    native!.splitHeads(qkv, B, L, H, hd, part, bias, l2, temps, got, stride, base);
+    const want = new Float32Array(got.length).fill(-7);
+    for (let b = 0; b < B; b++) for (let i = 0; i < L; i++) for (let h = 0; h < H; h++) {
+      const src = (b * L + i) * 3 * CC + part * CC + h * hd, dst = ((b * H + h) * stride + base + i) * hd;
+      let ss = 0;
+      for (let d = 0; d < hd; d++) { const v = Math.fround(qkv[src + d] + bias[h * hd + d]); want[dst + d] = v; ss += v * v; }
+      if (l2) { const f = (temps ? temps[h] : 1) / Math.max(Math.sqrt(ss), 1e-12); for (let d = 0; d < hd; d++) want[dst + d] *= f; }
+    }
+    assertClose(got, want, 2e-7, 1e-9, `head split, part ${part}`);
+  }
+  assert.throws(() => native!.splitHeads(qkv, B, L, H, hd, 0, bias, true, null, new Float32Array(10), stride, base), /needed/);
+  assert.throws(() => native!.splitHeads(qkv, B, L, H, hd, 0, bias, true, null, new Float32Array(B * H * stride * hd), stride, 20), /do not fit/);
+  assert.throws(() => native!.modulate(x.f32, scale.f32, shift.f32, 3, rows, C, 1e-6, new Float32Array(rows * C)), /do not split into 3 samples/);
+});
+
+test('a tiny-VAR generation gives the same tokens with the pool and native row kernels as on one thread in TypeScript', { skip: skipNative }, () => {
+  const model = loadVar(fixture('var_state_dict.safetensors'));
+  const vqvae = VQVAE.fromStateDict(readSafetensors(fixture('vqvae_state_dict.safetensors')), { patchNums: model.config.patchNums });
+  const gen = () => model.autoregressiveInfer({ labels: [3, 7], vqvae, cfg: 1.5, topK: 1, decode: false, rng: new Rng(4) });
+  const fast = gen();
+  const prev = be.native;
+  let slow: ReturnType<typeof gen>;
+  try { be.native = null; slow = withThreads(1, gen); } finally { be.native = prev; }
+  assert.deepEqual([...fast.idxBL.data], [...slow.idxBL.data]);
+  assertClose(fast.fHat.f32, slow.fHat.f32, 1e-4, 1e-5, 'f̂');
+});
