@@ -22,9 +22,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "kernel.h"
 #include "threads.h"
-
-typedef int64_t i64;
 
 void actvar_gelu(const float *x, float *y, float *d, i64 n); /* kernels.c */
 

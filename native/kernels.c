@@ -1,7 +1,7 @@
 /*
  * actvar's native elementwise kernels: the non-GEMM work of a training step and of VAR inference
  * (GELU, softmax rows, LayerNorm, AdamW, column sums, accumulation) in C, so that the compiler vectorises it (AVX2 /
- * AVX-512 clones, see KERNEL below). Built at install time by scripts/build-native.mjs and called through
+ * AVX-512 clones, see KERNEL in kernel.h). Built at install time by scripts/build-native.mjs and called through
  * koffi (src/backend/native.ts) on the caller's Float32Arrays, without copies. Optional: every kernel
  * has a TypeScript twin in src/tensor/ops, used when this library is not built or ACTVAR_NATIVE=0.
  *
@@ -12,19 +12,9 @@
  * no OpenMP runtime), which allows the reassociation a vector sum needs.
  */
 #include <math.h>
-#include <stdint.h>
 #include <string.h>
 
-typedef int64_t i64;
-
-/* One build runs on any x86-64: with GCC every exported kernel is compiled three times (AVX-512,
- * AVX2+FMA, baseline SSE2) and the loader picks the best the CPU has (target_clones, resolved once
- * at load time), so a library built on one machine does not crash on an older one. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define KERNEL
-#endif
+#include "kernel.h"
 
 /* e^x in float32 for x in [-87.3, 88.7] (callers clamp): x = k·ln2 + r, |r| ≤ ln2/2, ln2 split in two
  * parts (Cody–Waite), e^r by its Taylor polynomial to degree 7 (truncation < 6e-9 relative), 2^k built

@@ -8,17 +8,9 @@
  * float32 rounding.
  */
 #include <math.h>
-#include <stdint.h>
 
+#include "kernel.h"
 #include "threads.h"
-
-typedef int64_t i64;
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define KERNEL
-#endif
 
 /* Fewest floats worth a second thread. */
 #define PAR_MIN_FLOATS 65536
@@ -30,7 +22,7 @@ typedef struct {
   float *Y;
   const float *bias;
   const double *sH;
-  i64 rows, C, perB, H, hd, L, stride, base, part;
+  i64 rows, C, perB, H, hd, L, stride, base, which;
   double eps;
   int l2;
 } rows_job;
@@ -66,13 +58,13 @@ KERNEL static void residual_rows(const rows_job *j, i64 r0, i64 r1) {
   }
 }
 
-/* Part `part` (0 q, 1 k, 2 v) of the fused qkv rows [r0, r1) + bias, per head; cosine-normalised
+/* Part `which` (0 q, 1 k, 2 v) of the fused qkv rows [r0, r1) + bias, per head; cosine-normalised
  * (× sH[h] when given) when l2. Row r = (b, i) goes to Y[((b·H + h)·stride + base + i)·hd …]. */
 KERNEL static void split_rows(const rows_job *j, i64 r0, i64 r1) {
   const i64 H = j->H, hd = j->hd, C = H * hd;
   for (i64 r = r0; r < r1; r++) {
     const i64 b = r / j->L, i = r - b * j->L;
-    const float *q = j->X + r * 3 * C + j->part * C;
+    const float *q = j->X + r * 3 * C + j->which * C;
     for (i64 h = 0; h < H; h++) {
       float *o = j->Y + ((b * H + h) * j->stride + j->base + i) * hd;
       const float *qh = q + h * hd, *bh = j->bias + h * hd;
@@ -126,6 +118,6 @@ void actvar_split_heads(const float *QKV, i64 B, i64 L, i64 H, i64 hd, i64 part,
                         float *Y, i64 stride, i64 base) {
   if (B * L <= 0) return;
   rows_job j = {.X = QKV, .Y = Y, .bias = bias, .sH = sH, .rows = B * L, .H = H, .hd = hd, .L = L, .stride = stride,
-                .base = base, .part = part, .l2 = l2};
+                .base = base, .which = part, .l2 = l2};
   pool_run(split_part, &j, parts_for(B * L * H * hd));
 }

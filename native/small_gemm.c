@@ -10,16 +10,10 @@
  * lane, then a fixed tree over the lanes), whatever M, the thread count or the part of the job it falls
  * in, so splitting the job over threads never changes a result.
  */
-#include <stdint.h>
 #include <string.h>
 
+#include "kernel.h"
 #include "threads.h"
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
-#else
-#define KERNEL
-#endif
 
 /* The dot products may use fused multiply-adds (this file only; the library is otherwise built with
  * -ffp-contract=off so that AdamW matches the TypeScript bit for bit). */

@@ -1,14 +1,16 @@
 #!/usr/bin/env node
 /**
- * Builds the optional native elementwise kernels (native/kernels.c) into build/native/, with the
+ * Builds the optional native library (native/*.c: the elementwise kernels, actvar's thread pool with the
+ * split and few-row GEMMs, the grouped expert FFN, the inference row kernels) into build/native/, with the
  * system C compiler ($CC, else cc, gcc or clang). Runs as the package's `install` script (so also when
  * actvar is installed as a dependency) and after `tsc` in `npm run build` and `npm test` (a no-op
  * when the library is newer than its sources). Without a compiler it prints one line and exits 0: actvar
  * then runs those kernels in TypeScript (slower, same results). Flags: -O3 (the kernels carry GCC target_clones for AVX-512,
  * AVX2 and baseline x86-64, so the library also runs on a machine other than the one it was built on),
  * -ffp-contract=off (no fused multiply-adds, so AdamW matches the
- * TypeScript bit for bit), -fno-math-errno, -fno-trapping-math and -fopenmp-simd (vector loops; no OpenMP runtime, and
- * no change to any result).
+ * TypeScript bit for bit; small_gemm.c turns them back on for its dot products), -fno-math-errno, -fno-trapping-math and
+ * -fopenmp-simd (vector loops; no OpenMP runtime, and no change to any result), -pthread (the pool) and, on Linux,
+ * -ldl (the pool finds cblas_sgemm in the BLAS library the host loaded).
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, renameSync, rmSync, statSync, existsSync } from 'node:fs';
@@ -25,7 +27,7 @@ if (process.env.ACTVAR_NATIVE === '0') {
   console.log('build-native: ACTVAR_NATIVE=0, not building the native kernels');
   process.exit(0);
 }
-if (existsSync(out) && [...sources, path.join(root, 'native', 'threads.h'), fileURLToPath(import.meta.url)].every((f) => statSync(out).mtimeMs >= statSync(f).mtimeMs)) {
+if (existsSync(out) && [...sources, ...['kernel.h', 'threads.h'].map((f) => path.join(root, 'native', f)), fileURLToPath(import.meta.url)].every((f) => statSync(out).mtimeMs >= statSync(f).mtimeMs)) {
   process.exit(0); // up to date
 }
 const compilers = process.env.CC ? [process.env.CC] : ['cc', 'gcc', 'clang'];
