@@ -61,9 +61,13 @@ static struct {
   pthread_cond_t cv;
 } pool = {.threads = 1, .busy = ATOMIC_FLAG_INIT, .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
 
+/* The generation each worker was created at: a worker must not read it when it starts running, as a
+ * job published in between would then be skipped and its caller would wait for it forever. */
+static unsigned start_gen[MAX_THREADS];
+
 static void *worker_main(void *p) {
   const int me = (int)(intptr_t)p;
-  unsigned seen = atomic_load(&pool.gen);
+  unsigned seen = start_gen[me];
   for (;;) {
     struct timespec t0;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -102,6 +106,7 @@ int actvar_pool_set_threads(int n) {
   if (n > MAX_THREADS) n = MAX_THREADS;
   if (n > 1 && pool.started == 0 && pin_library() != 0) return pool.threads = 1;
   while (pool.started < n - 1) {
+    start_gen[pool.started + 1] = atomic_load(&pool.gen);
     if (pthread_create(&pool.tid[pool.started], NULL, worker_main, (void *)(intptr_t)(pool.started + 1)) != 0) break;
     pthread_detach(pool.tid[pool.started]);
     pool.started++;
