@@ -6,8 +6,8 @@
  * of the fc2 weight W2 (C × H). `tokens[offsets[e] .. offsets[e+1])` lists expert e's rows
  * (ascending) and slots[p] the routing-table entry (t·K + k) of grouped position p.
  *
- * Phase 1, experts spread over the pool's threads (taken from a shared counter, largest group first,
- * so the load balances whatever the group sizes): gather the expert's rows, He = GELU(Xe·W1ₑᵀ + b1ₑ),
+ * Phase 1, experts spread over the pool's threads (taken from a shared counter, so the load
+ * balances whatever the group sizes): gather the expert's rows, He = GELU(Xe·W1ₑᵀ + b1ₑ),
  * Y[group rows] = He·W2ₑᵀ, each GEMM in its thread with the kernel actvar_sgemm would choose
  * (threads.c `sgemm_serial`), so the products are those of the TypeScript loop.
  * Phase 2, token ranges spread over the threads: out[t] += Y[p] for t's K grouped positions p in
@@ -33,7 +33,6 @@ typedef struct {
   const int32_t *tokens, *offsets, *pos;
   i64 n, C, de, H, K;
   int N;
-  int order[256]; /* experts by decreasing group size: the last ones taken are the smallest, so both threads finish together */
   atomic_int next;
   atomic_int failed;
 } ffn_job;
@@ -57,9 +56,8 @@ static void experts_part(void *p, int part, int parts) {
   ffn_job *j = p;
   const i64 C = j->C, de = j->de;
   for (;;) {
-    const int i = atomic_fetch_add(&j->next, 1);
-    if (i >= j->N) return;
-    const int e = j->order[i];
+    const int e = atomic_fetch_add(&j->next, 1);
+    if (e >= j->N) return;
     const i64 o0 = j->offsets[e], cnt = j->offsets[e + 1] - o0;
     if (cnt == 0) continue;
     float *Xe = scratch_for(part, (size_t)(cnt * (C + de)));
@@ -100,23 +98,17 @@ static void reduce_part(void *p, int part, int parts) {
  * out (n × C, preset with the fc2 bias by the caller) += Σ over each row's K experts, as above.
  * Y: n·K·C floats of scratch; pos: n·K ints of scratch. Returns 0, or −1 when no BLAS is bound, −2
  * when another thread is inside this kernel, −3 when memory ran out (out is then unchanged), −4 when
- * K or N is out of range (1 … 256): the caller then runs its own loop.
+ * K is out of range: the caller then runs its own loop.
  */
 int actvar_grouped_ffn(const float *X, i64 n, i64 C, const float *W1, const float *B1, const float *W2, i64 de, i64 H,
                        const int32_t *tokens, const int32_t *offsets, const int32_t *slots, int32_t N, i64 K, float *Y,
                        int32_t *pos, float *out) {
   if (!blas_sgemm) return -1;
-  if (K < 1 || K > 256 || N < 1 || N > 256) return -4;
+  if (K < 1 || K > 256) return -4;
   if (atomic_flag_test_and_set(&in_use)) return -2;
   const i64 pairs = offsets[N];
   for (i64 p = 0; p < pairs; p++) pos[slots[p]] = (int32_t)p;
-  ffn_job j = {X, W1, B1, W2, Y, out, tokens, offsets, pos, n, C, de, H, K, N, {0}, 0, 0};
-  for (int e = 0; e < N; e++) { /* insertion sort by decreasing size, ties by expert id */
-    const i64 size = offsets[e + 1] - offsets[e];
-    int i = e;
-    for (; i > 0 && offsets[j.order[i - 1] + 1] - offsets[j.order[i - 1]] < size; i--) j.order[i] = j.order[i - 1];
-    j.order[i] = e;
-  }
+  ffn_job j = {X, W1, B1, W2, Y, out, tokens, offsets, pos, n, C, de, H, K, N, 0, 0};
   const int parts = actvar_pool_threads();
   pool_run(experts_part, &j, parts);
   int rc = 0;
