@@ -2,17 +2,19 @@
  * actvar's own thread pool and the threaded sgemm built on it (part of the native kernels library,
  * see kernels.c and scripts/build-native.mjs).
  *
- * Why: OpenBLAS's own threading is tuned for large square-ish GEMMs. VAR inference is full of
- * GEMMs with few rows (2 … 512 rows against 1024 × 4096 weights, and ActVAR's per-expert 256-wide
- * slices), where splitting the output columns between cores, each core running single-threaded
- * OpenBLAS on its share, is up to 1.5–2× faster (docs/BENCHMARKS.md, `npx actvar bench gemm-split`).
- * So when this pool is bound to the BLAS library, OpenBLAS is set to one thread and every sgemm is
- * split here: by columns when there are enough of them, else by rows, else not at all.
+ * Why: with OpenBLAS's own threads, its pool thread keeps spinning on the second core after every
+ * GEMM, so nothing else can use that core: not ActVAR's experts (grouped_ffn.c runs whole experts
+ * on different cores), not the row kernels of inference (rows.c), not the few-row GEMMs of VAR's
+ * first scales, which stream their weights better through small_gemm.c than through OpenBLAS's
+ * packing (2–3.5× at 2–8 rows; docs/BENCHMARKS.md, `node dist/bench/gemm-threads.js`). So when this
+ * pool is bound to the BLAS library, OpenBLAS is set to one thread and every sgemm is split here:
+ * by columns when there are enough of them, else by rows, else not at all. For large GEMMs the split
+ * is as fast as OpenBLAS's own threads (same benchmark).
  *
  * Results do not depend on the thread count: a part of C is computed by the same single-threaded
- * routine over the same k-loop as the whole would be (the tests compare split and unsplit calls
- * bit for bit), and the split of a job is a function of its shape and the configured thread count
- * only, never of timing.
+ * routine over the same k-loop as the whole would be (parts stay above OpenBLAS's small-matrix size,
+ * see SPLIT_MIN_PART_MNK; the tests compare split and unsplit calls bit for bit), and the split of a
+ * job is a function of its shape and the configured thread count only, never of timing.
  *
  * The pool: `threads − 1` workers plus the calling thread. A job is published by bumping a
  * generation counter; workers spin on it for a short while (≈ SPIN_NS, so back-to-back GEMMs of
@@ -238,14 +240,12 @@ int actvar_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *
     small_gemm(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, (double)M * N * K < 2 * SPLIT_MIN_PART_MNK ? 1 : pool.threads);
     return 0;
   }
-  gemm_job j = {ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, 0, 1};
   const int kind = split_kind(M, N, K, pool.threads);
   if (kind < 0) {
-    blas_sgemm(ROW_MAJOR, ta ? TRANS : NO_TRANS, tb ? TRANS : NO_TRANS, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+    sgemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     return 0;
   }
-  j.by_cols = kind;
-  j.align = kind ? COL_ALIGN : ROW_ALIGN;
+  gemm_job j = {ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, kind, kind ? COL_ALIGN : ROW_ALIGN};
   pool_run(gemm_part, &j, pool.threads);
   return 0;
 }
