@@ -76,7 +76,7 @@ static void experts_part(void *p, int part, int parts) {
 static void reduce_part(void *p, int part, int parts) {
   const ffn_job *j = p;
   const i64 C = j->C, K = j->K;
-  const i64 t0 = j->n * part / parts, t1 = j->n * (part + 1) / parts;
+  const i64 t0 = pool_part_start(j->n, part, parts, 1), t1 = pool_part_start(j->n, part + 1, parts, 1);
   int32_t q[256];
   for (i64 t = t0; t < t1; t++) {
     /* t's grouped positions, ascending (insertion sort of K ≤ 256 entries) */

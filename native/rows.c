@@ -79,23 +79,23 @@ KERNEL static void split_rows(const rows_job *j, i64 r0, i64 r1) {
   }
 }
 
-static void part_range(i64 rows, int part, int parts, i64 *r0, i64 *r1) {
-  *r0 = rows * part / parts;
-  *r1 = rows * (part + 1) / parts;
+static void part_range(const void *p, int part, int parts, i64 *r0, i64 *r1) {
+  *r0 = pool_part_start(((const rows_job *)p)->rows, part, parts, 1);
+  *r1 = pool_part_start(((const rows_job *)p)->rows, part + 1, parts, 1);
 }
 static void modulate_part(void *p, int part, int parts) {
   i64 r0, r1;
-  part_range(((rows_job *)p)->rows, part, parts, &r0, &r1);
+  part_range(p, part, parts, &r0, &r1);
   modulate_rows(p, r0, r1);
 }
 static void residual_part(void *p, int part, int parts) {
   i64 r0, r1;
-  part_range(((rows_job *)p)->rows, part, parts, &r0, &r1);
+  part_range(p, part, parts, &r0, &r1);
   residual_rows(p, r0, r1);
 }
 static void split_part(void *p, int part, int parts) {
   i64 r0, r1;
-  part_range(((rows_job *)p)->rows, part, parts, &r0, &r1);
+  part_range(p, part, parts, &r0, &r1);
   split_rows(p, r0, r1);
 }
 

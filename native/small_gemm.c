@@ -101,9 +101,7 @@ KERNEL static void small_gemm_cols(const small_job *j, int n0, int n1) {
 static void small_part(void *p, int part, int parts) {
   const small_job *j = p;
   /* parts of whole 4-row groups of W */
-  const int groups = (j->N + 3) / 4, per = (groups + parts - 1) / parts;
-  int n0 = per * part * 4, n1 = per * (part + 1) * 4;
-  if (n1 > j->N) n1 = j->N;
+  const int n0 = (int)pool_part_start(j->N, part, parts, 4), n1 = (int)pool_part_start(j->N, part + 1, parts, 4);
   if (n0 < n1) small_gemm_cols(j, n0, n1);
 }
 

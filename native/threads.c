@@ -178,17 +178,15 @@ typedef struct {
   int by_cols, align;
 } gemm_job;
 
-/* Start of part `part` of n items in `parts` parts, each a multiple of align (the last takes the rest). */
-static int part_start(int n, int part, int parts, int align) {
-  const int per = ((n + parts - 1) / parts + align - 1) / align * align;
-  const long s = (long)per * part;
-  return s < n ? (int)s : n;
+int64_t pool_part_start(int64_t n, int part, int parts, int align) {
+  const int64_t per = ((n + parts - 1) / parts + align - 1) / align * align, s = per * part;
+  return s < n ? s : n;
 }
 
 static void gemm_part(void *p, int part, int parts) {
   const gemm_job *j = p;
   const int total = j->by_cols ? j->N : j->M;
-  const int s = part_start(total, part, parts, j->align), e = part_start(total, part + 1, parts, j->align);
+  const int s = (int)pool_part_start(total, part, parts, j->align), e = (int)pool_part_start(total, part + 1, parts, j->align);
   if (e <= s) return;
   const int ta = j->ta ? TRANS : NO_TRANS, tb = j->tb ? TRANS : NO_TRANS;
   if (j->by_cols) {
@@ -202,11 +200,11 @@ static void gemm_part(void *p, int part, int parts) {
   }
 }
 
-/* Size of the smallest of `parts` parts of n items (see part_start). */
+/* Size of the smallest of `parts` parts of n items (see pool_part_start). */
 static int smallest_part(int n, int parts, int align) {
   int least = n;
   for (int p = 0; p < parts; p++) {
-    const int len = part_start(n, p + 1, parts, align) - part_start(n, p, parts, align);
+    const int len = (int)(pool_part_start(n, p + 1, parts, align) - pool_part_start(n, p, parts, align));
     if (len < least) least = len;
   }
   return least;

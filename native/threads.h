@@ -2,6 +2,8 @@
 #ifndef ACTVAR_THREADS_H
 #define ACTVAR_THREADS_H
 
+#include <stdint.h>
+
 #define MAX_THREADS 64
 
 typedef void (*task_fn)(void *arg, int part, int parts);
@@ -9,6 +11,10 @@ typedef void (*task_fn)(void *arg, int part, int parts);
 /* Run fn(arg, part, parts) for every part in [0, parts): in parallel on the pool when it is free,
  * else all in the calling thread. Returns when every part is done. */
 void pool_run(task_fn fn, void *arg, int parts);
+
+/* Start of part `part` of n items split into `parts` parts for the pool: each part a multiple of
+ * `align` items (the last takes the rest, later ones may be empty). Part `parts` starts at n. */
+int64_t pool_part_start(int64_t n, int part, int parts, int align);
 
 /* Threads of the pool (calling thread included) in effect for the next job. */
 int actvar_pool_threads(void);

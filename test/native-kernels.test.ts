@@ -13,43 +13,15 @@ import { backend, bindNativeKernels, loadNativeKernels, nativeLibraryPath } from
 import type { NativeKernels } from '../src/backend/index.js';
 import { AdamW } from '../src/optim/index.js';
 import { expRowsInPlace } from '../src/var/basic-var.js';
+import { assertClose, assertSameBits, bothWays as bothWaysWith, randn as randnOf } from './util/compare.js';
 
 const loaded = loadNativeKernels();
 const skip = loaded.kernels ? false : `native kernels unavailable: ${loaded.why}`;
 const rng = new Rng(5);
+const randn = (n: number, scale = 1): Float32Array => randnOf(rng, n, scale);
 
-/** Runs f with the native kernels attached to the active backend, then without; returns both results. */
-function bothWays<R>(f: () => R): { native: R; ts: R } {
-  const be = backend(), prev = be.native;
-  try {
-    be.native = loaded.kernels;
-    const native = f();
-    be.native = null;
-    const ts = f();
-    return { native, ts };
-  } finally {
-    be.native = prev;
-  }
-}
-
-function randn(n: number, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => rng.normal() * scale);
-}
-
-/** max |a − b| / (atol + rtol·|b|) ≤ 1, NaN where b is NaN; with the worst index in the message. */
-function assertClose(a: Float32Array, b: Float32Array, rtol: number, atol: number, what: string): void {
-  assert.equal(a.length, b.length, `${what}: lengths`);
-  for (let i = 0; i < a.length; i++) {
-    if (Number.isNaN(b[i])) { assert.ok(Number.isNaN(a[i]), `${what}[${i}]: ${a[i]}, expected NaN`); continue; }
-    if (a[i] === b[i]) continue; // also ±∞
-    assert.ok(Math.abs(a[i] - b[i]) <= atol + rtol * Math.abs(b[i]), `${what}[${i}]: native ${a[i]} vs TypeScript ${b[i]}`);
-  }
-}
-
-function assertSameBits(a: Float32Array, b: Float32Array, what: string): void {
-  assert.equal(a.length, b.length, `${what}: lengths`);
-  for (let i = 0; i < a.length; i++) assert.ok(Object.is(a[i], b[i]), `${what}[${i}]: native ${a[i]} vs TypeScript ${b[i]}`);
-}
+/** Runs f with the native kernels, then without. */
+const bothWays = <R>(f: () => R): { native: R; ts: R } => bothWaysWith(loaded.kernels, f);
 
 test('native kernels: the library is where the build puts it and binds; a missing file is an error', { skip }, () => {
   assert.equal(loaded.kernels!.library, nativeLibraryPath());

@@ -16,6 +16,7 @@ import { loadVar } from '../src/var/load.js';
 import { VQVAE } from '../src/vqvae/index.js';
 import { readSafetensors } from '../src/io/index.js';
 import { fixture } from './util/fixtures.js';
+import { assertClose, assertSameBits, bothWays, randn as randnOf } from './util/compare.js';
 
 const native = loadNativeKernels().kernels;
 const be = backend();
@@ -23,29 +24,13 @@ const pool = be instanceof OpenBlasBackend && be.threadPool;
 const skipPool = pool ? false : 'no thread pool (needs OpenBLAS and the native kernels)';
 const skipNative = native ? false : `native kernels unavailable: ${loadNativeKernels().why}`;
 const rng = new Rng(11);
-
-function randn(n: number, scale = 1): Float32Array {
-  return Float32Array.from({ length: n }, () => rng.normal() * scale);
-}
+const randn = (n: number, scale = 1): Float32Array => randnOf(rng, n, scale);
 
 /** f() with the backend on `threads` threads, restored after. */
 function withThreads<R>(threads: number, f: () => R): R {
   const before = be.threads;
   be.setThreads(threads);
   try { return f(); } finally { be.setThreads(before); }
-}
-
-function assertSameBits(a: Float32Array, b: Float32Array, what: string): void {
-  assert.equal(a.length, b.length, `${what}: lengths`);
-  for (let i = 0; i < a.length; i++) assert.ok(Object.is(a[i], b[i]), `${what}[${i}]: ${a[i]} vs ${b[i]}`);
-}
-
-function assertClose(a: Float32Array, b: Float32Array, rtol: number, atol: number, what: string): void {
-  assert.equal(a.length, b.length, `${what}: lengths`);
-  for (let i = 0; i < a.length; i++) {
-    if (Object.is(a[i], b[i])) continue; // also NaN padding between rows
-    assert.ok(Math.abs(a[i] - b[i]) <= atol + rtol * Math.abs(b[i]), `${what}[${i}]: ${a[i]} vs ${b[i]}`);
-  }
 }
 
 test('split sgemm: every path (columns, rows, unsplit, few-row kernel) matches the TypeScript GEMM and is the same on 1 and 2 threads', { skip: skipPool }, () => {
@@ -117,16 +102,12 @@ test('native row kernels of inference (adaLN modulation, gated residual, head sp
   const x = new T.Tensor(randn(rows * C, 3), [B, l, C]);
   const scale = new T.Tensor(randn(B * C, 0.3), [B, C]), shift = new T.Tensor(randn(B * C, 0.3), [B, C]);
   const branch = new T.Tensor(randn(rows * C), [B, l, C]), gamma = new T.Tensor(randn(B * C), [B, C]);
-  const prev = be.native;
-  const both = <R>(f: () => R): [R, R] => {
-    try { be.native = native; const a = f(); be.native = null; return [a, f()]; } finally { be.native = prev; }
-  };
   for (const threads of [1, 2]) {
     withThreads(threads, () => {
-      const [m1, m2] = both(() => T.noGrad(() => adaLNModulate(x, scale, shift, 1e-6)).f32);
-      assertClose(m1, m2, 2e-7, 1e-7, `adaLN modulation, ${threads} thread(s)`);
-      const [r1, r2] = both(() => T.noGrad(() => gatedResidual(x, branch, gamma)).f32);
-      assertSameBits(r1, r2, `gated residual, ${threads} thread(s)`);
+      const m = bothWays(native, () => T.noGrad(() => adaLNModulate(x, scale, shift, 1e-6)).f32);
+      assertClose(m.native, m.ts, 2e-7, 1e-7, `adaLN modulation, ${threads} thread(s)`);
+      const r = bothWays(native, () => T.noGrad(() => gatedResidual(x, branch, gamma)).f32);
+      assertSameBits(r.native, r.ts, `gated residual, ${threads} thread(s)`);
     });
   }
   // head split into a KV-cache layout: part k of qkv [B, L, 3C] + bias, cosine-normalised with

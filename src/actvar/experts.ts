@@ -260,12 +260,15 @@ export class ExpertFFN {
     for (let e = 0; e < N; e++) maxCnt = Math.max(maxCnt, offsets[e + 1] - offsets[e]);
     // pre-activations of every (token, expert) pair, kept for the backward pass
     const preAll = needGrad ? new Float32Array(n * K * de) : null;
-    const [Xe, He, Ye] = needGrad ? [new Float32Array(maxCnt * C), new Float32Array(maxCnt * de), new Float32Array(maxCnt * C)] : workspace(maxCnt, C, de);
     const be = backend();
     recordFlops(4 * offsets[N] * de * C); // per (token, expert) pair: its fc1 slice and its fc2 slice, 2·dₑ·C each
     // inference: the experts in parallel on the native thread pool when it is there (same sums, same order)
     const native = !dry && !needGrad && be.native?.groupedFFN(X, n, C, W1, B1, W2, de, tokens, offsets, groups.slots, N, K, out);
-    if (!dry && !native) runExperts({ X, W1, B1, W2, tokens, offsets, out, C, de, H }, 0, N, [Xe, He, Ye], be, preAll);
+    if (!dry && !native) {
+      const ws: [Float32Array, Float32Array, Float32Array] = needGrad
+        ? [new Float32Array(maxCnt * C), new Float32Array(maxCnt * de), new Float32Array(maxCnt * C)] : workspace(maxCnt, C, de);
+      runExperts({ X, W1, B1, W2, tokens, offsets, out, C, de, H }, 0, N, ws, be, preAll);
+    }
     const w1 = this.w1, b1 = this.b1, w2 = this.w2, b2 = this.b2;
     return result(out, x.shape, 'expertFFN', [x, w1, b1, w2, b2], (g) => {
       if (!preAll) throw new Error('ExpertFFN: backward without saved activations');

@@ -114,10 +114,11 @@ export function bindNativeKernels(library: string): NativeKernels {
   const koffi = createRequire(import.meta.url)('koffi') as typeof import('koffi');
   const lib = koffi.load(library);
   const f = (decl: string) => lib.func(decl) as unknown as Fn;
+  const num = (decl: string) => lib.func(decl) as unknown as (...a: unknown[]) => number; // functions that return a value
   const gelu = f('void actvar_gelu(const float *x, float *y, float *d, int64_t n)');
   const mul = f('void actvar_mul(const float *a, const float *b, float *o, int64_t n)');
   const add = f('void actvar_add(const float *a, const float *b, float *o, int64_t n)');
-  const sqDist = lib.func('double actvar_sq_dist(const float *a, const float *b, int64_t n)') as unknown as (...a: unknown[]) => number;
+  const sqDist = num('double actvar_sq_dist(const float *a, const float *b, int64_t n)');
   const scaledDiff = f('void actvar_scaled_diff(const float *a, const float *b, float *o, int64_t n, double k)');
   const addInto = f('void actvar_add_into(float *a, const float *b, int64_t n)');
   const colSum = f('void actvar_colsum(const float *g, float *out, int64_t rows, int64_t cols)');
@@ -127,13 +128,13 @@ export function bindNativeKernels(library: string): NativeKernels {
   const ln = f('void actvar_layernorm(const float *x, float *y, double *mean, double *rstd, const float *w, const float *b, int64_t rows, int64_t C, double eps)');
   const lnBwd = f('void actvar_layernorm_bwd(const float *g, const float *x, const double *mean, const double *rstd, const float *w, float *gx, double *gw, double *gb, int64_t rows, int64_t C)');
   const adamw = f('void actvar_adamw(float *p, const float *g, float *m, float *v, int64_t n, double decay, double b1, double b2, double c1, double c2, double stepSize, double rb, double eps)');
-  const bindSgemm = lib.func('int actvar_pool_bind_sgemm(const char *library)') as unknown as (l: string) => number;
-  const setThreads = lib.func('int actvar_pool_set_threads(int n)') as unknown as (n: number) => number;
-  const sgemm = lib.func('int actvar_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, ' +
-    'const float *B, int ldb, float beta, float *C, int ldc)') as unknown as (...a: unknown[]) => number;
-  const groupedFFN = lib.func('int actvar_grouped_ffn(const float *X, int64_t n, int64_t C, const float *W1, const float *B1, ' +
+  const bindSgemm = num('int actvar_pool_bind_sgemm(const char *library)');
+  const setThreads = num('int actvar_pool_set_threads(int n)');
+  const sgemm = num('int actvar_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, ' +
+    'const float *B, int ldb, float beta, float *C, int ldc)');
+  const groupedFFN = num('int actvar_grouped_ffn(const float *X, int64_t n, int64_t C, const float *W1, const float *B1, ' +
     'const float *W2, int64_t de, int64_t H, const int32_t *tokens, const int32_t *offsets, const int32_t *slots, int32_t N, ' +
-    'int64_t K, float *Y, int32_t *pos, float *out)') as unknown as (...a: unknown[]) => number;
+    'int64_t K, float *Y, int32_t *pos, float *out)');
   const modulate = f('void actvar_modulate(const float *X, const float *S, const float *Sh, int64_t B, int64_t rows, int64_t C, double eps, float *Y)');
   const residual = f('void actvar_gated_residual(const float *X, const float *Br, const float *G, int64_t B, int64_t rows, int64_t C, float *Y)');
   const splitHeads = f('void actvar_split_heads(const float *QKV, int64_t B, int64_t L, int64_t H, int64_t hd, int64_t part, ' +
@@ -142,7 +143,7 @@ export function bindNativeKernels(library: string): NativeKernels {
     count(what, B); count(what, rows);
     if ((B === 0) !== (rows === 0) || (B > 0 && rows % B !== 0)) throw new RangeError(`native ${what}: ${rows} rows do not split into ${B} samples`);
   };
-  const setFewRowLimit = lib.func('int actvar_set_small_gemm_max_m(int m)') as unknown as (m: number) => number;
+  const setFewRowLimit = num('int actvar_set_small_gemm_max_m(int m)');
   let sgemmBound = false;
   let ffnY = new Float32Array(0), ffnPos = new Int32Array(0);
   const at = (a: Float32Array, off: number) => (off === 0 ? a : a.subarray(off));

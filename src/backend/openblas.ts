@@ -112,16 +112,9 @@ export class OpenBlasBackend implements Backend {
     if (M === 0 || N === 0) return;
     // cblas rejects ld < 1 even when the matrix is never read (K = 0)
     if (K === 0) { lda = Math.max(lda, 1); ldb = Math.max(ldb, 1); }
-    if (this.pool) {
-      this.pool.sgemm(transA, transB, M, N, K, alpha, aOff === 0 ? A : A.subarray(aOff), lda, bOff === 0 ? B : B.subarray(bOff), ldb,
-        beta, cOff === 0 ? C : C.subarray(cOff), ldc);
-      return;
-    }
-    this.sgemmFn(
-      CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K,
-      alpha, aOff === 0 ? A : A.subarray(aOff), lda, bOff === 0 ? B : B.subarray(bOff), ldb,
-      beta, cOff === 0 ? C : C.subarray(cOff), ldc,
-    );
+    const a = aOff === 0 ? A : A.subarray(aOff), b = bOff === 0 ? B : B.subarray(bOff), c = cOff === 0 ? C : C.subarray(cOff);
+    if (this.pool) this.pool.sgemm(transA, transB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
+    else this.sgemmFn(CblasRowMajor, transA ? CblasTrans : CblasNoTrans, transB ? CblasTrans : CblasNoTrans, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc);
   }
 }
 
