@@ -1,6 +1,7 @@
 /*
  * Row-wise inference kernels of a VAR block (src/var/basic-var.ts has their TypeScript twins and the
- * formulas): adaLN modulation, the q/k/v head split with cosine normalisation, the gated residual.
+ * formulas): adaLN modulation, the q/k/v head split with cosine normalisation, the gated residual; and
+ * the gate scores of ActVAR's token selector (twin: src/actvar/selector.ts `gateScores`).
  * Rows are spread over the thread pool (threads.c) when there are enough of them. Each row is
  * computed the same way whatever the split, with the same roundings as the TypeScript: float64
  * statistics, float32 products (the library is built with -ffp-contract=off, so no fused
@@ -22,6 +23,7 @@ typedef struct {
   float *Y;
   const float *bias;
   const double *sH;
+  double sw, b;
   i64 rows, C, perB, H, hd, L, stride, base, which;
   double eps;
   int l2;
@@ -79,6 +81,20 @@ KERNEL static void split_rows(const rows_job *j, i64 r0, i64 r1) {
   }
 }
 
+/* Y[r] = w·LN(x_r) + b = (w·x_r − μ·Σw)/σ + b over rows [r0, r1), statistics in float64 (S = w, sw = Σw). */
+KERNEL static void gate_rows(const rows_job *j, i64 r0, i64 r1) {
+  const i64 C = j->C;
+  const float *w = j->S;
+  for (i64 r = r0; r < r1; r++) {
+    const float *x = j->X + r * C;
+    double s1 = 0, s2 = 0, dot = 0;
+#pragma omp simd reduction(+ : s1, s2, dot)
+    for (i64 c = 0; c < C; c++) { const double v = x[c]; s1 += v; s2 += v * v; dot += v * w[c]; }
+    const double m = s1 / (double)C, var = s2 / (double)C - m * m;
+    j->Y[r] = (float)((dot - m * j->sw) / sqrt((var > 0 ? var : 0) + j->eps) + j->b);
+  }
+}
+
 static void part_range(const void *p, int part, int parts, i64 *r0, i64 *r1) {
   *r0 = pool_part_start(((const rows_job *)p)->rows, part, parts, 1);
   *r1 = pool_part_start(((const rows_job *)p)->rows, part + 1, parts, 1);
@@ -97,6 +113,11 @@ static void split_part(void *p, int part, int parts) {
   i64 r0, r1;
   part_range(p, part, parts, &r0, &r1);
   split_rows(p, r0, r1);
+}
+static void gate_part(void *p, int part, int parts) {
+  i64 r0, r1;
+  part_range(p, part, parts, &r0, &r1);
+  gate_rows(p, r0, r1);
 }
 
 /* Y = LN(X)·(1 + S[b]) + Sh[b]: X rows × C, S and Sh B × C, rows/B rows per sample. */
@@ -120,4 +141,13 @@ void actvar_split_heads(const float *QKV, i64 B, i64 L, i64 H, i64 hd, i64 part,
   rows_job j = {.X = QKV, .Y = Y, .bias = bias, .sH = sH, .rows = B * L, .H = H, .hd = hd, .L = L, .stride = stride,
                 .base = base, .which = part, .l2 = l2};
   pool_run(split_part, &j, parts_for(B * L * H * hd));
+}
+
+/* The selector's gate logits Y[r] = w·LN(X_r) + b for rows × C inputs X (see gate_rows). */
+void actvar_gate_scores(const float *X, i64 rows, i64 C, const float *w, double b, double eps, float *Y) {
+  if (rows <= 0) return;
+  double sw = 0;
+  for (i64 c = 0; c < C; c++) sw += w[c];
+  rows_job j = {.X = X, .S = w, .Y = Y, .rows = rows, .C = C, .eps = eps, .sw = sw, .b = b};
+  pool_run(gate_part, &j, parts_for(rows * C));
 }

@@ -1,8 +1,8 @@
 /**
- * actvar's thread pool and the kernels on it (native/threads.c, small_gemm.c, grouped_ffn.c, rows.c):
- * the split sgemm against the TypeScript GEMM and against itself on one thread (bit for bit: a split
- * must never change a result), the grouped expert FFN against the TypeScript expert loop (bit for
- * bit), the row kernels of VAR inference against their TypeScript twins, and a whole tiny-VAR
+ * actvar's thread pool and the kernels on it (native/threads.c, small_gemm.c, grouped_ffn.c, attention.c,
+ * rows.c): the split sgemm against the TypeScript GEMM and against itself on one thread (bit for bit: a
+ * split must never change a result), the grouped expert FFN against the TypeScript expert loop and the
+ * KV-cache attention against the TypeScript head loop (bit for bit), the row kernels of VAR inference against their TypeScript twins, and a whole tiny-VAR
  * generation both ways. Skipped, with the reason, without OpenBLAS or the native library.
  */
 import { test } from 'node:test';
@@ -11,7 +11,8 @@ import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
 import { backend, loadNativeKernels, OpenBlasBackend, TsBackend } from '../src/backend/index.js';
 import { ExpertFFN, groupByExpert } from '../src/actvar/experts.js';
-import { adaLNModulate, gatedResidual } from '../src/var/basic-var.js';
+import { Selector } from '../src/actvar/selector.js';
+import { adaLNModulate, gatedResidual, attendWithCache, createKVCache, type VarBlock } from '../src/var/basic-var.js';
 import { loadVar } from '../src/var/load.js';
 import { VQVAE } from '../src/vqvae/index.js';
 import { readSafetensors } from '../src/io/index.js';
@@ -97,17 +98,53 @@ test('grouped expert FFN: bad groupings are refused before any native code runs'
   assert.throws(() => call(g.tokens, g.offsets, g.slots, X.subarray(1)), /array of 31 elements, 32 needed/);
 });
 
-test('native row kernels of inference (adaLN modulation, gated residual, head split) match their TypeScript twins', { skip: skipNative }, () => {
+test('KV-cache attention on the pool: bit-identical to the TypeScript head loop, on 1 and 2 threads', { skip: skipPool }, () => {
+  // [B, H, hd, cached before, new queries l]: few-row GEMMs (l ≤ 72), split GEMMs, one (b, h) pair
+  for (const [B, H, hd, L0, l] of [[2, 3, 8, 7, 5], [2, 4, 64, 120, 130], [1, 1, 16, 0, 40]]) {
+    for (const l2 of [true, false]) {
+      const block = {
+        headDim: hd, attnL2Norm: l2, scaleMul: l2 ? new T.Tensor(randn(H, 0.5), [1, H, 1, 1]) : null,
+      } as unknown as VarBlock;
+      const cache = createKVCache(B, H, hd, L0 + l + 3);
+      cache.k.set(randn(cache.k.length)); cache.v.set(randn(cache.v.length));
+      cache.len = L0;
+      const t = (n: number) => new T.Tensor(randn(B * H * l * hd, l2 ? 1 : 3), [B, H, l, hd]);
+      const q = t(0), k = t(1), v = t(2);
+      const run = () => {
+        cache.len = L0;
+        return T.noGrad(() => attendWithCache(block, q, k, v, cache)).f32;
+      };
+      const two = withThreads(2, run), one = withThreads(1, run);
+      const prev = be.native!;
+      be.native = { ...prev, attendCached: () => false }; // the TypeScript loop over heads
+      let loop: Float32Array;
+      try { loop = withThreads(2, run); } finally { be.native = prev; }
+      const what = `B ${B}, H ${H}, hd ${hd}, ${L0} + ${l} tokens, ${l2 ? 'cosine' : 'dot-product'}`;
+      assertSameBits(two, loop, `${what}: pool vs loop`);
+      assertSameBits(one, loop, `${what}: 1 thread vs loop`);
+    }
+  }
+  const q = randn(2 * 2 * 3 * 4), kv = randn(2 * 2 * 10 * 4), out = new Float32Array(2 * 3 * 8), bounds = new Float64Array(2);
+  assert.throws(() => native!.attendCached(q, kv, kv, 2, 2, 3, 4, 11, 10, 1, bounds, out), /11 cached tokens exceed the capacity 10/);
+  assert.throws(() => native!.attendCached(q.subarray(1), kv, kv, 2, 2, 3, 4, 10, 10, 1, bounds, out), /array of 47 elements, 48 needed/);
+  assert.throws(() => native!.attendCached(q, kv, kv, 2, 2, 3, 4, 0, 10, 1, bounds, out), /at least one cached token/);
+});
+
+test('native row kernels of inference (adaLN modulation, gated residual, head split, selector gate) match their TypeScript twins', { skip: skipNative }, () => {
   const B = 2, l = 37, C = 48, rows = B * l;
   const x = new T.Tensor(randn(rows * C, 3), [B, l, C]);
   const scale = new T.Tensor(randn(B * C, 0.3), [B, C]), shift = new T.Tensor(randn(B * C, 0.3), [B, C]);
   const branch = new T.Tensor(randn(rows * C), [B, l, C]), gamma = new T.Tensor(randn(B * C), [B, C]);
+  const selector = new Selector(new T.Tensor(randn(C, 0.2), [1, C]), new T.Tensor(Float32Array.of(0.3), [1]));
   for (const threads of [1, 2]) {
     withThreads(threads, () => {
       const m = bothWays(native, () => T.noGrad(() => adaLNModulate(x, scale, shift, 1e-6)).f32);
       assertClose(m.native, m.ts, 2e-7, 1e-7, `adaLN modulation, ${threads} thread(s)`);
       const r = bothWays(native, () => T.noGrad(() => gatedResidual(x, branch, gamma)).f32);
       assertSameBits(r.native, r.ts, `gated residual, ${threads} thread(s)`);
+      const g = bothWays(native, () => selector.selectRaw(x, 20, 1e-6));
+      assertClose(g.native.logits, g.ts.logits, 2e-7, 1e-7, `selector gate, ${threads} thread(s)`);
+      assert.deepEqual([...g.native.index], [...g.ts.index], `selected tokens, ${threads} thread(s)`);
     });
   }
   // head split into a KV-cache layout: part k of qkv [B, L, 3C] + bias, cosine-normalised with

@@ -21,6 +21,7 @@
  * FLOPs: 2·l·C per row, category 'selector'.
  */
 import { Tensor, linear, flopsCategory, noGrad, sigmoid, layerNorm, topk, isDryRun, recordFlops } from '../tensor/index.js';
+import { backend } from '../backend/index.js';
 
 /** The selector's input: the block's LayerNorm of x (no affine, eps 1e-6). */
 export function selectorInput(x: Tensor): Tensor { return layerNorm(x, 1e-6); }
@@ -84,8 +85,12 @@ function checkK(K: number, l: number): void {
 /**
  * out[t] = w·ln(x_t) + b for n rows of C (LayerNorm without affine, biased variance): one pass gives
  * Σx, Σx² and w·x in float64 (as `modulateInto` in basic-var.ts; no cancellation at float32 precision).
+ * With the native kernels, the same formula in C on the thread pool (its float64 sums in another order:
+ * a score can differ by one float32 rounding).
  */
 function gateScores(X: Float32Array, w: Float32Array, b: number, n: number, C: number, eps: number, out: Float32Array): void {
+  const nk = backend().native;
+  if (nk) { nk.gateScores(X, n, C, w, b, eps, out); return; } // the same in C on the thread pool (native/rows.c)
   let sw = 0;
   for (let c = 0; c < C; c++) sw += w[c];
   for (let t = 0; t < n; t++) {

@@ -77,6 +77,16 @@ export interface NativeKernels {
   groupedFFN(X: Float32Array, n: number, C: number, W1: Float32Array, B1: Float32Array, W2: Float32Array, de: number,
     tokens: Int32Array, offsets: Int32Array, slots: Int32Array, N: number, K: number, out: Float32Array): boolean;
   /**
+   * KV-cache attention of one block on the pool (native/attention.c; the formulas at its TypeScript
+   * twin `attendCachedInto` in src/var/basic-var.ts): for every (row b, head h), the l queries
+   * Q [B, H, l, hd] attend to the Lc cached keys/values Kc, Vc [B, H, cap, hd] with softmax bound
+   * bounds[h] (NaN: the row max) and scale `scale`; merged heads go to out [B, l, H·hd]. Whole
+   * (b, h) pairs run on different threads; the same bits as the loop for any thread count. False
+   * when the kernel cannot run now (no BLAS bound, busy, out of memory): the caller runs its own loop.
+   */
+  attendCached(Q: Float32Array, Kc: Float32Array, Vc: Float32Array, B: number, H: number, l: number, hd: number, Lc: number,
+    cap: number, scale: number, bounds: Float64Array, out: Float32Array): boolean;
+  /**
    * The row kernels of VAR inference (native/rows.c; formulas at their TypeScript twins in
    * src/var/basic-var.ts), rows spread over the pool. adaLN: Y = LN(X)·(1 + S_b) + Sh_b, X rows × C,
    * S and Sh B × C, rows/B rows per sample.
@@ -90,6 +100,11 @@ export interface NativeKernels {
    */
   splitHeads(QKV: Float32Array, B: number, L: number, H: number, hd: number, part: number, bias: Float32Array, l2: boolean,
     sH: Float64Array | null, Y: Float32Array, stride: number, base: number): void;
+  /**
+   * ActVAR's selector gate (native/rows.c; twin `gateScores` in src/actvar/selector.ts):
+   * Y[r] = w·LN(X_r) + b for rows × C inputs X (LayerNorm without affine, float64 statistics).
+   */
+  gateScores(X: Float32Array, rows: number, C: number, w: Float32Array, b: number, eps: number, Y: Float32Array): void;
 }
 
 /** Where scripts/build-native.mjs puts the library (relative to the package root). */
@@ -143,6 +158,9 @@ export function bindNativeKernels(library: string): NativeKernels {
     count(what, B); count(what, rows);
     if ((B === 0) !== (rows === 0) || (B > 0 && rows % B !== 0)) throw new RangeError(`native ${what}: ${rows} rows do not split into ${B} samples`);
   };
+  const attendCached = num('int actvar_attend_cached(const float *Q, const float *Kc, const float *Vc, int64_t B, int64_t H, ' +
+    'int64_t l, int64_t hd, int64_t Lc, int64_t cap, float scale, const double *bounds, float *out)');
+  const gateScores = f('void actvar_gate_scores(const float *X, int64_t rows, int64_t C, const float *w, double b, double eps, float *Y)');
   const setFewRowLimit = num('int actvar_set_small_gemm_max_m(int m)');
   let sgemmBound = false;
   let ffnY = new Float32Array(0), ffnPos = new Int32Array(0);
@@ -179,9 +197,23 @@ export function bindNativeKernels(library: string): NativeKernels {
       need('splitHeads', Y, B * H * stride * hd);
       if (B * L * H * hd > 0) splitHeads(QKV, B, L, H, hd, part, bias, l2 ? 1 : 0, sH, Y, stride, base);
     },
+    gateScores(X, rows, C, w, b, eps, Y) {
+      count('gateScores', rows); count('gateScores', C);
+      need('gateScores', X, rows * C); need('gateScores', w, C); need('gateScores', Y, rows);
+      if (rows > 0) gateScores(X, rows, C, w, b, eps, Y);
+    },
     setFewRowLimit(rows) {
       count('setFewRowLimit', rows);
       return setFewRowLimit(rows);
+    },
+    attendCached(Q, Kc, Vc, B, H, l, hd, Lc, cap, scale, bounds, out) {
+      for (const v of [B, H, l, hd, Lc, cap]) count('attendCached', v);
+      if (Lc > cap) throw new RangeError(`native attendCached: ${Lc} cached tokens exceed the capacity ${cap}`);
+      need('attendCached', Q, B * H * l * hd); need('attendCached', Kc, B * H * cap * hd); need('attendCached', Vc, B * H * cap * hd);
+      need('attendCached', bounds, H); need('attendCached', out, B * l * H * hd);
+      if (B * H * l * hd === 0) return true;
+      if (Lc === 0) throw new RangeError('native attendCached: the queries need at least one cached token');
+      return sgemmBound && attendCached(Q, Kc, Vc, B, H, l, hd, Lc, cap, scale, bounds, out) === 0;
     },
     groupedFFN(X, n, C, W1, B1, W2, de, tokens, offsets, slots, N, K, out) {
       for (const v of [n, C, de, N, K]) count('groupedFFN', v);

@@ -497,9 +497,6 @@ export function attendWithCache(block: VarBlock, q: Tensor, k: Tensor, v: Tensor
 function attendCachedInto(block: VarBlock, Qd: Float32Array, B: number, H: number, l: number, hd: number, cache: KVCache, out: Float32Array): void {
   const Lc = cache.len, cap = cache.capacity, C = H * hd, scale = attnScale(block);
   const be = backend();
-  if (scoreBuf.length < l * Lc) scoreBuf = new Float32Array(l * Lc);
-  if (rowSum.length < l) rowSum = new Float64Array(l);
-  const S = scoreBuf, sums = rowSum;
   const sH = block.attnL2Norm && block.scaleMul ? headTemperatures(block.scaleMul.f32, H) : null;
   const prevThreads = be.threads, switchThreads = attnThreads > 0 && attnThreads !== prevThreads;
   if (switchThreads) be.setThreads(attnThreads);
@@ -507,10 +504,19 @@ function attendCachedInto(block: VarBlock, Qd: Float32Array, B: number, H: numbe
     flopsCategory('attn_scores', () => {
       recordFlops(4 * B * H * l * Lc * hd);
       if (isDryRun()) return;
+      // |q·k| ≤ s_h for unit vectors (q carries the temperature); the epsilon covers float32 rounding
+      const bounds = new Float64Array(H);
       for (let h = 0; h < H; h++) {
-        // |q·k| ≤ s_h for unit vectors (q carries the temperature); the epsilon covers float32 rounding
         const sh = sH ? sH[h] * 1.0001 + 1e-6 : Infinity;
-        const bound = sh < 40 ? sh : null;
+        bounds[h] = sh < 40 ? sh : NaN;
+      }
+      // whole heads on the pool's threads (native/attention.c): the same bits as the loop below
+      if (be.native?.attendCached(Qd, cache.k, cache.v, B, H, l, hd, Lc, cap, scale, bounds, out)) return;
+      if (scoreBuf.length < l * Lc) scoreBuf = new Float32Array(l * Lc);
+      if (rowSum.length < l) rowSum = new Float64Array(l);
+      const S = scoreBuf, sums = rowSum;
+      for (let h = 0; h < H; h++) {
+        const bound = Number.isNaN(bounds[h]) ? null : bounds[h];
         for (let b = 0; b < B; b++) {
           const bh = b * H + h, ko = bh * cap * hd;
           be.sgemm(false, true, l, Lc, hd, scale, Qd, bh * l * hd, hd, cache.k, ko, hd, 0, S, 0, Lc);
@@ -639,13 +645,21 @@ function attnBranchCached(block: VarBlock, x: Tensor, ada: AdaLN, cache: KVCache
   return gatedResidual(x, new Tensor(qkv.subarray(0, x.size), x.shape), ada.gamma1);
 }
 
-/** The dense `ffnBranch` for inference: identical results, the hidden activations in a scratch buffer. */
-function ffnBranchInfer(block: VarBlock, x: Tensor, ada: AdaLN): Tensor {
-  const C = x.shape[x.ndim - 1], rows = x.size / C, B = x.shape[0], Dh = block.fc1W.shape[0];
+/** The FFN's input ln(x)·(1+scale2)+shift2 (inference) in the scratch buffer scrX: rows·C floats, valid until the next branch call. */
+function ffnInputInfer(block: VarBlock, x: Tensor, ada: AdaLN): Float32Array {
+  const C = x.shape[x.ndim - 1], rows = x.size / C, B = x.shape[0];
   const S = assertFloat(ada.scale2, 'adaLNModulate'), Sh = assertFloat(ada.shift2, 'adaLNModulate');
   if (S.length !== B * C || Sh.length !== B * C) throw new RangeError(`adaLNModulate: scale/shift must be [${B}, ${C}] for x [${x.shape.join(', ')}]`);
-  const xn = scrX = scratch(scrX, rows * C), hid = scrH = scratch(scrH, rows * Dh), y = scrQKV = scratch(scrQKV, rows * C);
+  const xn = scrX = scratch(scrX, rows * C);
   modulateInto(x.f32, S, Sh, B, rows, C, block.eps, xn);
+  return xn.length === rows * C ? xn : xn.subarray(0, rows * C);
+}
+
+/** The dense `ffnBranch` for inference: identical results, the hidden activations in a scratch buffer. */
+function ffnBranchInfer(block: VarBlock, x: Tensor, ada: AdaLN): Tensor {
+  const C = x.shape[x.ndim - 1], rows = x.size / C, Dh = block.fc1W.shape[0];
+  const xn = ffnInputInfer(block, x, ada);
+  const hid = scrH = scratch(scrH, rows * Dh), y = scrQKV = scratch(scrQKV, rows * C);
   flopsCategory('ffn', () => {
     linearInto(xn, rows, block.fc1W.f32, Dh, C, block.fc1B.f32, hid);
     gelu(new Tensor(hid.length === rows * Dh ? hid : hid.subarray(0, rows * Dh), [rows * Dh]), true);
@@ -665,7 +679,8 @@ export function attnBranch(block: VarBlock, x: Tensor, ada: AdaLN, mode: AttnMod
 
 /**
  * x + f(ln(x)·(1+scale2)+shift2)·gamma2 — the FFN half (§3.2). `f` defaults to the dense FFN;
- * ActVAR passes its expert FFN.
+ * ActVAR passes its expert FFN. On the inference path (no gradients) f's input h is a scratch
+ * buffer that is reused by the next block: f must not keep it (copy what it needs).
  */
 export function ffnBranch(
   block: VarBlock, x: Tensor, ada: AdaLN, opts: BlockRunOptions = {},
@@ -673,7 +688,7 @@ export function ffnBranch(
 ): Tensor {
   const infer = inferencePath(opts);
   if (f === ffn && infer) return ffnBranchInfer(block, x, ada);
-  const xn = adaLNModulate(x, ada.scale2, ada.shift2, block.eps);
+  const xn = infer ? new Tensor(ffnInputInfer(block, x, ada), x.shape) : adaLNModulate(x, ada.scale2, ada.shift2, block.eps);
   // no drop-path on the inference path (it is taken without an rng even when `training` is set)
   return gatedResidual(x, f(block, xn), ada.gamma2, infer ? null : dropPathScale(block, x.shape[0], opts));
 }
