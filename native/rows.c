@@ -1,7 +1,8 @@
 /*
  * Row-wise inference kernels of a VAR block (src/var/basic-var.ts has their TypeScript twins and the
- * formulas): adaLN modulation, the q/k/v head split with cosine normalisation, the gated residual; and
- * the gate scores of ActVAR's token selector (twin: src/actvar/selector.ts `gateScores`).
+ * formulas): adaLN modulation, the q/k/v head split with cosine normalisation, the gated residual; the
+ * gate scores of ActVAR's token selector (twin: src/actvar/selector.ts `gateScores`); and GELU (kernels.c)
+ * split over the pool.
  * Rows are spread over the thread pool (threads.c) when there are enough of them. Each row is
  * computed the same way whatever the split, with the same roundings as the TypeScript: float64
  * statistics, float32 products (the library is built with -ffp-contract=off, so no fused
@@ -9,6 +10,7 @@
  * float32 rounding.
  */
 #include <math.h>
+#include <stddef.h>
 
 #include "kernel.h"
 #include "threads.h"
@@ -24,6 +26,7 @@ typedef struct {
   const float *bias;
   const double *sH;
   double sw, b;
+  float *D;
   i64 rows, C, perB, H, hd, L, stride, base, which;
   double eps;
   int l2;
@@ -114,6 +117,15 @@ static void split_part(void *p, int part, int parts) {
   part_range(p, part, parts, &r0, &r1);
   split_rows(p, r0, r1);
 }
+void actvar_gelu(const float *x, float *y, float *d, i64 n); /* kernels.c */
+
+/* GELU of this part's elements (`rows` counts elements here); each element on its own, so any split gives the same bits. */
+static void gelu_part(void *p, int part, int parts) {
+  const rows_job *j = p;
+  const i64 s = pool_part_start(j->rows, part, parts, 16), e = pool_part_start(j->rows, part + 1, parts, 16);
+  if (e > s) actvar_gelu(j->X + s, j->Y + s, j->D ? j->D + s : NULL, e - s);
+}
+
 static void gate_part(void *p, int part, int parts) {
   i64 r0, r1;
   part_range(p, part, parts, &r0, &r1);
@@ -150,4 +162,11 @@ void actvar_gate_scores(const float *X, i64 rows, i64 C, const float *w, double 
   for (i64 c = 0; c < C; c++) sw += w[c];
   rows_job j = {.X = X, .S = w, .Y = Y, .rows = rows, .C = C, .eps = eps, .sw = sw, .b = b};
   pool_run(gate_part, &j, parts_for(rows * C));
+}
+
+/* y = GELU(x) (and d = GELU′(x) unless NULL) over n elements, split over the pool (kernels.c actvar_gelu). */
+void actvar_gelu_pool(const float *x, float *y, float *d, i64 n) {
+  if (n <= 0) return;
+  rows_job j = {.X = x, .Y = y, .D = d, .rows = n};
+  pool_run(gelu_part, &j, parts_for(n));
 }

@@ -210,6 +210,13 @@ static int smallest_part(int n, int parts, int align) {
   return least;
 }
 
+int sgemm_row_half(int ta, int tb, int M, int N, int K) {
+  const int h = (int)pool_part_start(M, 1, 2, ROW_ALIGN), least = h < M - h ? h : M - h;
+  if (least < 1 || (double)least * N * K <= SPLIT_MIN_PART_MNK) return 0;
+  if (!ta && tb && least <= small_gemm_max_m) return 0; /* a part would take the few-row kernel */
+  return h;
+}
+
 /* How a job is split for `threads` parts: 1 = columns, 0 = rows, −1 = not split. Each part reads
  * all of the operand that is not split, so the larger side is split (for inference, the weights' N). */
 static int split_kind(int M, int N, int K, int threads) {

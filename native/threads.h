@@ -29,6 +29,11 @@ extern cblas_sgemm_fn blas_sgemm;
 void sgemm_serial(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                   float beta, float *C, int ldc);
 
+/* Where an M-row sgemm may be cut in two row parts that compute exactly what the whole job would (the
+ * same kernel: each part above the sizes of SPLIT_MIN_PART_MNK and of the few-row kernel): the first
+ * row of the second part, or 0 when it must not be cut. */
+int sgemm_row_half(int ta, int tb, int M, int N, int K);
+
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 
 /* C = alpha·X·Wᵀ + beta·C for few rows (small_gemm.c), split over `parts` threads of the pool. */

@@ -38,7 +38,7 @@ let lastErr = '';
 for (const cc of compilers) {
   const libs = process.platform === 'linux' ? ['-lm', '-ldl'] : ['-lm'];
   const r = spawnSync(cc, [...flags, '-o', tmp, ...sources, ...libs], { encoding: 'utf8' });
-  if (r.error) { lastErr = `${cc}: ${r.error.message}`; continue; }
+  if (r.error) { lastErr ||= `${cc}: ${r.error.message}`; continue; } // keep a real compiler's error over a missing one's
   if (r.status === 0) {
     if (r.stderr.trim()) process.stderr.write(r.stderr);
     renameSync(tmp, out); // atomic: a half-written library is never loaded

@@ -64,7 +64,8 @@ test('split sgemm: every path (columns, rows, unsplit, few-row kernel) matches t
 });
 
 test('grouped expert FFN on the pool: bit-identical to the TypeScript expert loop, on 1 and 2 threads', { skip: skipPool }, () => {
-  for (const [n, C, H, N, K] of [[61, 64, 256, 16, 12], [9, 32, 96, 3, 3], [40, 48, 64, 8, 1]]) {
+  // the third: groups of ~200 rows, the last two experts cut in row halves on 2 threads (grouped_ffn.c)
+  for (const [n, C, H, N, K] of [[61, 64, 256, 16, 12], [9, 32, 96, 3, 3], [400, 256, 1024, 16, 8], [40, 48, 64, 8, 1]]) {
     const ffn = new ExpertFFN({
       fc1Weight: new T.Tensor(randn(H * C, 0.1), [H, C]), fc1Bias: new T.Tensor(randn(H, 0.1), [H]),
       fc2Weight: new T.Tensor(randn(C * H, 0.1), [C, H]), fc2Bias: new T.Tensor(randn(C, 0.1), [C]),

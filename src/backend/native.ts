@@ -16,7 +16,10 @@ import { fileURLToPath } from 'node:url';
 export interface NativeKernels {
   /** The shared library's path. */
   readonly library: string;
-  /** y = GELU_tanh(x) (var-reference.md §3.4); d (may be null) receives GELU′(x). First n elements. */
+  /**
+   * y = GELU_tanh(x) (var-reference.md §3.4); d (may be null) receives GELU′(x). First n elements,
+   * split over actvar's thread pool when there are many (every element on its own: the same bits).
+   */
   gelu(x: Float32Array, y: Float32Array, d: Float32Array | null, n: number): void;
   /** o = a ⊙ b over the first n elements. */
   mul(a: Float32Array, b: Float32Array, o: Float32Array, n: number): void;
@@ -130,7 +133,7 @@ export function bindNativeKernels(library: string): NativeKernels {
   const lib = koffi.load(library);
   const f = (decl: string) => lib.func(decl) as unknown as Fn;
   const num = (decl: string) => lib.func(decl) as unknown as (...a: unknown[]) => number; // functions that return a value
-  const gelu = f('void actvar_gelu(const float *x, float *y, float *d, int64_t n)');
+  const gelu = f('void actvar_gelu_pool(const float *x, float *y, float *d, int64_t n)');
   const mul = f('void actvar_mul(const float *a, const float *b, float *o, int64_t n)');
   const add = f('void actvar_add(const float *a, const float *b, float *o, int64_t n)');
   const sqDist = num('double actvar_sq_dist(const float *a, const float *b, int64_t n)');
