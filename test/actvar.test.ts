@@ -480,6 +480,17 @@ test('benchActVar reports dense/ActVAR seconds and savings (tiny model)', () => 
     gemm.forEach((g, i) => assert.ok(g >= 0 && g <= tot[i] + 1e-4, `scale ${i}: sgemm ${g} s of ${tot[i]} s`));
     assert.ok(gemm.reduce((a, b) => a + b, 0) > 0); // (values are rounded to 0.1 ms: tiny scales may show 0)
   }
+  // FLOPs per scale: the same in both models outside the activated scales, ActVAR's smaller inside; the
+  // ceiling is the activated scales' share of the dense time over their share of its FLOPs
+  const act = new Set([TINY_PN.length - 2, TINY_PN.length - 1]);
+  const dF = r.dense_scale_gflops!, sF = r.actvar_scale_gflops!;
+  assert.equal(dF.length, TINY_PN.length);
+  dF.forEach((d, i) => (act.has(i) ? assert.ok(sF[i] < d, `scale ${i}: ${sF[i]} vs ${d}`) : assert.equal(sF[i], d, `scale ${i}`)));
+  const total = dF.reduce((x, y) => x + y, 0), actDense = [...act].reduce((x, i) => x + dF[i], 0);
+  assert.ok(total > 0 && total < r.dense_gflops + 1e-3); // the last head runs after the last scale's blocks
+  assert.ok(Math.abs(r.activated_flops_share! - actDense / r.dense_gflops) < 2e-4, `${r.activated_flops_share} vs ${actDense / r.dense_gflops}`);
+  assert.ok(r.activated_time_share! > 0 && r.activated_time_share! < 1);
+  assert.ok(Math.abs(r.ceiling! - r.activated_time_share! / r.activated_flops_share!) < 2e-3);
   assert.equal(backend(), kernels); // the timing wrapper is removed again
 });
 

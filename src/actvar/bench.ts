@@ -9,9 +9,13 @@
  * trained router does (eq. 7). One warm-up of each, then `repeats` interleaved dense / ActVAR runs;
  * the best time of each is reported (robust against other load on the machine). FLOPs come from the
  * FLOPs counter on the same code. With `profile`, one more run of each gives seconds per scale, the
- * part of them spent in sgemm, and the activated scales broken down by phase.
+ * part of them spent in sgemm (the native attention and expert kernels call BLAS themselves and are
+ * not in it), the activated scales broken down by phase, and the ceiling of the ratio: if ActVAR's
+ * activated scales took time exactly in proportion to their FLOPs, time_saving / flops_saving would
+ * be the activated scales' share of the dense time divided by their share of the dense FLOPs (the
+ * other scales run the same code in both models).
  */
-import { Tensor, Rng, countFlops } from '../tensor/index.js';
+import { Tensor, Rng, countFlops, FlopsCounter } from '../tensor/index.js';
 import { backend, setBackend, type Backend } from '../backend/index.js';
 import { varPreset } from '../var/config.js';
 import { randomVar } from '../var/init.js';
@@ -59,6 +63,14 @@ export interface ActVarBenchResult {
   /** Seconds per phase at the activated scales (summed over their blocks), dense and ActVAR. */
   dense_phases_s?: Record<string, number>;
   actvar_phases_s?: Record<string, number>;
+  /** GFLOPs per scale, dense and ActVAR (a scale runs from the end of the previous scale's blocks to the end of its own, as the seconds). */
+  dense_scale_gflops?: number[];
+  actvar_scale_gflops?: number[];
+  /** The activated scales' share of the dense seconds (profiled run) and of the dense FLOPs. */
+  activated_time_share?: number;
+  activated_flops_share?: number;
+  /** activated_time_share / activated_flops_share: the ratio if the activated scales' time followed their FLOPs exactly. */
+  ceiling?: number;
 }
 
 /** `inner` with the time spent in its sgemm added to `acc.s` (profiling). */
@@ -138,8 +150,19 @@ export function benchActVar(opts: ActVarBenchOptions = {}): ActVarBenchResult {
     return (performance.now() - t0) / 1e3;
   };
 
-  const denseFlops = countFlops(() => runTransformer(model!, labels, inputs)).flops.total;
-  const sparseFlops = countFlops(() => runTransformer(model!, labels, inputs, a.hooks)).flops.total;
+  /** Total FLOPs of a run, and per scale (read at the end of each scale's blocks, where timeRun reads the clock). */
+  const flopsOf = (hooks: VarHooks): { total: number; perScale: number[] } => {
+    const c = new FlopsCounter(), perScale = new Array<number>(SN).fill(0);
+    let last = 0;
+    const afterBlock = (ctx: BlockContext): void => {
+      if (ctx.blockIndex !== model!.blocks.length - 1) return;
+      perScale[ctx.scaleIndex] = c.total - last;
+      last = c.total;
+    };
+    return { total: countFlops(() => runTransformer(model!, labels, inputs, { ...hooks, afterBlock }), c).flops.total, perScale };
+  };
+  const denseCount = flopsOf({}), sparseCount = flopsOf(a.hooks);
+  const denseFlops = denseCount.total, sparseFlops = sparseCount.total;
   log('warm-up …');
   timeRun({}, null);
   timeRun(a.hooks, null);
@@ -153,12 +176,13 @@ export function benchActVar(opts: ActVarBenchOptions = {}): ActVarBenchResult {
   }
   const flopsSaving = 1 - sparseFlops / denseFlops, timeSaving = 1 - sparse / dense;
   const r4 = (v: number): number => Math.round(v * 1e4) / 1e4;
+  const gflops = (v: number): number => Number((v / 1e9).toPrecision(6));
   const res: ActVarBenchResult = {
     dense_s: r4(dense), actvar_s: r4(sparse), flops_saving: r4(flopsSaving), time_saving: r4(timeSaving),
     dense_cpu_s: r4(denseCpu), actvar_cpu_s: r4(sparseCpu), cpu_saving: r4(1 - sparseCpu / denseCpu),
     efficiency: r4(timeSaving / flopsSaving), preset, batch: B,
     setting: `(${a.config.tokenRates.map((v) => Math.round(v * 100)).join(',')};${Math.round(a.config.expertRate * 100)})`,
-    dense_gflops: Math.round(denseFlops / 1e6) / 1e3, actvar_gflops: Math.round(sparseFlops / 1e6) / 1e3,
+    dense_gflops: gflops(denseFlops), actvar_gflops: gflops(sparseFlops),
   };
   if (opts.profile) {
     log('profiling …');
@@ -168,8 +192,9 @@ export function benchActVar(opts: ActVarBenchOptions = {}): ActVarBenchResult {
     const kernels = backend();
     setBackend(timedBackend(kernels, gemm));
     let sp: Record<string, number>;
+    let profiledDense: number;
     try {
-      timeRun(timedDenseHooks(a, dp), ds, dg);
+      profiledDense = timeRun(timedDenseHooks(a, dp), ds, dg);
       a.timings = {};
       timeRun(a.hooks, ss, sg);
       sp = a.timings;
@@ -181,6 +206,11 @@ export function benchActVar(opts: ActVarBenchOptions = {}): ActVarBenchResult {
     res.dense_scale_s = ds.map(r4); res.actvar_scale_s = ss.map(r4);
     res.dense_scale_sgemm_s = dg.map(r4); res.actvar_scale_sgemm_s = sg.map(r4);
     res.dense_phases_s = rr(dp); res.actvar_phases_s = rr(sp);
+    res.dense_scale_gflops = denseCount.perScale.map(gflops); res.actvar_scale_gflops = sparseCount.perScale.map(gflops);
+    const activated = (v: number[]): number => v.reduce((acc, x, si) => acc + (tokenRateAt(a.config, si) === null ? 0 : x), 0);
+    const timeShare = activated(ds) / profiledDense, flopsShare = activated(denseCount.perScale) / denseFlops;
+    res.activated_time_share = r4(timeShare); res.activated_flops_share = r4(flopsShare);
+    res.ceiling = r4(timeShare / flopsShare);
   }
   return res;
 }

@@ -19,9 +19,11 @@ const counters: FlopsCounter[] = [];
 const categories: string[] = [];
 let dry = false;
 
-/** Count the FLOPs of everything `fn` runs (nested counters all see the work). */
-export function countFlops<T>(fn: () => T): { result: T; flops: FlopsCounter } {
-  const c = new FlopsCounter();
+/**
+ * Count the FLOPs of everything `fn` runs (nested counters all see the work). Pass `c` to read the
+ * running count while fn runs (e.g. per stage, from a callback).
+ */
+export function countFlops<T>(fn: () => T, c: FlopsCounter = new FlopsCounter()): { result: T; flops: FlopsCounter } {
   counters.push(c);
   try { return { result: fn(), flops: c }; } finally { counters.splice(counters.lastIndexOf(c), 1); }
 }

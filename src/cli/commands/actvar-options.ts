@@ -152,15 +152,20 @@ export const actvarGenerateExtension: GenerateExtension = {
   },
 };
 
-/** `bench actvar --profile` as text: seconds per scale (of which sgemm), then the phases of the activated scales. */
+/** `bench actvar --profile` as text: seconds (of which sgemm) and GFLOPs per scale, the phases of the activated scales, the ceiling. */
 function profileTable(r: ActVarBenchResult): string {
   const f = (v: number | undefined) => (v ?? 0).toFixed(3).padStart(7);
-  const lines = ['scale   dense s (sgemm)   ActVAR s (sgemm)'];
+  const g = (v: number | undefined) => (v ?? 0).toFixed(1).padStart(7);
+  const lines = ['scale   dense s (sgemm)   ActVAR s (sgemm)   dense GFLOPs  ActVAR GFLOPs'];
   (r.dense_scale_s ?? []).forEach((d, i) => {
-    lines.push(`${String(i).padStart(5)} ${f(d)} (${f(r.dense_scale_sgemm_s?.[i])}) ${f(r.actvar_scale_s?.[i])} (${f(r.actvar_scale_sgemm_s?.[i])})`);
+    lines.push(`${String(i).padStart(5)} ${f(d)} (${f(r.dense_scale_sgemm_s?.[i])}) ${f(r.actvar_scale_s?.[i])} (${f(r.actvar_scale_sgemm_s?.[i])})` +
+      `   ${g(r.dense_scale_gflops?.[i])}      ${g(r.actvar_scale_gflops?.[i])}`);
   });
   const phases = (o: Record<string, number> | undefined) => Object.entries(o ?? {}).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ');
   lines.push(`activated scales, dense: ${phases(r.dense_phases_s)}`, `activated scales, ActVAR: ${phases(r.actvar_phases_s)}`);
+  const pct = (v: number | undefined) => `${(100 * (v ?? 0)).toFixed(1)}%`;
+  lines.push(`activated scales: ${pct(r.activated_time_share)} of the dense time, ${pct(r.activated_flops_share)} of its FLOPs → ` +
+    `ceiling of the ratio ${(r.ceiling ?? 0).toFixed(3)} (if their time followed their FLOPs exactly)`);
   return lines.join('\n') + '\n';
 }
 
