@@ -11,8 +11,8 @@
  * Y[group rows] = He·W2ₑᵀ, each GEMM in its thread with the kernel actvar_sgemm would choose
  * (threads.c `sgemm_serial`), so the products are those of the TypeScript loop. The last experts
  * handed out are cut into two row halves where that leaves every product unchanged (threads.c
- * `sgemm_row_half`), so that the threads finish together: with whole experts one thread waited
- * ~1.3 ms of a 26 ms block on average (a d16 block at 16×16).
+ * `sgemm_row_half`), so that the threads finish together (with whole experts, one thread waited for
+ * about half an expert's time at the end of every block).
  * Phase 2, token ranges spread over the threads: out[t] += Y[p] for t's K grouped positions p in
  * ascending order, i.e. in expert order.
  *
