@@ -20,8 +20,6 @@
 #include "kernel.h"
 #include "threads.h"
 
-void actvar_exp_rows(float *S, i64 rows, i64 n, double bound, double *sums); /* kernels.c */
-
 typedef struct {
   const float *Q, *Kc, *Vc;
   const double *bounds;

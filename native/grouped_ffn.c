@@ -28,8 +28,6 @@
 #include "kernel.h"
 #include "threads.h"
 
-void actvar_gelu(const float *x, float *y, float *d, i64 n); /* kernels.c */
-
 /* A unit of phase 1: rows [r0, r1) of expert e's group. */
 typedef struct {
   int e;

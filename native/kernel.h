@@ -1,4 +1,5 @@
-/* What every file of the native library shares: the integer type of sizes and the KERNEL attribute. */
+/* What every file of the native library shares: the integer type of sizes, the KERNEL attribute, and the
+ * kernels.c functions other files call. */
 #ifndef ACTVAR_KERNEL_H
 #define ACTVAR_KERNEL_H
 
@@ -14,5 +15,9 @@ typedef int64_t i64;
 #else
 #define KERNEL
 #endif
+
+/* Kernels of kernels.c that the other files call (on one thread each). */
+void actvar_gelu(const float *x, float *y, float *d, i64 n);
+void actvar_exp_rows(float *S, i64 rows, i64 n, double bound, double *sums);
 
 #endif

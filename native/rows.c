@@ -117,7 +117,6 @@ static void split_part(void *p, int part, int parts) {
   part_range(p, part, parts, &r0, &r1);
   split_rows(p, r0, r1);
 }
-void actvar_gelu(const float *x, float *y, float *d, i64 n); /* kernels.c */
 
 /* GELU of this part's elements (`rows` counts elements here); each element on its own, so any split gives the same bits. */
 static void gelu_part(void *p, int part, int parts) {
