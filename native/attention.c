@@ -15,7 +15,6 @@
  */
 #include <stdatomic.h>
 #include <stdint.h>
-#include <stdlib.h>
 
 #include "kernel.h"
 #include "threads.h"
@@ -30,26 +29,16 @@ typedef struct {
   atomic_int failed;
 } attn_job;
 
-/* Per-part scratch: l·Lc scores (floats) and l row sums (doubles), kept between calls. */
-static void *scratch[MAX_THREADS];
-static size_t scratch_bytes[MAX_THREADS];
+/* Per-part scratch: l·Lc scores (floats) and l row sums (doubles). */
+static part_scratch scratch;
 static atomic_flag in_use = ATOMIC_FLAG_INIT;
-
-static void *scratch_for(int part, size_t bytes) {
-  if (scratch_bytes[part] < bytes) {
-    free(scratch[part]);
-    scratch[part] = malloc(bytes);
-    scratch_bytes[part] = scratch[part] ? bytes : 0;
-  }
-  return scratch[part];
-}
 
 static void heads_part(void *p, int part, int parts) {
   (void)parts;
   attn_job *j = p;
   const i64 l = j->l, hd = j->hd, Lc = j->Lc, C = j->H * hd;
   const size_t sums_at = ((size_t)(l * Lc) * sizeof(float) + 7) & ~(size_t)7;
-  char *buf = scratch_for(part, sums_at + (size_t)l * sizeof(double));
+  char *buf = part_scratch_get(&scratch, part, sums_at + (size_t)l * sizeof(double));
   if (!buf) { atomic_store(&j->failed, 1); return; }
   float *S = (float *)buf;
   double *sums = (double *)(buf + sums_at);

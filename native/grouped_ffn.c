@@ -45,19 +45,9 @@ typedef struct {
   atomic_int failed;
 } ffn_job;
 
-/* Per-part scratch (Xe, He of the largest group), kept between calls. */
-static float *scratch[MAX_THREADS];
-static size_t scratch_len[MAX_THREADS];
+/* Per-part scratch (Xe, He of the largest group). */
+static part_scratch scratch;
 static atomic_flag in_use = ATOMIC_FLAG_INIT;
-
-static float *scratch_for(int part, size_t floats) {
-  if (scratch_len[part] < floats) {
-    free(scratch[part]);
-    scratch[part] = malloc(floats * sizeof(float));
-    scratch_len[part] = scratch[part] ? floats : 0;
-  }
-  return scratch[part];
-}
 
 static void experts_part(void *p, int part, int parts) {
   (void)parts;
@@ -68,7 +58,7 @@ static void experts_part(void *p, int part, int parts) {
     if (u >= j->nunits) return;
     const int e = j->units[u].e;
     const i64 o0 = j->offsets[e] + j->units[u].r0, cnt = j->units[u].r1 - j->units[u].r0;
-    float *Xe = scratch_for(part, (size_t)(cnt * (C + de)));
+    float *Xe = part_scratch_get(&scratch, part, (size_t)(cnt * (C + de)) * sizeof(float));
     if (!Xe) { atomic_store(&j->failed, 1); return; }
     float *He = Xe + cnt * C;
     for (i64 r = 0; r < cnt; r++) {

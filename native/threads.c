@@ -28,6 +28,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "threads.h"
@@ -177,6 +178,15 @@ typedef struct {
   int lda, ldb, ldc;
   int by_cols, align;
 } gemm_job;
+
+void *part_scratch_get(part_scratch *s, int part, size_t bytes) {
+  if (s->bytes[part] < bytes) {
+    free(s->buf[part]);
+    s->buf[part] = malloc(bytes);
+    s->bytes[part] = s->buf[part] ? bytes : 0;
+  }
+  return s->buf[part];
+}
 
 int64_t pool_part_start(int64_t n, int part, int parts, int align) {
   const int64_t per = ((n + parts - 1) / parts + align - 1) / align * align, s = per * part;

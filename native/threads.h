@@ -2,6 +2,7 @@
 #ifndef ACTVAR_THREADS_H
 #define ACTVAR_THREADS_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #define MAX_THREADS 64
@@ -15,6 +16,17 @@ void pool_run(task_fn fn, void *arg, int parts);
 /* Start of part `part` of n items split into `parts` parts for the pool: each part a multiple of
  * `align` items (the last takes the rest, later ones may be empty). Part `parts` starts at n. */
 int64_t pool_part_start(int64_t n, int part, int parts, int align);
+
+/* Per-part scratch memory that a pool kernel keeps between calls (one set per kernel, guarded by the
+ * kernel's own in-use flag). */
+typedef struct {
+  void *buf[MAX_THREADS];
+  size_t bytes[MAX_THREADS];
+} part_scratch;
+
+/* At least `bytes` of part `part`'s scratch (grown when too small; old contents not kept), or NULL when
+ * memory ran out. */
+void *part_scratch_get(part_scratch *s, int part, size_t bytes);
 
 /* Threads of the pool (calling thread included) in effect for the next job. */
 int actvar_pool_threads(void);
