@@ -140,6 +140,15 @@ void pool_run(task_fn fn, void *arg, int parts) {
   atomic_flag_clear(&pool.busy);
 }
 
+void *part_scratch_get(part_scratch *s, int part, size_t bytes) {
+  if (s->bytes[part] < bytes) {
+    free(s->buf[part]);
+    s->buf[part] = malloc(bytes);
+    s->bytes[part] = s->buf[part] ? bytes : 0;
+  }
+  return s->buf[part];
+}
+
 /* ------------------------------------------------------------------------------------------------
  * threaded sgemm */
 
@@ -179,15 +188,6 @@ typedef struct {
   int by_cols, align;
 } gemm_job;
 
-void *part_scratch_get(part_scratch *s, int part, size_t bytes) {
-  if (s->bytes[part] < bytes) {
-    free(s->buf[part]);
-    s->buf[part] = malloc(bytes);
-    s->bytes[part] = s->buf[part] ? bytes : 0;
-  }
-  return s->buf[part];
-}
-
 int64_t pool_part_start(int64_t n, int part, int parts, int align) {
   const int64_t per = ((n + parts - 1) / parts + align - 1) / align * align, s = per * part;
   return s < n ? s : n;
@@ -220,13 +220,6 @@ static int smallest_part(int n, int parts, int align) {
   return least;
 }
 
-int sgemm_row_half(int ta, int tb, int M, int N, int K) {
-  const int h = (int)pool_part_start(M, 1, 2, ROW_ALIGN), least = h < M - h ? h : M - h;
-  if (least < 1 || (double)least * N * K <= SPLIT_MIN_PART_MNK) return 0;
-  if (!ta && tb && least <= small_gemm_max_m) return 0; /* a part would take the few-row kernel */
-  return h;
-}
-
 /* How a job is split for `threads` parts: 1 = columns, 0 = rows, −1 = not split. Each part reads
  * all of the operand that is not split, so the larger side is split (for inference, the weights' N). */
 static int split_kind(int M, int N, int K, int threads) {
@@ -238,6 +231,12 @@ static int split_kind(int M, int N, int K, int threads) {
 }
 
 static int use_small_gemm(int ta, int tb, int M, int N, int K) { return !ta && tb && M <= small_gemm_max_m && N >= 4 && K >= 16; }
+
+int sgemm_row_half(int ta, int tb, int M, int N, int K) {
+  const int least = smallest_part(M, 2, ROW_ALIGN);
+  if ((double)least * N * K <= SPLIT_MIN_PART_MNK || use_small_gemm(ta, tb, least, N, K)) return 0;
+  return (int)pool_part_start(M, 1, 2, ROW_ALIGN);
+}
 
 /* actvar_sgemm in the calling thread only (the same kernel choice, so the same results). */
 void sgemm_serial(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,

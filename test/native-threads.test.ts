@@ -104,7 +104,7 @@ test('KV-cache attention on the pool: bit-identical to the TypeScript head loop,
   for (const [B, H, hd, L0, l] of [[2, 3, 8, 7, 5], [2, 4, 64, 120, 130], [1, 1, 16, 0, 40]]) {
     for (const l2 of [true, false]) {
       const block = {
-        headDim: hd, attnL2Norm: l2, scaleMul: l2 ? new T.Tensor(randn(H, 0.5), [1, H, 1, 1]) : null,
+        heads: H, headDim: hd, attnL2Norm: l2, scaleMul: l2 ? new T.Tensor(randn(H, 0.5), [1, H, 1, 1]) : null,
       } as unknown as VarBlock;
       const cache = createKVCache(B, H, hd, L0 + l + 3);
       cache.k.set(randn(cache.k.length)); cache.v.set(randn(cache.v.length));

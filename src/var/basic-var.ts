@@ -241,6 +241,11 @@ function headTemperatures(sm: Float32Array, H: number): Float64Array {
   return sH;
 }
 
+/** The head temperatures of a block with cosine attention and `scale_mul_1H11`, else null. */
+function blockTemperatures(block: VarBlock): Float64Array | null {
+  return block.attnL2Norm && block.scaleMul ? headTemperatures(block.scaleMul.f32, block.heads) : null;
+}
+
 /**
  * One of q (part 0), k (1), v (2) from the fused qkv output [B, L, 3C] (channel layout [q | k | v],
  * head-major inside each): adds `bias`, and with cosine attention normalises each head vector
@@ -494,10 +499,10 @@ export function attendWithCache(block: VarBlock, q: Tensor, k: Tensor, v: Tensor
  * The attention of `attendWithCache` after the append: queries Qd [B, H, l, hd] against every
  * cached token, merged heads written to out [B, l, H·hd].
  */
-function attendCachedInto(block: VarBlock, Qd: Float32Array, B: number, H: number, l: number, hd: number, cache: KVCache, out: Float32Array): void {
+function attendCachedInto(block: VarBlock, Qd: Float32Array, B: number, H: number, l: number, hd: number, cache: KVCache, out: Float32Array,
+  sH: Float64Array | null = blockTemperatures(block)): void {
   const Lc = cache.len, cap = cache.capacity, C = H * hd, scale = attnScale(block);
   const be = backend();
-  const sH = block.attnL2Norm && block.scaleMul ? headTemperatures(block.scaleMul.f32, H) : null;
   const prevThreads = be.threads, switchThreads = attnThreads > 0 && attnThreads !== prevThreads;
   if (switchThreads) be.setThreads(attnThreads);
   try {
@@ -634,13 +639,13 @@ function attnBranchCached(block: VarBlock, x: Tensor, ada: AdaLN, cache: KVCache
   modulateInto(x.f32, S, Sh, B, rows, C, block.eps, xn);
   flopsCategory('qkv', () => linearInto(xn, rows, block.qkvW.f32, C3, C, null, qkv));
   const l2 = block.attnL2Norm;
-  const sH = l2 && block.scaleMul ? headTemperatures(block.scaleMul.f32, H) : null;
+  const sH = blockTemperatures(block);
   if (zeroBiasBuf.length < C) zeroBiasBuf = new Float32Array(C);
   splitInto(qkv, B, l, H, hd, 0, block.qBias.f32, l2, sH, q, l, 0);
   splitInto(qkv, B, l, H, hd, 1, zeroBiasBuf, l2, null, cache.k, cache.capacity, cache.len);
   splitInto(qkv, B, l, H, hd, 2, block.vBias.f32, false, null, cache.v, cache.capacity, cache.len);
   cache.len += l;
-  attendCachedInto(block, q, B, H, l, hd, cache, xn); // xn is free again: the attention output
+  attendCachedInto(block, q, B, H, l, hd, cache, xn, sH); // xn is free again: the attention output
   flopsCategory('attn_proj', () => linearInto(xn, rows, block.projW.f32, C, C, block.projB.f32, qkv));
   return gatedResidual(x, new Tensor(qkv.subarray(0, x.size), x.shape), ada.gamma1);
 }
