@@ -8,11 +8,11 @@
  *
  * Phase 1, experts spread over the pool's threads (taken from a shared counter, so the load
  * balances whatever the group sizes): gather the expert's rows, He = GELU(Xe·W1ₑᵀ + b1ₑ),
- * Y[group rows] = He·W2ₑᵀ, each GEMM in its thread with the kernel actvar_sgemm would choose
- * (threads.c `sgemm_serial`), so the products are those of the TypeScript loop. The last experts
- * handed out are cut into two row halves where that leaves every product unchanged (threads.c
- * `sgemm_row_half`), so that the threads finish together (with whole experts, one thread waited for
- * about half an expert's time at the end of every block).
+ * Y[group rows] = He·W2ₑᵀ, each GEMM in its thread computed as actvar_sgemm computes it (the same
+ * parts, threads.c `sgemm_serial`), so the products are those of the TypeScript loop. The last experts
+ * handed out are cut into two row ranges where both GEMMs' plans have a bound there (threads.c
+ * `sgemm_row_cut`, `sgemm_serial_rows`), so that the threads finish together (with whole experts,
+ * one thread waited for about half an expert's time at the end of every block).
  * Phase 2, token ranges spread over the threads: out[t] += Y[p] for t's K grouped positions p in
  * ascending order, i.e. in expert order.
  *
@@ -57,7 +57,8 @@ static void experts_part(void *p, int part, int parts) {
     const int u = atomic_fetch_add(&j->next, 1);
     if (u >= j->nunits) return;
     const int e = j->units[u].e;
-    const i64 o0 = j->offsets[e] + j->units[u].r0, cnt = j->units[u].r1 - j->units[u].r0;
+    const i64 r0 = j->units[u].r0, r1 = j->units[u].r1, rows = j->offsets[e + 1] - j->offsets[e];
+    const i64 o0 = j->offsets[e] + r0, cnt = r1 - r0;
     float *Xe = part_scratch_get(&scratch, part, (size_t)(cnt * (C + de)) * sizeof(float));
     if (!Xe) { atomic_store(&j->failed, 1); return; }
     float *He = Xe + cnt * C;
@@ -65,9 +66,11 @@ static void experts_part(void *p, int part, int parts) {
       memcpy(Xe + r * C, j->X + (i64)j->tokens[o0 + r] * C, (size_t)C * sizeof(float));
       memcpy(He + r * de, j->B1 + e * de, (size_t)de * sizeof(float));
     }
-    sgemm_serial(0, 1, (int)cnt, (int)de, (int)C, 1.0f, Xe, (int)C, j->W1 + e * de * C, (int)C, 1.0f, He, (int)de);
+    sgemm_serial_rows(0, 1, (int)rows, (int)de, (int)C, (int)r0, (int)r1, 1.0f, Xe, (int)C, j->W1 + e * de * C, (int)C, 1.0f,
+                      He, (int)de);
     actvar_gelu(He, He, NULL, cnt * de);
-    sgemm_serial(0, 1, (int)cnt, (int)C, (int)de, 1.0f, He, (int)de, j->W2 + e * de, (int)j->H, 0.0f, j->Y + o0 * C, (int)C);
+    sgemm_serial_rows(0, 1, (int)rows, (int)C, (int)de, (int)r0, (int)r1, 1.0f, He, (int)de, j->W2 + e * de, (int)j->H, 0.0f,
+                      j->Y + o0 * C, (int)C);
   }
 }
 
@@ -112,14 +115,14 @@ int actvar_grouped_ffn(const float *X, i64 n, i64 C, const float *W1, const floa
     atomic_flag_clear(&in_use);
     return -3;
   }
-  /* the non-empty experts in order; the last `parts` of them in two row halves where allowed */
+  /* the non-empty experts in order; the last `parts` of them in two row ranges where allowed */
   int nunits = 0, left = 0;
   for (int e = 0; e < N; e++) left += offsets[e + 1] > offsets[e];
   for (int e = 0; e < N; e++) {
     const i64 cnt = offsets[e + 1] - offsets[e];
     if (cnt == 0) continue;
-    const int h = parts > 1 && left-- <= parts ? sgemm_row_half(0, 1, (int)cnt, (int)de, (int)C) : 0;
-    if (h && h == sgemm_row_half(0, 1, (int)cnt, (int)C, (int)de)) {
+    const int h = parts > 1 && left-- <= parts ? sgemm_row_cut(0, 1, (int)cnt, (int)de, (int)C) : 0;
+    if (h && h == sgemm_row_cut(0, 1, (int)cnt, (int)C, (int)de)) {
       units[nunits++] = (ffn_unit){e, 0, h};
       units[nunits++] = (ffn_unit){e, h, cnt};
     } else {

@@ -11,10 +11,11 @@
  * by columns when there are enough of them, else by rows, else not at all. For large GEMMs the split
  * is as fast as OpenBLAS's own threads (same benchmark).
  *
- * Results do not depend on the thread count: a part of C is computed by the same single-threaded
- * routine over the same k-loop as the whole would be (parts stay above OpenBLAS's small-matrix size,
- * see SPLIT_MIN_PART_MNK; the tests compare split and unsplit calls bit for bit), and the split of a
- * job is a function of its shape and the configured thread count only, never of timing.
+ * Results do not depend on the thread count: a split job is cut into parts by its shape alone (and a
+ * per-process part count, `split_parts`: the CPUs, not the threads), and every path computes exactly
+ * those parts, each with one single-threaded BLAS call — on one thread one after the other (see
+ * plan_of and the rule above it; the tests compare 1, 2 and 3 threads bit for bit). Which thread
+ * runs a part never matters, and nothing depends on timing.
  *
  * The pool: `threads − 1` workers plus the calling thread. A job is published by bumping a
  * generation counter; workers spin on it for a short while (≈ SPIN_NS, so back-to-back GEMMs of
@@ -25,11 +26,13 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "threads.h"
 
@@ -154,6 +157,50 @@ void *part_scratch_get(part_scratch *s, int part, size_t bytes) {
 
 cblas_sgemm_fn blas_sgemm = NULL;
 
+/* Few-row X·Wᵀ products go to small_gemm.c when M ≤ this (0 = never; settable for benchmarks). */
+static int small_gemm_max_m = SMALL_GEMM_MAX_M;
+int actvar_set_small_gemm_max_m(int m) { int prev = small_gemm_max_m; small_gemm_max_m = m; return prev; }
+
+/*
+ * The rule that makes results independent of the thread count: a split job is cut into parts by its
+ * shape and `split_parts` only, never by the thread count, and every path — the pool on any number
+ * of threads, sgemm_serial, the grouped FFN and the attention — computes exactly those parts, each
+ * with one single-threaded BLAS call (on one thread they run one after the other).
+ *
+ * Why not "the whole job on one thread, one part per thread on several": a BLAS call on a part of C
+ * is not bit-identical to the same elements of a call on the whole. OpenBLAS 0.3.21 with its Haswell
+ * sgemm kernel (OPENBLAS_CORETYPE=Haswell, also used on Zen) shows it (row-major C = op(A)·op(B) is
+ * OpenBLAS's column-major Cᵀ, so our columns are its M, our rows its N):
+ *  - its level-3 driver cuts M into blocks of GEMM_P = 320 (the last two of them halved, multiples of
+ *    GEMM_UNROLL_M = 8) and, in the first M block only, N into kernel calls of 3·GEMM_UNROLL_N = 12;
+ *  - the kernel (sgemm_kernel_8x4_haswell_2.c) computes a 12-column strip in 16-row steps staggered
+ *    between its two 6-column halves, with 8-row head and tail steps that sum even and odd k in two
+ *    accumulators, and its 4-column strips in that even/odd way too; other steps sum k in order.
+ * So an element's summation order depends on where the call's blocks start and end: cutting the
+ * columns anywhere but on OpenBLAS's own block bounds changes results, and even there it does when
+ * the row count is 8–11 mod 12 (no column cut of a 44 × 1280 × 256 job is exact); rows cut on
+ * multiples of 12 are. Measured with cblas_sgemm on the two parts vs the whole, every cut position.
+ * On the SkylakeX/Cooperlake kernel, parts at or below OpenBLAS's small-matrix size (M·N·K ≤ 100³)
+ * take another kernel. Both are internals of one BLAS version and core type; fixed parts need none.
+ */
+static int split_parts = 0; /* 0 until bound: then the CPUs this process may use, 2 … MAX_THREADS */
+
+static int cpus_available(void) {
+  cpu_set_t set;
+  if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+  const long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n > 0 ? (int)n : 1;
+}
+
+/* Parts of a split sgemm (at least 2, so that the split is exercised on a single CPU too); 0 = the
+ * default above. For tests and benchmarks; returns the previous count. Results depend on it. */
+int actvar_set_split_parts(int parts) {
+  const int prev = split_parts;
+  if (parts <= 0) parts = cpus_available();
+  split_parts = parts < 2 ? 2 : parts > MAX_THREADS ? MAX_THREADS : parts;
+  return prev;
+}
+
 /* Bind cblas_sgemm of the BLAS library the host already loaded (`library`: the name or path it was
  * loaded from). Returns 0 on success, −1 if the library or symbol cannot be found. */
 int actvar_pool_bind_sgemm(const char *library) {
@@ -163,21 +210,22 @@ int actvar_pool_bind_sgemm(const char *library) {
   void *f = dlsym(h, "cblas_sgemm");
   if (!f) return -1;
   blas_sgemm = (cblas_sgemm_fn)f;
+  if (split_parts == 0) actvar_set_split_parts(0);
   return 0;
 }
 
-/* Few-row X·Wᵀ products go to small_gemm.c when M ≤ this (0 = never; settable for benchmarks). */
-static int small_gemm_max_m = SMALL_GEMM_MAX_M;
-int actvar_set_small_gemm_max_m(int m) { int prev = small_gemm_max_m; small_gemm_max_m = m; return prev; }
-
-/* Smallest part worth a thread, in M·N·K. It also keeps every part of a split job above OpenBLAS's
- * "small matrix" size (M·N·K ≤ 100³, a different kernel with another summation order, used by its
- * SkylakeX sgemm in 0.3.21): a part then takes the same kernel as the whole job, so a split never
- * changes a result (test/native-threads.test.ts checks 1 vs 2 threads bit for bit). */
+/* Smallest part worth a thread, in M·N·K (above OpenBLAS's small-matrix size, see above). */
 #define SPLIT_MIN_PART_MNK 1.05e6
-/* Column parts are multiples of this (whole vector registers for the BLAS micro-kernels). */
+/* Column parts are multiples of this, row parts of ROW_ALIGN (whole vector registers and register
+ * blocks of the BLAS micro-kernels: for speed; exactness comes from the fixed parts). */
 #define COL_ALIGN 16
 #define ROW_ALIGN 8
+
+/* How an sgemm is computed: by the few-row kernel, as one BLAS call, or in `parts` column or row parts. */
+enum { PLAN_SMALL = 2, PLAN_COLS = 1, PLAN_ROWS = 0, PLAN_WHOLE = -1 };
+typedef struct {
+  int kind, parts;
+} gemm_plan;
 
 typedef struct {
   int ta, tb, M, N, K;
@@ -185,29 +233,12 @@ typedef struct {
   const float *A, *B;
   float *C;
   int lda, ldb, ldc;
-  int by_cols, align;
+  gemm_plan plan;
 } gemm_job;
 
 int64_t pool_part_start(int64_t n, int part, int parts, int align) {
   const int64_t per = ((n + parts - 1) / parts + align - 1) / align * align, s = per * part;
   return s < n ? s : n;
-}
-
-static void gemm_part(void *p, int part, int parts) {
-  const gemm_job *j = p;
-  const int total = j->by_cols ? j->N : j->M;
-  const int s = (int)pool_part_start(total, part, parts, j->align), e = (int)pool_part_start(total, part + 1, parts, j->align);
-  if (e <= s) return;
-  const int ta = j->ta ? TRANS : NO_TRANS, tb = j->tb ? TRANS : NO_TRANS;
-  if (j->by_cols) {
-    /* columns [s, e) of C = op(A) · columns [s, e) of op(B) */
-    const float *B = j->tb ? j->B + (size_t)s * j->ldb : j->B + s;
-    blas_sgemm(ROW_MAJOR, ta, tb, j->M, e - s, j->K, j->alpha, j->A, j->lda, B, j->ldb, j->beta, j->C + s, j->ldc);
-  } else {
-    /* rows [s, e) of C = rows [s, e) of op(A) · op(B) */
-    const float *A = j->ta ? j->A + s : j->A + (size_t)s * j->lda;
-    blas_sgemm(ROW_MAJOR, ta, tb, e - s, j->N, j->K, j->alpha, A, j->lda, j->B, j->ldb, j->beta, j->C + (size_t)s * j->ldc, j->ldc);
-  }
 }
 
 /* Size of the smallest of `parts` parts of n items (see pool_part_start). */
@@ -220,29 +251,81 @@ static int smallest_part(int n, int parts, int align) {
   return least;
 }
 
-/* How a job is split for `threads` parts: 1 = columns, 0 = rows, −1 = not split. Each part reads
- * all of the operand that is not split, so the larger side is split (for inference, the weights' N). */
-static int split_kind(int M, int N, int K, int threads) {
-  if (threads <= 1) return -1;
-  const int cols = (double)M * smallest_part(N, threads, COL_ALIGN) * K > SPLIT_MIN_PART_MNK;
-  const int rows = (double)smallest_part(M, threads, ROW_ALIGN) * N * K > SPLIT_MIN_PART_MNK;
-  if (cols && (N >= M || !rows)) return 1;
-  return rows ? 0 : -1;
-}
-
 static int use_small_gemm(int ta, int tb, int M, int N, int K) { return !ta && tb && M <= small_gemm_max_m && N >= 4 && K >= 16; }
 
-int sgemm_row_half(int ta, int tb, int M, int N, int K) {
-  const int least = smallest_part(M, 2, ROW_ALIGN);
-  if ((double)least * N * K <= SPLIT_MIN_PART_MNK || use_small_gemm(ta, tb, least, N, K)) return 0;
-  return (int)pool_part_start(M, 1, 2, ROW_ALIGN);
+/* The plan of a job: a function of its shape, the few-row limit and split_parts, never of the thread
+ * count. Split into the most parts (≤ split_parts) whose smallest is worth a thread; each part reads
+ * all of the operand that is not split, so the larger side is split (for inference, the weights' N). */
+static gemm_plan plan_of(int ta, int tb, int M, int N, int K) {
+  if (use_small_gemm(ta, tb, M, N, K)) return (gemm_plan){PLAN_SMALL, 1};
+  if ((double)M * N * K <= 2 * SPLIT_MIN_PART_MNK) return (gemm_plan){PLAN_WHOLE, 1};
+  for (int p = split_parts; p >= 2; p--) {
+    const int cols = (double)M * smallest_part(N, p, COL_ALIGN) * K > SPLIT_MIN_PART_MNK;
+    const int rows = (double)smallest_part(M, p, ROW_ALIGN) * N * K > SPLIT_MIN_PART_MNK;
+    if (cols && (N >= M || !rows)) return (gemm_plan){PLAN_COLS, p};
+    if (rows) return (gemm_plan){PLAN_ROWS, p};
+  }
+  return (gemm_plan){PLAN_WHOLE, 1};
 }
 
-/* actvar_sgemm in the calling thread only (the same kernel choice, so the same results). */
+/* Part `part` of a column or row plan, as one single-threaded BLAS call. A and C of the job point at
+ * row `r0` of op(A) and of C (sgemm_serial_rows), 0 otherwise. */
+static void gemm_part(const gemm_job *j, int part, int r0) {
+  const int by_cols = j->plan.kind == PLAN_COLS, total = by_cols ? j->N : j->M, align = by_cols ? COL_ALIGN : ROW_ALIGN;
+  const int s = (int)pool_part_start(total, part, j->plan.parts, align), e = (int)pool_part_start(total, part + 1, j->plan.parts, align);
+  if (e <= s) return;
+  const int ta = j->ta ? TRANS : NO_TRANS, tb = j->tb ? TRANS : NO_TRANS;
+  if (by_cols) {
+    /* columns [s, e) of C = op(A) · columns [s, e) of op(B) */
+    const float *B = j->tb ? j->B + (size_t)s * j->ldb : j->B + s;
+    blas_sgemm(ROW_MAJOR, ta, tb, j->M, e - s, j->K, j->alpha, j->A, j->lda, B, j->ldb, j->beta, j->C + s, j->ldc);
+  } else {
+    /* rows [s, e) of C = rows [s, e) of op(A) · op(B) */
+    const size_t r = (size_t)(s - r0);
+    const float *A = j->ta ? j->A + r : j->A + r * j->lda;
+    blas_sgemm(ROW_MAJOR, ta, tb, e - s, j->N, j->K, j->alpha, A, j->lda, j->B, j->ldb, j->beta, j->C + r * j->ldc, j->ldc);
+  }
+}
+
+/* Pool task: thread t of `threads` runs parts t, t + threads, … */
+static void gemm_task(void *p, int t, int threads) {
+  const gemm_job *j = p;
+  for (int part = t; part < j->plan.parts; part += threads) gemm_part(j, part, 0);
+}
+
+/* A job, all in the calling thread. */
+static void run_serial(const gemm_job *j) {
+  if (j->plan.kind == PLAN_SMALL) small_gemm(j->M, j->N, j->K, j->alpha, j->A, j->lda, j->B, j->ldb, j->beta, j->C, j->ldc, 1);
+  else if (j->plan.kind == PLAN_WHOLE)
+    blas_sgemm(ROW_MAJOR, j->ta ? TRANS : NO_TRANS, j->tb ? TRANS : NO_TRANS, j->M, j->N, j->K, j->alpha, j->A, j->lda, j->B,
+               j->ldb, j->beta, j->C, j->ldc);
+  else for (int part = 0; part < j->plan.parts; part++) gemm_part(j, part, 0);
+}
+
+int sgemm_row_cut(int ta, int tb, int M, int N, int K) {
+  const gemm_plan pl = plan_of(ta, tb, M, N, K);
+  return pl.kind == PLAN_ROWS ? (int)pool_part_start(M, pl.parts / 2, pl.parts, ROW_ALIGN) : 0;
+}
+
+/* actvar_sgemm in the calling thread only (the same plan, so the same results). */
 void sgemm_serial(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                   float beta, float *C, int ldc) {
-  if (use_small_gemm(ta, tb, M, N, K)) small_gemm(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, 1);
-  else blas_sgemm(ROW_MAJOR, ta ? TRANS : NO_TRANS, tb ? TRANS : NO_TRANS, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  const gemm_job j = {ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, plan_of(ta, tb, M, N, K)};
+  run_serial(&j);
+}
+
+void sgemm_serial_rows(int ta, int tb, int M, int N, int K, int r0, int r1, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc) {
+  const gemm_job j = {ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, plan_of(ta, tb, M, N, K)};
+  if (r0 == 0 && r1 == M) {
+    run_serial(&j);
+    return;
+  }
+  /* a row plan (sgemm_row_cut): its parts that lie in [r0, r1) */
+  for (int part = 0; part < j.plan.parts; part++) {
+    const int64_t s = pool_part_start(M, part, j.plan.parts, ROW_ALIGN);
+    if (s >= r0 && s < r1) gemm_part(&j, part, r0);
+  }
 }
 
 /* C = alpha·op(A)·op(B) + beta·C, row-major, as cblas_sgemm; split over the pool (see the header).
@@ -250,16 +333,14 @@ void sgemm_serial(int ta, int tb, int M, int N, int K, float alpha, const float 
 int actvar_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                  float beta, float *C, int ldc) {
   if (!blas_sgemm) return -1;
-  if (use_small_gemm(ta, tb, M, N, K)) {
+  const gemm_job j = {ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, plan_of(ta, tb, M, N, K)};
+  if (j.plan.kind == PLAN_SMALL) {
+    /* every element the same whatever the split (small_gemm.c) */
     small_gemm(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, (double)M * N * K < 2 * SPLIT_MIN_PART_MNK ? 1 : pool.threads);
-    return 0;
+  } else if (j.plan.kind == PLAN_WHOLE || pool.threads == 1) {
+    run_serial(&j);
+  } else {
+    pool_run(gemm_task, (void *)&j, j.plan.parts < pool.threads ? j.plan.parts : pool.threads);
   }
-  const int kind = split_kind(M, N, K, pool.threads);
-  if (kind < 0) {
-    sgemm_serial(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    return 0;
-  }
-  gemm_job j = {ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, kind, kind ? COL_ALIGN : ROW_ALIGN};
-  pool_run(gemm_part, &j, pool.threads);
   return 0;
 }

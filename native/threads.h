@@ -41,10 +41,15 @@ extern cblas_sgemm_fn blas_sgemm;
 void sgemm_serial(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                   float beta, float *C, int ldc);
 
-/* Where an M-row sgemm may be cut in two row parts that compute exactly what the whole job would (the
- * same kernel: each part above the sizes of SPLIT_MIN_PART_MNK and of the few-row kernel): the first
- * row of the second part, or 0 when it must not be cut. */
-int sgemm_row_half(int ta, int tb, int M, int N, int K);
+/* Where an M-row sgemm may be cut in two row ranges that sgemm_serial_rows computes exactly as the
+ * whole job is computed (a bound between the row parts of its plan, threads.c): the first row of the
+ * second range, or 0 when the job is not split by rows. */
+int sgemm_row_cut(int ta, int tb, int M, int N, int K);
+
+/* Rows [r0, r1) of the M-row job of sgemm_serial, computed as that job computes them; r0 and r1 are 0,
+ * M or a cut of sgemm_row_cut. A and C point at row r0 of op(A) and of C. */
+void sgemm_serial_rows(int ta, int tb, int M, int N, int K, int r0, int r1, float alpha, const float *A, int lda,
+                       const float *B, int ldb, float beta, float *C, int ldc);
 
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 

@@ -59,8 +59,9 @@ export interface NativeKernels {
   /** Threads of the pool (calling thread included) for later jobs; returns the count in effect. */
   setThreads(n: number): number;
   /**
-   * cblas_sgemm (row-major, C = alpha·op(A)·op(B) + beta·C) split over the pool's threads, each part
-   * single-threaded BLAS; same results for any thread count. Only after `bindSgemm`. Unchecked:
+   * cblas_sgemm (row-major, C = alpha·op(A)·op(B) + beta·C) cut into parts by its shape (not by the
+   * thread count) that the pool's threads share, each part single-threaded BLAS; same results for any
+   * thread count. Only after `bindSgemm`. Unchecked:
    * the backend (openblas.ts) checks every argument before it calls this.
    */
   sgemm(transA: boolean, transB: boolean, M: number, N: number, K: number, alpha: number, A: Float32Array, lda: number,
@@ -70,6 +71,12 @@ export interface NativeKernels {
    * (default 72; 0 = never). For benchmarks; returns the previous limit.
    */
   setFewRowLimit(rows: number): number;
+  /**
+   * Parts a split `sgemm` is cut into at most (default, after `bindSgemm`: the CPUs this process may
+   * use, at least 2; 0 = that default). Results depend on it, not on the thread count. For tests and
+   * benchmarks; returns the previous count.
+   */
+  setSplitParts(parts: number): number;
   /**
    * A mixture-of-experts FFN executed expert by expert on the pool (native/grouped_ffn.c):
    * out (n × C, preset with the fc2 bias) += Σ_{e ∈ route(t)} GELU(x_t·W1ₑᵀ + b1ₑ)·W2ₑᵀ, experts added
@@ -165,6 +172,7 @@ export function bindNativeKernels(library: string): NativeKernels {
     'int64_t l, int64_t hd, int64_t Lc, int64_t cap, float scale, const double *bounds, float *out)');
   const gateScores = f('void actvar_gate_scores(const float *X, int64_t rows, int64_t C, const float *w, double b, double eps, float *Y)');
   const setFewRowLimit = num('int actvar_set_small_gemm_max_m(int m)');
+  const setSplitParts = num('int actvar_set_split_parts(int parts)');
   let sgemmBound = false;
   let ffnY = new Float32Array(0), ffnPos = new Int32Array(0);
   const at = (a: Float32Array, off: number) => (off === 0 ? a : a.subarray(off));
@@ -208,6 +216,10 @@ export function bindNativeKernels(library: string): NativeKernels {
     setFewRowLimit(rows) {
       count('setFewRowLimit', rows);
       return setFewRowLimit(rows);
+    },
+    setSplitParts(parts) {
+      count('setSplitParts', parts);
+      return setSplitParts(parts);
     },
     attendCached(Q, Kc, Vc, B, H, l, hd, Lc, cap, scale, bounds, out) {
       for (const v of [B, H, l, hd, Lc, cap]) count('attendCached', v);
