@@ -10,15 +10,16 @@
  * balances whatever the group sizes): gather the expert's rows, He = GELU(Xe·W1ₑᵀ + b1ₑ),
  * Y[group rows] = He·W2ₑᵀ, each GEMM in its thread computed as actvar_sgemm computes it (the same
  * parts, threads.c `sgemm_serial`), so the products are those of the TypeScript loop. The last experts
- * handed out are cut into two row ranges where both GEMMs' plans have a bound there (threads.c
- * `sgemm_row_cut`, `sgemm_serial_rows`), so that the threads finish together (with whole experts,
- * one thread waited for about half an expert's time at the end of every block).
+ * handed out (one per thread) are handed out as the parts of their GEMMs instead (threads.c
+ * `sgemm_serial_part`): their fc1 parts (each with its bias and GELU) in phase 1, their fc2 parts in
+ * phase 1b, once all of He is there. So the threads finish together (with whole experts, one thread
+ * waited for about half an expert's time at the end of every block).
  * Phase 2, token ranges spread over the threads: out[t] += Y[p] for t's K grouped positions p in
  * ascending order, i.e. in expert order.
  *
  * This is the order the single-threaded loop of src/actvar/experts.ts (`runExperts`) adds in: out
  * preset with the fc2 bias, then expert after expert. So the result is independent of the thread
- * count and of which thread ran which expert (tests compare the two paths).
+ * count and of which thread ran which expert or part (tests compare the two paths).
  */
 #include <stdatomic.h>
 #include <stdint.h>
@@ -28,10 +29,11 @@
 #include "kernel.h"
 #include "threads.h"
 
-/* A unit of phase 1: rows [r0, r1) of expert e's group. */
+/* A unit of phase 1 or 1b: a whole expert, or part `part` of its fc1 or fc2 GEMM (He: its He). */
+enum { UNIT_EXPERT, UNIT_FC1, UNIT_FC2 };
 typedef struct {
-  int e;
-  i64 r0, r1;
+  int e, kind, part;
+  float *He;
 } ffn_unit;
 
 typedef struct {
@@ -56,21 +58,32 @@ static void experts_part(void *p, int part, int parts) {
   for (;;) {
     const int u = atomic_fetch_add(&j->next, 1);
     if (u >= j->nunits) return;
-    const int e = j->units[u].e;
-    const i64 r0 = j->units[u].r0, r1 = j->units[u].r1, rows = j->offsets[e + 1] - j->offsets[e];
-    const i64 o0 = j->offsets[e] + r0, cnt = r1 - r0;
+    const ffn_unit *un = &j->units[u];
+    const int e = un->e;
+    const i64 o0 = j->offsets[e], cnt = j->offsets[e + 1] - o0;
+    const float *W1e = j->W1 + e * de * C, *W2e = j->W2 + e * de;
+    if (un->kind == UNIT_FC2) {
+      sgemm_serial_part(0, 1, (int)cnt, (int)C, (int)de, un->part, 1.0f, un->He, (int)de, W2e, (int)j->H, 0.0f, j->Y + o0 * C,
+                        (int)C);
+      continue;
+    }
     float *Xe = part_scratch_get(&scratch, part, (size_t)(cnt * (C + de)) * sizeof(float));
     if (!Xe) { atomic_store(&j->failed, 1); return; }
-    float *He = Xe + cnt * C;
-    for (i64 r = 0; r < cnt; r++) {
-      memcpy(Xe + r * C, j->X + (i64)j->tokens[o0 + r] * C, (size_t)C * sizeof(float));
-      memcpy(He + r * de, j->B1 + e * de, (size_t)de * sizeof(float));
+    for (i64 r = 0; r < cnt; r++) memcpy(Xe + r * C, j->X + (i64)j->tokens[o0 + r] * C, (size_t)C * sizeof(float));
+    if (un->kind == UNIT_FC1) {
+      /* the part's block of He: the bias, += Xe·W1ₑᵀ, GELU (elementwise, so any block gives the same bits) */
+      int r0, r1, c0, c1;
+      sgemm_part_bounds(0, 1, (int)cnt, (int)de, (int)C, un->part, &r0, &r1, &c0, &c1);
+      for (i64 r = r0; r < r1; r++) memcpy(un->He + r * de + c0, j->B1 + e * de + c0, (size_t)(c1 - c0) * sizeof(float));
+      sgemm_serial_part(0, 1, (int)cnt, (int)de, (int)C, un->part, 1.0f, Xe, (int)C, W1e, (int)C, 1.0f, un->He, (int)de);
+      for (i64 r = r0; r < r1; r++) actvar_gelu(un->He + r * de + c0, un->He + r * de + c0, NULL, c1 - c0);
+      continue;
     }
-    sgemm_serial_rows(0, 1, (int)rows, (int)de, (int)C, (int)r0, (int)r1, 1.0f, Xe, (int)C, j->W1 + e * de * C, (int)C, 1.0f,
-                      He, (int)de);
+    float *He = Xe + cnt * C;
+    for (i64 r = 0; r < cnt; r++) memcpy(He + r * de, j->B1 + e * de, (size_t)de * sizeof(float));
+    sgemm_serial(0, 1, (int)cnt, (int)de, (int)C, 1.0f, Xe, (int)C, W1e, (int)C, 1.0f, He, (int)de);
     actvar_gelu(He, He, NULL, cnt * de);
-    sgemm_serial_rows(0, 1, (int)rows, (int)C, (int)de, (int)r0, (int)r1, 1.0f, He, (int)de, j->W2 + e * de, (int)j->H, 0.0f,
-                      j->Y + o0 * C, (int)C);
+    sgemm_serial(0, 1, (int)cnt, (int)C, (int)de, 1.0f, He, (int)de, W2e, (int)j->H, 0.0f, j->Y + o0 * C, (int)C);
   }
 }
 
@@ -110,28 +123,53 @@ int actvar_grouped_ffn(const float *X, i64 n, i64 C, const float *W1, const floa
   const i64 pairs = offsets[N];
   for (i64 p = 0; p < pairs; p++) pos[slots[p]] = (int32_t)p;
   const int parts = actvar_pool_threads();
-  ffn_unit *units = malloc(2 * (size_t)N * sizeof(ffn_unit));
-  if (!units) {
+  /* the non-empty experts in order; the last `parts` of them, where a GEMM of theirs is split, by parts:
+   * count the units and the floats of those experts' He first */
+  int nunits = 0, nlate = 0, left = 0;
+  i64 late_floats = 0;
+  for (int e = 0; e < N; e++) left += offsets[e + 1] > offsets[e];
+  int *late = calloc((size_t)N + 1, sizeof(int)); /* 1 where expert e goes by parts */
+  for (int e = 0; late && e < N; e++) {
+    const int cnt = offsets[e + 1] - offsets[e];
+    if (cnt == 0) continue;
+    const int p1 = sgemm_parts(0, 1, cnt, (int)de, (int)C), p2 = sgemm_parts(0, 1, cnt, (int)C, (int)de);
+    if (parts > 1 && left-- <= parts && p1 + p2 > 2) {
+      late[e] = 1;
+      nunits += p1 + p2, nlate += p2, late_floats += (i64)cnt * de;
+    } else {
+      nunits++;
+    }
+  }
+  ffn_unit *units = late ? malloc((size_t)nunits * sizeof(ffn_unit)) : NULL;
+  float *Hl = units && late_floats ? malloc((size_t)late_floats * sizeof(float)) : NULL;
+  if (!units || (late_floats && !Hl)) {
+    free(late), free(units);
     atomic_flag_clear(&in_use);
     return -3;
   }
-  /* the non-empty experts in order; the last `parts` of them in two row ranges where allowed */
-  int nunits = 0, left = 0;
-  for (int e = 0; e < N; e++) left += offsets[e + 1] > offsets[e];
+  /* phase 1: whole experts and fc1 parts; phase 1b (the last nlate units): fc2 parts */
+  int u1 = 0, u2 = nunits - nlate;
+  float *He = Hl;
   for (int e = 0; e < N; e++) {
-    const i64 cnt = offsets[e + 1] - offsets[e];
+    const int cnt = offsets[e + 1] - offsets[e];
     if (cnt == 0) continue;
-    const int h = parts > 1 && left-- <= parts ? sgemm_row_cut(0, 1, (int)cnt, (int)de, (int)C) : 0;
-    if (h && h == sgemm_row_cut(0, 1, (int)cnt, (int)C, (int)de)) {
-      units[nunits++] = (ffn_unit){e, 0, h};
-      units[nunits++] = (ffn_unit){e, h, cnt};
-    } else {
-      units[nunits++] = (ffn_unit){e, 0, cnt};
+    if (!late[e]) {
+      units[u1++] = (ffn_unit){e, UNIT_EXPERT, 0, NULL};
+      continue;
     }
+    for (int q = 0, p1 = sgemm_parts(0, 1, cnt, (int)de, (int)C); q < p1; q++) units[u1++] = (ffn_unit){e, UNIT_FC1, q, He};
+    for (int q = 0, p2 = sgemm_parts(0, 1, cnt, (int)C, (int)de); q < p2; q++) units[u2++] = (ffn_unit){e, UNIT_FC2, q, He};
+    He += (i64)cnt * de;
   }
-  ffn_job j = {X, W1, B1, W2, Y, out, tokens, offsets, pos, units, n, C, de, H, K, nunits, 0, 0};
+  free(late);
+  ffn_job j = {X, W1, B1, W2, Y, out, tokens, offsets, pos, units, n, C, de, H, K, nunits - nlate, 0, 0};
   pool_run(experts_part, &j, parts);
-  free(units);
+  if (nlate && !atomic_load(&j.failed)) {
+    j.nunits = nunits;
+    atomic_store(&j.next, nunits - nlate);
+    pool_run(experts_part, &j, parts);
+  }
+  free(units), free(Hl);
   int rc = 0;
   if (atomic_load(&j.failed)) rc = -3;
   else pool_run(reduce_part, &j, parts);

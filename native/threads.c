@@ -268,9 +268,8 @@ static gemm_plan plan_of(int ta, int tb, int M, int N, int K) {
   return (gemm_plan){PLAN_WHOLE, 1};
 }
 
-/* Part `part` of a column or row plan, as one single-threaded BLAS call. A and C of the job point at
- * row `r0` of op(A) and of C (sgemm_serial_rows), 0 otherwise. */
-static void gemm_part(const gemm_job *j, int part, int r0) {
+/* Part `part` of a column or row plan, as one single-threaded BLAS call. */
+static void gemm_part(const gemm_job *j, int part) {
   const int by_cols = j->plan.kind == PLAN_COLS, total = by_cols ? j->N : j->M, align = by_cols ? COL_ALIGN : ROW_ALIGN;
   const int s = (int)pool_part_start(total, part, j->plan.parts, align), e = (int)pool_part_start(total, part + 1, j->plan.parts, align);
   if (e <= s) return;
@@ -281,7 +280,7 @@ static void gemm_part(const gemm_job *j, int part, int r0) {
     blas_sgemm(ROW_MAJOR, ta, tb, j->M, e - s, j->K, j->alpha, j->A, j->lda, B, j->ldb, j->beta, j->C + s, j->ldc);
   } else {
     /* rows [s, e) of C = rows [s, e) of op(A) · op(B) */
-    const size_t r = (size_t)(s - r0);
+    const size_t r = (size_t)s;
     const float *A = j->ta ? j->A + r : j->A + r * j->lda;
     blas_sgemm(ROW_MAJOR, ta, tb, e - s, j->N, j->K, j->alpha, A, j->lda, j->B, j->ldb, j->beta, j->C + r * j->ldc, j->ldc);
   }
@@ -290,7 +289,7 @@ static void gemm_part(const gemm_job *j, int part, int r0) {
 /* Pool task: thread t of `threads` runs parts t, t + threads, … */
 static void gemm_task(void *p, int t, int threads) {
   const gemm_job *j = p;
-  for (int part = t; part < j->plan.parts; part += threads) gemm_part(j, part, 0);
+  for (int part = t; part < j->plan.parts; part += threads) gemm_part(j, part);
 }
 
 /* A job, all in the calling thread. */
@@ -299,12 +298,7 @@ static void run_serial(const gemm_job *j) {
   else if (j->plan.kind == PLAN_WHOLE)
     blas_sgemm(ROW_MAJOR, j->ta ? TRANS : NO_TRANS, j->tb ? TRANS : NO_TRANS, j->M, j->N, j->K, j->alpha, j->A, j->lda, j->B,
                j->ldb, j->beta, j->C, j->ldc);
-  else for (int part = 0; part < j->plan.parts; part++) gemm_part(j, part, 0);
-}
-
-int sgemm_row_cut(int ta, int tb, int M, int N, int K) {
-  const gemm_plan pl = plan_of(ta, tb, M, N, K);
-  return pl.kind == PLAN_ROWS ? (int)pool_part_start(M, pl.parts / 2, pl.parts, ROW_ALIGN) : 0;
+  else for (int part = 0; part < j->plan.parts; part++) gemm_part(j, part);
 }
 
 /* actvar_sgemm in the calling thread only (the same plan, so the same results). */
@@ -314,18 +308,26 @@ void sgemm_serial(int ta, int tb, int M, int N, int K, float alpha, const float 
   run_serial(&j);
 }
 
-void sgemm_serial_rows(int ta, int tb, int M, int N, int K, int r0, int r1, float alpha, const float *A, int lda,
-                       const float *B, int ldb, float beta, float *C, int ldc) {
+int sgemm_parts(int ta, int tb, int M, int N, int K) {
+  const gemm_plan pl = plan_of(ta, tb, M, N, K);
+  return pl.kind == PLAN_COLS || pl.kind == PLAN_ROWS ? pl.parts : 1;
+}
+
+void sgemm_part_bounds(int ta, int tb, int M, int N, int K, int part, int *r0, int *r1, int *c0, int *c1) {
+  const gemm_plan pl = plan_of(ta, tb, M, N, K);
+  *r0 = 0, *r1 = M, *c0 = 0, *c1 = N;
+  if (pl.kind == PLAN_COLS) {
+    *c0 = (int)pool_part_start(N, part, pl.parts, COL_ALIGN), *c1 = (int)pool_part_start(N, part + 1, pl.parts, COL_ALIGN);
+  } else if (pl.kind == PLAN_ROWS) {
+    *r0 = (int)pool_part_start(M, part, pl.parts, ROW_ALIGN), *r1 = (int)pool_part_start(M, part + 1, pl.parts, ROW_ALIGN);
+  }
+}
+
+void sgemm_serial_part(int ta, int tb, int M, int N, int K, int part, float alpha, const float *A, int lda, const float *B,
+                       int ldb, float beta, float *C, int ldc) {
   const gemm_job j = {ta, tb, M, N, K, alpha, beta, A, B, C, lda, ldb, ldc, plan_of(ta, tb, M, N, K)};
-  if (r0 == 0 && r1 == M) {
-    run_serial(&j);
-    return;
-  }
-  /* a row plan (sgemm_row_cut): its parts that lie in [r0, r1) */
-  for (int part = 0; part < j.plan.parts; part++) {
-    const int64_t s = pool_part_start(M, part, j.plan.parts, ROW_ALIGN);
-    if (s >= r0 && s < r1) gemm_part(&j, part, r0);
-  }
+  if (j.plan.kind == PLAN_COLS || j.plan.kind == PLAN_ROWS) gemm_part(&j, part);
+  else run_serial(&j);
 }
 
 /* C = alpha·op(A)·op(B) + beta·C, row-major, as cblas_sgemm; split over the pool (see the header).

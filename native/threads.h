@@ -41,15 +41,13 @@ extern cblas_sgemm_fn blas_sgemm;
 void sgemm_serial(int ta, int tb, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb,
                   float beta, float *C, int ldc);
 
-/* Where an M-row sgemm may be cut in two row ranges that sgemm_serial_rows computes exactly as the
- * whole job is computed (a bound between the row parts of its plan, threads.c): the first row of the
- * second range, or 0 when the job is not split by rows. */
-int sgemm_row_cut(int ta, int tb, int M, int N, int K);
-
-/* Rows [r0, r1) of the M-row job of sgemm_serial, computed as that job computes them; r0 and r1 are 0,
- * M or a cut of sgemm_row_cut. A and C point at row r0 of op(A) and of C. */
-void sgemm_serial_rows(int ta, int tb, int M, int N, int K, int r0, int r1, float alpha, const float *A, int lda,
-                       const float *B, int ldb, float beta, float *C, int ldc);
+/* The parts of the sgemm of actvar_sgemm / sgemm_serial (threads.c, plan_of): how many (1 when it is
+ * not split), the rows [r0, r1) and columns [c0, c1) of C that part `part` computes, and that part
+ * alone, computed exactly as the whole job computes it (for an unsplit job, part 0 is the job). */
+int sgemm_parts(int ta, int tb, int M, int N, int K);
+void sgemm_part_bounds(int ta, int tb, int M, int N, int K, int part, int *r0, int *r1, int *c0, int *c1);
+void sgemm_serial_part(int ta, int tb, int M, int N, int K, int part, float alpha, const float *A, int lda, const float *B,
+                       int ldb, float beta, float *C, int ldc);
 
 enum { ROW_MAJOR = 101, NO_TRANS = 111, TRANS = 112 };
 
