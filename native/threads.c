@@ -169,7 +169,7 @@ int actvar_set_small_gemm_max_m(int m) { int prev = small_gemm_max_m; small_gemm
  *
  * Why not "the whole job on one thread, one part per thread on several": a BLAS call on a part of C
  * is not bit-identical to the same elements of a call on the whole. OpenBLAS 0.3.21 with its Haswell
- * sgemm kernel (OPENBLAS_CORETYPE=Haswell, also used on Zen) shows it (row-major C = op(A)·op(B) is
+ * sgemm kernel (OPENBLAS_CORETYPE=Haswell; Zen uses it too) shows it (row-major C = op(A)·op(B) is
  * OpenBLAS's column-major Cᵀ, so our columns are its M, our rows its N):
  *  - its level-3 driver cuts M into blocks of GEMM_P = 320 (the last two of them halved, multiples of
  *    GEMM_UNROLL_M = 8) and, in the first M block only, N into kernel calls of 3·GEMM_UNROLL_N = 12;
@@ -179,9 +179,11 @@ int actvar_set_small_gemm_max_m(int m) { int prev = small_gemm_max_m; small_gemm
  * So an element's summation order depends on where the call's blocks start and end: cutting the
  * columns anywhere but on OpenBLAS's own block bounds changes results, and even there it does when
  * the row count is 8–11 mod 12 (no column cut of a 44 × 1280 × 256 job is exact); rows cut on
- * multiples of 12 are. Measured with cblas_sgemm on the two parts vs the whole, every cut position.
- * On the SkylakeX/Cooperlake kernel, parts at or below OpenBLAS's small-matrix size (M·N·K ≤ 100³)
- * take another kernel. Both are internals of one BLAS version and core type; fixed parts need none.
+ * multiples of 12 are. Measured with cblas_sgemm on the two parts vs the whole, every cut position:
+ * bench/experiments/sgemm-part-bits.c.
+ * With the SkylakeX kernel (Cooperlake too), column cuts at 1–8 mod 16 are not exact, and parts at or
+ * below OpenBLAS's small-matrix size (M·N·K ≤ 100³) take another kernel. All of these are internals of
+ * one BLAS version and core type; parts fixed by the shape need none of them.
  */
 static int split_parts = 0; /* 0 until bound: then the CPUs this process may use, 2 … MAX_THREADS */
 
