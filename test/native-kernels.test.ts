@@ -13,7 +13,7 @@ import { Rng } from '../src/tensor/rng.js';
 import { backend, bindNativeKernels, loadNativeKernels, nativeLibraryPath } from '../src/backend/node.js';
 import type { NativeKernels } from '../src/backend/node.js';
 import { AdamW } from '../src/optim/index.js';
-import { expRowsInPlace } from '../src/var/basic-var.js';
+import { expRowsInPlace } from '../src/tensor/index.js';
 import { assertClose, assertSameBits, bothWays as bothWaysWith, randn as randnOf } from './util/compare.js';
 
 const loaded = loadNativeKernels();

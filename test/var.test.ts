@@ -22,8 +22,9 @@ import { inferVarConfig, varConfigForDepth, varPreset, varParamCount, tokenLayou
 import { initVarParams, randomVar } from '../src/var/init.js';
 import {
   attnBranch, ffnBranch, adaLNModulate, attentionQKV, attendWithCache, attnProj, ffn, gatedResidual,
-  appendKV, createKVCache, attend, tableExpNonPositive,
+  appendKV, createKVCache, attend,
 } from '../src/var/basic-var.js';
+import { tableExpNonPositive } from '../src/tensor/index.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
 import { fixture as tiny, pthFixture } from './util/fixtures.js';
 

@@ -4,6 +4,7 @@
  * nothing else. Matrices are row-major, as in C's cblas with CblasRowMajor.
  */
 import type { NativeKernels } from './native.js';
+import type { Workspace } from './workspace.js';
 
 export interface Backend {
   /** Short name printed in the one-line announcement, e.g. "openblas (libopenblas.so.0)". */
@@ -18,6 +19,8 @@ export interface Backend {
    * null/absent: those kernels then run on the calling thread. The Node edge attaches one (worker-pool.ts).
    */
   workers?: JsWorkerPool | null;
+  /** Scratch memory of the ops (made on first use by `workspace()`). */
+  workspace?: Workspace;
   /** Worker threads used by the kernels. */
   threads: number;
   setThreads(n: number): void;

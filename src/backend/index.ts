@@ -7,6 +7,9 @@
 import type { Backend } from './backend.js';
 import { TsBackend } from './ts.js';
 import { DEFAULT_SETTINGS, type Settings } from './settings.js';
+import { Workspace } from './workspace.js';
+
+export { Workspace } from './workspace.js';
 
 export type { Backend, JsWorkerPool } from './backend.js';
 export type { NativeKernels } from './native.js';
@@ -58,4 +61,10 @@ export function backendInstalled(): boolean { return provider !== null; }
 /** Replace the active backend (tests compare backends); null makes the next `backend()` choose again. */
 export function setBackend(b: Backend | null): void {
   current = b;
+}
+
+/** The active backend's scratch memory (one allocator for all ops; see workspace.ts). */
+export function workspace(): Workspace {
+  const b = backend();
+  return (b.workspace ??= new Workspace());
 }

@@ -13,3 +13,7 @@ export * from './flops.js';
 export * from './rng.js';
 export * from './ops/gelu.js';
 export * from './ops/attention.js';
+export * from './ops/adaln.js';
+export * from './ops/heads.js';
+export * from './ops/kv-attention.js';
+export { workspace, Workspace } from '../backend/index.js';
