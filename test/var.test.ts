@@ -24,7 +24,7 @@ import {
   attnBranch, ffnBranch, adaLNModulate, attentionQKV, attendWithCache, attnProj, ffn, gatedResidual,
   appendKV, createKVCache, attend,
 } from '../src/var/basic-var.js';
-import { tableExpNonPositive } from '../src/tensor/index.js';
+import { expNonPositive as tableExpNonPositive } from '../src/tensor/index.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
 import { fixture as tiny, pthFixture } from './util/fixtures.js';
 

@@ -44,7 +44,7 @@ function twoThreads() {
     b1: koffi.address(B1), w1: koffi.address(W1), w2: koffi.address(W2),
   });
   for (let t = 0; t < n; t++) out.set(B2, t * C);
-  runExperts({ X, W1, B1, W2, tokens: g.tokens, offsets: g.offsets, out, C, de, H }, 0, mid, ws, be);
+  runExperts({ X, W1, B1, W2, tokens: g.tokens, offsets: g.offsets, out, C, de, H }, 0, mid, ws);
   Atomics.wait(ctrl, 0, 0);
   for (let i = 0; i < out.length; i++) out[i] += outB[i];
   be.setThreads(threads);

@@ -29,8 +29,7 @@
  *    A block's features are the same tokens whatever the activation rates, so one calibration serves
  *    every rate setting.
  */
-import { backend } from '../backend/index.js';
-import { Tensor } from '../tensor/index.js';
+import { Tensor, sgemm } from '../tensor/index.js';
 import { Router } from './router.js';
 import { Selector } from './selector.js';
 import type { ExpertFFN } from './experts.js';
@@ -81,9 +80,8 @@ export class NormalEquations {
     if (n === 0) return;
     if (this.bufA.length < d * d) this.bufA = new Float32Array(d * d);
     if (this.bufB.length < d * o) this.bufB = new Float32Array(d * o);
-    const be = backend();
-    be.sgemm(true, false, d, d, n, 1, X, 0, d, X, 0, d, 0, this.bufA, 0, d);
-    be.sgemm(true, false, d, o, n, 1, X, 0, d, Y, 0, o, 0, this.bufB, 0, o);
+    sgemm(true, false, d, d, n, 1, X, 0, d, X, 0, d, 0, this.bufA, 0, d);
+    sgemm(true, false, d, o, n, 1, X, 0, d, Y, 0, o, 0, this.bufB, 0, o);
     for (let i = 0; i < d * d; i++) this.xtx[i] += this.bufA[i];
     for (let i = 0; i < d * o; i++) this.xty[i] += this.bufB[i];
     this.samples += n;

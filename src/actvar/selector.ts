@@ -20,8 +20,7 @@
  * Parameters: `weight` (1, C), `bias` (1) — stored as `actvar.blocks.{i}.selector.{weight,bias}`.
  * FLOPs: 2·l·C per row, category 'selector'.
  */
-import { Tensor, linear, flopsCategory, noGrad, sigmoid, layerNorm, topk, isDryRun, recordFlops } from '../tensor/index.js';
-import { backend } from '../backend/index.js';
+import { Tensor, linear, flopsCategory, noGrad, sigmoid, layerNorm, topk, isDryRun, gateScores } from '../tensor/index.js';
 
 /** The selector's input: the block's LayerNorm of x (no affine, eps 1e-6). */
 export function selectorInput(x: Tensor): Tensor { return layerNorm(x, 1e-6); }
@@ -70,42 +69,14 @@ export class Selector {
     const [R, l, C] = x.shape;
     if (C !== this.width) throw new RangeError(`selector: tokens have ${C} features, the gate expects ${this.width}`);
     checkK(K, l);
-    const dry = isDryRun();
     const lg = new Float32Array(R * l);
-    flopsCategory('selector', () => recordFlops(2 * R * l * C));
-    if (!dry) gateScores(x.f32, this.weight.f32, this.bias.f32[0], R * l, C, eps, lg);
-    return { index: topKPositions(lg, R, l, K, dry), logits: lg };
+    flopsCategory('selector', () => gateScores(x.f32, R * l, C, this.weight.f32, this.bias.f32[0], eps, lg));
+    return { index: topKPositions(lg, R, l, K, isDryRun()), logits: lg };
   }
 }
 
 function checkK(K: number, l: number): void {
   if (!Number.isInteger(K) || K < 1 || K > l) throw new RangeError(`selector: K_t must be in 1..${l}, got ${K}`);
-}
-
-/**
- * out[t] = w·ln(x_t) + b for n rows of C (LayerNorm without affine, biased variance): one pass gives
- * Σx, Σx² and w·x in float64 (as `modulateInto` in basic-var.ts; no cancellation at float32 precision).
- * With the native kernels, the same formula in C on the thread pool (its float64 sums in another order:
- * a score can differ by one float32 rounding).
- */
-function gateScores(X: Float32Array, w: Float32Array, b: number, n: number, C: number, eps: number, out: Float32Array): void {
-  const nk = backend().native;
-  if (nk) { nk.gateScores(X, n, C, w, b, eps, out); return; } // the same in C on the thread pool (native/rows.c)
-  let sw = 0;
-  for (let c = 0; c < C; c++) sw += w[c];
-  for (let t = 0; t < n; t++) {
-    const o = t * C;
-    // two partial sums per accumulator: shorter float64 dependency chains
-    let s = 0, s2 = 0, dot = 0, u1 = 0, u2 = 0, dot1 = 0, c = 0;
-    for (; c + 1 < C; c += 2) {
-      const v = X[o + c], u = X[o + c + 1];
-      s += v; s2 += v * v; dot += v * w[c]; u1 += u; u2 += u * u; dot1 += u * w[c + 1];
-    }
-    if (c < C) { const v = X[o + c]; s += v; s2 += v * v; dot += v * w[c]; }
-    s += u1; s2 += u2; dot += dot1;
-    const mu = s / C;
-    out[t] = (dot - mu * sw) / Math.sqrt(Math.max(s2 / C - mu * mu, 0) + eps) + b;
-  }
 }
 
 /** Per row of an (R × l) score matrix, the K best positions, sorted ascending. */

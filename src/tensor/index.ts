@@ -16,4 +16,8 @@ export * from './ops/attention.js';
 export * from './ops/adaln.js';
 export * from './ops/heads.js';
 export * from './ops/kv-attention.js';
+export * from './ops/experts.js';
+export * from './ops/gate-scores.js';
+export * from './ops/row-stats.js';
 export { workspace, Workspace } from '../backend/index.js';
+export * from './ops/adamw-update.js';

@@ -11,9 +11,8 @@
  * Everything is built from differentiable tensor ops (conv2d, bicubic, area, embedding) so the
  * tokenizer can be trained; the nearest-code search itself is discrete and runs outside the graph.
  */
-import { backend } from '../backend/index.js';
 import {
-  Tensor, noGrad, zeros, add, sub, scale, mean, square, reshape, permute, transpose, concat, recordFlops, isDryRun,
+  Tensor, noGrad, zeros, add, sub, scale, mean, square, reshape, permute, transpose, concat, gemmCounted,
 } from '../tensor/index.js';
 import { conv2d } from '../tensor/ops/conv.js';
 import { embedding } from '../tensor/ops/indexing.js';
@@ -194,7 +193,6 @@ export class VectorQuantizer {
     const out = new Int32Array(N);
     const rowsPer = Math.max(1, Math.min(N, Math.floor((4 << 20) / V)));
     const d = new Float32Array(rowsPer * V);
-    const be = backend();
     for (let n0 = 0; n0 < N; n0 += rowsPer) {
       const rows = Math.min(rowsPer, N - n0);
       for (let i = 0; i < rows; i++) {
@@ -204,8 +202,7 @@ export class VectorQuantizer {
         const zz = Math.fround(s);
         for (let v = 0; v < V; v++) d[i * V + v] = zz + ee[v];
       }
-      recordFlops(2 * rows * V * C);
-      if (!isDryRun()) be.sgemm(false, true, rows, V, C, -2, z, n0 * C, C, E, 0, C, 1, d, 0, V);
+      gemmCounted(false, true, rows, V, C, -2, z, n0 * C, C, E, 0, C, 1, d, 0, V);
       for (let i = 0; i < rows; i++) {
         let best = 0, bd = d[i * V];
         for (let v = 1; v < V; v++) { const x = d[i * V + v]; if (x < bd) { bd = x; best = v; } }

@@ -7,13 +7,14 @@
  */
 import { Tensor, result, isGradEnabled, assertFloat } from '../tensor.js';
 import { backend, workspace } from '../../backend/index.js';
+import { rowStatsInto } from './row-stats.js';
 
 const fr = Math.fround;
 
 /**
  * y = LN(x)·(1+scale) + shift over the last axis; LayerNorm without affine, biased variance,
  * `eps` inside the square root (docs/VAR.md §3.2, §9). x is [B, ..., C]; scale and shift are [B, C] (one row
- * per sample, broadcast over that sample's tokens). Statistics in float64.
+ * per sample, broadcast over that sample's tokens). Statistics in float64 (row-stats.ts).
  */
 export function adaLNModulate(x: Tensor, scale: Tensor, shift: Tensor, eps: number): Tensor {
   const X = assertFloat(x, 'adaLNModulate'), S = assertFloat(scale, 'adaLNModulate'), Sh = assertFloat(shift, 'adaLNModulate');
@@ -32,14 +33,11 @@ export function adaLNModulate(x: Tensor, scale: Tensor, shift: Tensor, eps: numb
   for (let i = 0; i < onePlus.length; i++) onePlus[i] = 1 + S[i];
   const Y = new Float32Array(X.length);
   const Nrm = new Float32Array(X.length), rstdArr = new Float64Array(rows); // kept for the backward
+  const meanArr = new Float64Array(rows);
   for (let r = 0; r < rows; r++) {
     const o = r * C, bo = Math.floor(r / perB) * C;
-    // one pass: Σx and Σx² in float64 (exact enough for float32 rows: no cancellation at this precision)
-    let s1 = 0, s2 = 0;
-    for (let c = 0; c < C; c++) { const x = X[o + c]; s1 += x; s2 += x * x; }
-    const m = s1 / C;
-    const rstd = 1 / Math.sqrt(Math.max(s2 / C - m * m, 0) + eps);
-    rstdArr[r] = rstd;
+    rowStatsInto(X, o, C, eps, meanArr, rstdArr, r);
+    const m = meanArr[r], rstd = rstdArr[r];
     for (let c = 0; c < C; c++) {
       const n = fr((X[o + c] - m) * rstd);
       Nrm[o + c] = n;
@@ -78,15 +76,11 @@ export function adaLNModulateInto(X: Float32Array, S: Float32Array, Sh: Float32A
   const onePlus = workspace().float32('adaln.onePlus', B * C);
   for (let i = 0; i < B * C; i++) onePlus[i] = 1 + S[i];
   const perB = B ? rows / B : 0;
+  const mean = workspace().float64('adaln.mean', 1), rs = workspace().float64('adaln.rstd', 1);
   for (let r = 0; r < rows; r++) {
     const o = r * C, bo = Math.floor(r / perB) * C;
-    // Σx and Σx² in float64 with two partial sums each (shorter dependency chains)
-    let s1 = 0, s2 = 0, t1 = 0, t2 = 0, c = 0;
-    for (; c + 1 < C; c += 2) { const v = X[o + c], w = X[o + c + 1]; s1 += v; s2 += v * v; t1 += w; t2 += w * w; }
-    if (c < C) { const v = X[o + c]; s1 += v; s2 += v * v; }
-    s1 += t1; s2 += t2;
-    const m = s1 / C;
-    const rstd = 1 / Math.sqrt(Math.max(s2 / C - m * m, 0) + eps);
+    rowStatsInto(X, o, C, eps, mean, rs, 0);
+    const m = mean[0], rstd = rs[0];
     for (let c = 0; c < C; c++) Y[o + c] = fr(fr((X[o + c] - m) * rstd) * onePlus[bo + c]) + Sh[bo + c];
   }
 }

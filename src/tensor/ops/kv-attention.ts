@@ -1,13 +1,14 @@
 /**
  * KV-cache attention for inference (docs/VAR.md §3.3, §6): the per-block key/value cache, appending,
  * and the attention of new queries to everything cached (earlier scales and this one; no mask). The
- * softmax uses the table exp below; with cosine attention the head temperature bounds every score,
+ * softmax uses the core's one exp approximation (`expNonPositive`, nn.ts); with cosine attention the head temperature bounds every score,
  * which replaces the row-max pass. The backend may override the attention (`attendCached`) and the
  * exp rows (`expRows`) by name.
  */
 import { Tensor, isGradEnabled } from '../tensor.js';
 import { backend, settings, configure, workspace } from '../../backend/index.js';
 import { flopsCategory, recordFlops, isDryRun } from '../flops.js';
+import { expNonPositive } from './nn.js';
 
 /**
  * One block's key/value cache for KV-cache inference: preallocated [batch, heads, capacity, headDim]
@@ -51,24 +52,6 @@ export function appendKV(cache: KVCache, k: Tensor, v: Tensor): void {
 }
 
 /**
- * exp(x) for x ≤ 0 (softmax after subtracting a bound ≥ the max): e^x = e^{−k/64}·e^r with
- * k = ⌊−64x⌋ from a table (46 KB) and r ∈ (−1/64, 0] by a degree-3 Taylor polynomial (error
- * ≤ r⁴/24 ≈ 2.5e-9 relative, below float32 rounding). ~3× faster than Math.exp in V8, which
- * matters for the ~150M exponentials of a d16 generation. Below −90 the result is 0 (float32
- * denormals start at −87.3).
- */
-const EXP_STEPS = 64, EXP_TABLE_N = 90 * EXP_STEPS;
-const EXP_TABLE = Float64Array.from({ length: EXP_TABLE_N }, (_, k) => Math.exp(-k / EXP_STEPS));
-
-/** Exported for tests: the table exp used by the inference softmax. */
-export function tableExpNonPositive(x: number): number {
-  const t = -EXP_STEPS * x;
-  if (t >= EXP_TABLE_N) return 0;
-  const k = t | 0, r = x + k * (1 / EXP_STEPS);
-  return EXP_TABLE[k] * (1 + r * (1 + r * (0.5 + r * (1 / 6))));
-}
-
-/**
  * Kernel threads for the per-head attention GEMMs (0 = the backend's setting, the default). These
  * GEMMs are small (K or N = head_dim = 64). Under OpenBLAS's own threading a busy machine made each
  * call wait for the BLAS worker (2.6–8.5 GFLOP/s with 2 threads vs ~30 with 1, so the default used to
@@ -89,44 +72,17 @@ export function expRowsInPlace(S: Float32Array, rows: number, n: number, bound: 
   if (nk) { nk.expRows(S, rows, n, bound ?? NaN, sums); return; } // float32 exp, float64 sums (native/kernels.c)
   for (let i = 0; i < rows; i++) {
     const o = i * n;
-    if (bound !== null) { sums[i] = expBoundedRow(S, o, o + n, bound); continue; }
-    let m = -Infinity;
-    for (let j = 0; j < n; j++) if (S[o + j] > m) m = S[o + j];
-    let s = 0;
-    for (let j = 0; j < n; j++) {
-      // tableExpNonPositive(S[o + j] − m), inlined
-      const x = S[o + j] - m, t = -EXP_STEPS * x;
-      let e = 0;
-      if (!(t >= EXP_TABLE_N)) {
-        const k = t | 0, r = x + k * (1 / EXP_STEPS);
-        e = EXP_TABLE[k] * (1 + r * (1 + r * (0.5 + r * (1 / 6))));
-      }
-      S[o + j] = e; s += e;
+    let m = bound ?? -Infinity;
+    if (bound === null) for (let j = 0; j < n; j++) if (S[o + j] > m) m = S[o + j];
+    // two partial sums: the float64 additions do not form one long dependency chain
+    let s0 = 0, s1 = 0, j = 0;
+    for (; j + 1 < n; j += 2) {
+      const e0 = expNonPositive(S[o + j] - m), e1 = expNonPositive(S[o + j + 1] - m);
+      S[o + j] = e0; S[o + j + 1] = e1; s0 += e0; s1 += e1;
     }
-    sums[i] = s;
+    if (j < n) { const e0 = expNonPositive(S[o + j] - m); S[o + j] = e0; s0 += e0; }
+    sums[i] = s0 + s1;
   }
-}
-
-/**
- * S[o..end) ← exp(S − m) for a bound m with S − m ∈ (−80, 0] (cosine attention, see above: no
- * underflow test needed), returning the sum. Two elements per iteration with two partial sums, so
- * the float64 additions do not form one long dependency chain (~30 % faster in V8).
- */
-function expBoundedRow(S: Float32Array, o: number, end: number, m: number): number {
-  let s0 = 0, s1 = 0, j = o;
-  for (; j + 1 < end; j += 2) {
-    const x0 = S[j] - m, k0 = (-EXP_STEPS * x0) | 0, r0 = x0 + k0 * (1 / EXP_STEPS);
-    const x1 = S[j + 1] - m, k1 = (-EXP_STEPS * x1) | 0, r1 = x1 + k1 * (1 / EXP_STEPS);
-    const e0 = EXP_TABLE[k0] * (1 + r0 * (1 + r0 * (0.5 + r0 * (1 / 6))));
-    const e1 = EXP_TABLE[k1] * (1 + r1 * (1 + r1 * (0.5 + r1 * (1 / 6))));
-    S[j] = e0; S[j + 1] = e1; s0 += e0; s1 += e1;
-  }
-  if (j < end) {
-    const x0 = S[j] - m, k0 = (-EXP_STEPS * x0) | 0, r0 = x0 + k0 * (1 / EXP_STEPS);
-    const e0 = EXP_TABLE[k0] * (1 + r0 * (1 + r0 * (0.5 + r0 * (1 / 6))));
-    S[j] = e0; s0 += e0;
-  }
-  return s0 + s1;
 }
 
 /**

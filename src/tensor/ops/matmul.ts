@@ -4,6 +4,29 @@ import { Tensor, result, assertFloat, sizeOf } from '../tensor.js';
 import { recordFlops, isDryRun } from '../flops.js';
 
 /**
+ * The backend's GEMM on arrays, row-major: C = alpha·op(A)·op(B) + beta·C with offsets and leading
+ * dimensions as in cblas (src/backend/backend.ts). Not counted in FLOPs: for backward passes and
+ * calibration statistics; forward work uses `gemmCounted`.
+ */
+export function sgemm(
+  transA: boolean, transB: boolean, M: number, N: number, K: number,
+  alpha: number, A: Float32Array, aOff: number, lda: number, B: Float32Array, bOff: number, ldb: number,
+  beta: number, C: Float32Array, cOff: number, ldc: number,
+): void {
+  backend().sgemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc);
+}
+
+/** `sgemm` as forward work: records 2·M·N·K FLOPs and does no arithmetic in a dry run. */
+export function gemmCounted(
+  transA: boolean, transB: boolean, M: number, N: number, K: number,
+  alpha: number, A: Float32Array, aOff: number, lda: number, B: Float32Array, bOff: number, ldb: number,
+  beta: number, C: Float32Array, cOff: number, ldc: number,
+): void {
+  recordFlops(2 * M * N * K);
+  if (!isDryRun()) backend().sgemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc);
+}
+
+/**
  * Batched C[b] = op(A[b]) · op(B[b]). A is [..., M, K] (or [..., K, M] with transA), B is [..., K, N]
  * (or [..., N, K] with transB). Batch dims must match, or B may have none (shared weight).
  */
