@@ -50,7 +50,8 @@ export interface JsWorkerPool {
   resize(n: number): void;
   /**
    * Starts kernel(...jobs[i]) on helper i (jobs.length ≤ size) and returns at once; the returned
-   * function waits for all of them and throws if one failed or timed out.
+   * function waits for all of them and throws if one failed or timed out. `helpers`: functions the
+   * kernel calls by name (self-contained too), defined beside it on the helper threads.
    */
-  start(kernel: (...args: never[]) => void, jobs: unknown[][]): () => void;
+  start(kernel: (...args: never[]) => void, jobs: unknown[][], helpers?: ((...args: never[]) => unknown)[]): () => void;
 }

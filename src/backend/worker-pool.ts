@@ -1,6 +1,6 @@
 /**
  * The Node edge's `JsWorkerPool`: worker_threads that run self-contained JavaScript kernels (see
- * backend.ts). A kernel's source is sent to a worker once and kept there by name; each job posts the
+ * backend.ts). A kernel's source (with its helpers') is sent to a worker once and kept there by name; each job posts the
  * arguments and a shared control word, and the caller blocks on Atomics.wait until every helper has
  * stored its outcome (1 done, 2 failed). Workers are unref'd: an idle pool never keeps the process alive.
  */
@@ -15,7 +15,7 @@ const { parentPort } = require('node:worker_threads');
 const kernels = new Map();
 parentPort.on('message', (m) => {
   try {
-    if (m.source !== undefined) kernels.set(m.name, (0, eval)('(' + m.source + ')'));
+    if (m.source !== undefined) kernels.set(m.name, new Function(m.source)());
     kernels.get(m.name)(...m.args);
     Atomics.store(m.ctrl, 0, 1);
   } catch (e) { Atomics.store(m.ctrl, 0, 2); }
@@ -39,9 +39,10 @@ export class NodeWorkerPool implements JsWorkerPool {
     }
   }
 
-  start(kernel: (...args: never[]) => void, jobs: unknown[][]): () => void {
+  start(kernel: (...args: never[]) => void, jobs: unknown[][], helpers: ((...args: never[]) => unknown)[] = []): () => void {
     if (jobs.length > this.helpers.length) throw new RangeError(`${jobs.length} jobs for ${this.helpers.length} helper threads`);
-    const name = kernel.name, source = kernel.toString();
+    // the helpers as function declarations, then the kernel as the value of the whole source
+    const name = kernel.name, source = `${helpers.map((h) => h.toString()).join('\n')}\nreturn (${kernel.toString()});`;
     const used = this.helpers.slice(0, jobs.length);
     used.forEach((h, i) => {
       Atomics.store(h.ctrl, 0, 0);

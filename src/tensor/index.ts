@@ -21,3 +21,4 @@ export * from './ops/gate-scores.js';
 export * from './ops/row-stats.js';
 export { workspace, Workspace } from '../backend/index.js';
 export * from './ops/adamw-update.js';
+export * from './ops/conv3x3.js';
