@@ -16,7 +16,7 @@ import { randomVar } from '../src/var/init.js';
 import type { VAR, BlockContext } from '../src/var/var.js';
 import { VQVAE } from '../src/vqvae/vqvae.js';
 import { ActVAR, runTransformer, type ActivationRecord } from '../src/actvar/actvar.js';
-import { benchActVar } from '../src/actvar/bench.js';
+import { benchActVar } from '../bench/actvar.js';
 import { ActivationMaps } from '../src/actvar/actmaps.js';
 import { decodePng } from '../src/image/png.js';
 import { repoRoot, tinyDir } from './util/fixtures.js';

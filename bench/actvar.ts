@@ -1,5 +1,5 @@
 /**
- * `actvar bench actvar`: wall-clock seconds of the transformer part of one generation (all scales:
+ * `actvar bench actvar` (the CLI runs this benchmark; it is not part of the library): wall-clock seconds of the transformer part of one generation (all scales:
  * blocks and head, KV-cache inference, CFG on), dense vs ActVAR, with random weights.
  *
  * Method: one seeded random VAR (official init, §3.7 of var-reference) and random VQ features as
@@ -15,14 +15,14 @@
  * be the activated scales' share of the dense time divided by their share of the dense FLOPs (the
  * other scales run the same code in both models).
  */
-import { Tensor, Rng, countFlops, FlopsCounter } from '../tensor/index.js';
-import { backend, setBackend, type Backend } from '../backend/index.js';
-import { varPreset } from '../var/config.js';
-import { randomVar } from '../var/init.js';
-import { attnBranch, ffnBranch } from '../var/basic-var.js';
-import type { VAR, VarHooks, BlockContext } from '../var/var.js';
-import { ActVAR, runTransformer } from './actvar.js';
-import { tokenRateAt, type ActVarConfig } from './config.js';
+import { Tensor, Rng, countFlops, FlopsCounter } from '../src/tensor/index.js';
+import { backend, setBackend, type Backend } from '../src/backend/index.js';
+import { varPreset } from '../src/var/config.js';
+import { randomVar } from '../src/var/init.js';
+import { attnBranch, ffnBranch } from '../src/var/basic-var.js';
+import type { VAR, VarHooks, BlockContext } from '../src/var/var.js';
+import { ActVAR, runTransformer } from '../src/actvar/actvar.js';
+import { tokenRateAt, type ActVarConfig } from '../src/actvar/config.js';
 
 export interface ActVarBenchOptions {
   preset?: string;
