@@ -33,7 +33,7 @@
  * `__metadata__` ('actvar.config'). The VAR's weights are not duplicated.
  */
 import {
-  Tensor, noGrad, layerNorm, isDryRun, repeat0, gatherRowsInto, scatterRowsInto,
+  Tensor, noGrad, layerNorm, repeat0, gatherRowsInto, scatterRowsInto,
 } from '../tensor/index.js';
 import { readSafetensorsFile, writeSafetensors } from '../io/safetensors.js';
 import { VAR, type BlockContext, type BlockExecutor, type InferOptions, type InferResult, type VarHooks } from '../var/var.js';
@@ -233,9 +233,9 @@ export class ActVAR {
       const { index } = st.selector.selectRaw(x, K, block.eps);
       lap('select');
       // 2. gather
-      const X = x.f32, dry = isDryRun();
+      const X = x.f32;
       const xs = new Float32Array(R * K * C);
-      if (!dry) for (let r = 0; r < R; r++) gatherRowsInto(xs.subarray(r * K * C), X.subarray(r * l * C), index, r * K, K, C);
+      for (let r = 0; r < R; r++) gatherRowsInto(xs.subarray(r * K * C), X.subarray(r * l * C), index, r * K, K, C);
       lap('gather');
       // 3. attention on the kept tokens (only their K/V enter the cache)
       const x1 = attnBranch(block, new Tensor(xs, [R, K, C]), ada, { kind: 'cache', cache: ctx.cache! });
@@ -255,7 +255,7 @@ export class ActVAR {
       // 5. scatter back; unselected tokens are copied unchanged (eq. 9)
       const out = X.slice();
       const Y = x2.f32;
-      if (!dry) for (let r = 0; r < R; r++) scatterRowsInto(out.subarray(r * l * C), Y.subarray(r * K * C), index, r * K, K, C);
+      for (let r = 0; r < R; r++) scatterRowsInto(out.subarray(r * l * C), Y.subarray(r * K * C), index, r * K, K, C);
       lap('scatter');
       if (this.onActivation) {
         this.onActivation({ scaleIndex: ctx.scaleIndex, blockIndex: ctx.blockIndex, patchNum: ctx.patchNum, rows: R, K, selected: index, Kw, route: route! });

@@ -12,7 +12,7 @@
  * Parameters: `weight` (N, C), `bias` (N) — stored as `actvar.blocks.{i}.router.{weight,bias}`.
  * FLOPs: 2·n·C·N, category 'router' (the (1−η)·N·2LH term of eq. 12's overhead).
  */
-import { Tensor, linear, flopsCategory, noGrad, softmax, isDryRun } from '../tensor/index.js';
+import { Tensor, linear, flopsCategory, noGrad, softmax } from '../tensor/index.js';
 
 export class Router {
   constructor(readonly weight: Tensor, readonly bias: Tensor) {
@@ -45,21 +45,19 @@ export class Router {
     if (!Number.isInteger(K) || K < 1 || K > N) throw new RangeError(`router: K_w must be in 1..${N}, got ${K}`);
     const lg = noGrad(() => this.logits(x)).f32;
     const n = lg.length / N;
-    return { route: topKRows(lg, n, N, K, isDryRun()), logits: lg };
+    return { route: topKRows(lg, n, N, K), logits: lg };
   }
 }
 
 /**
  * Per row of an (n × N) matrix, the indices of the K largest entries, decreasing, ties → lower index
  * (the order topk() in the tensor core uses). A selection by insertion into a K-long list: N is small.
- * In dry-run mode the values are meaningless zeros and the first K indices are returned.
  */
-export function topKRows(v: Float32Array, n: number, N: number, K: number, dry = false): Int32Array {
+export function topKRows(v: Float32Array, n: number, N: number, K: number): Int32Array {
   const out = new Int32Array(n * K);
   const best = new Float64Array(K);
   for (let t = 0; t < n; t++) {
     const b = t * N, ob = t * K;
-    if (dry) { for (let k = 0; k < K; k++) out[ob + k] = k; continue; }
     let m = 0;
     for (let e = 0; e < N; e++) {
       let x = v[b + e];

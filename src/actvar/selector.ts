@@ -20,7 +20,7 @@
  * Parameters: `weight` (1, C), `bias` (1) — stored as `actvar.blocks.{i}.selector.{weight,bias}`.
  * FLOPs: 2·l·C per row, category 'selector'.
  */
-import { Tensor, linear, flopsCategory, noGrad, sigmoid, layerNorm, topk, isDryRun, gateScores } from '../tensor/index.js';
+import { Tensor, linear, flopsCategory, noGrad, sigmoid, layerNorm, topk, gateScores } from '../tensor/index.js';
 
 /** The selector's input: the block's LayerNorm of x (no affine, eps 1e-6). */
 export function selectorInput(x: Tensor): Tensor { return layerNorm(x, 1e-6); }
@@ -49,14 +49,14 @@ export class Selector {
   /**
    * Hard selection for inference. xn is [R, l, C] (normalised block input); returns, per row, the K
    * selected token positions in ascending order (R × K, row-major) and the logits (R × l).
-   * Ties → lower position. In dry-run mode (no arithmetic) the first K positions are returned.
+   * Ties → lower position (in a dry run every score is equal: the first K positions).
    */
   select(xn: Tensor, K: number): { index: Int32Array; logits: Float32Array } {
     if (xn.ndim !== 3) throw new RangeError(`selector.select expects [rows, tokens, C], got [${xn.shape.join(', ')}]`);
     const [R, l] = xn.shape;
     checkK(K, l);
     const lg = noGrad(() => this.logits(xn)).f32;
-    return { index: topKPositions(lg, R, l, K, isDryRun()), logits: lg };
+    return { index: topKPositions(lg, R, l, K), logits: lg };
   }
 
   /**
@@ -71,7 +71,7 @@ export class Selector {
     checkK(K, l);
     const lg = new Float32Array(R * l);
     flopsCategory('selector', () => gateScores(x.f32, R * l, C, this.weight.f32, this.bias.f32[0], eps, lg));
-    return { index: topKPositions(lg, R, l, K, isDryRun()), logits: lg };
+    return { index: topKPositions(lg, R, l, K), logits: lg };
   }
 }
 
@@ -80,9 +80,9 @@ function checkK(K: number, l: number): void {
 }
 
 /** Per row of an (R × l) score matrix, the K best positions, sorted ascending. */
-export function topKPositions(scores: Float32Array, R: number, l: number, K: number, dry = false): Int32Array {
+export function topKPositions(scores: Float32Array, R: number, l: number, K: number): Int32Array {
   const index = new Int32Array(R * K);
-  if (dry || K === l) {
+  if (K === l) {
     for (let r = 0; r < R; r++) for (let k = 0; k < K; k++) index[r * K + k] = k;
     return index;
   }

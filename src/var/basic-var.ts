@@ -19,7 +19,7 @@
  * block-infer.ts. Float32 rounding follows the official op order, so results agree to ~1e-6.
  */
 import {
-  Tensor, linear, silu, gelu, reshape, slice, add, attentionHeads, flopsCategory, isGradEnabled, isDryRun,
+  Tensor, linear, silu, gelu, reshape, slice, add, attentionHeads, flopsCategory, isGradEnabled,
   adaLNModulate, gatedResidual, splitHeads, attendKVCache, type KVCache, type Rng,
 } from '../tensor/index.js';
 import { attnScale, blockTemperatures, type VarBlock, type AdaLN } from './block.js';
@@ -129,7 +129,7 @@ export function dropPathScale(block: VarBlock, B: number, opts: BlockRunOptions)
 }
 /** True when the branch can take the KV-cache inference path (block-infer.ts). */
 function inferencePath(opts: BlockRunOptions): boolean {
-  return !isGradEnabled() && !isDryRun() && !(opts.training && opts.rng);
+  return !isGradEnabled() && !(opts.training && opts.rng);
 }
 
 /** x + attn(ln(x)·(1+scale1)+shift1)·gamma1 — the attention half of the block (§3.2). */

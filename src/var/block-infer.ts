@@ -1,5 +1,5 @@
 /**
- * The KV-cache inference path of a block's two branches (noGrad, not dry-run): the same math and the
+ * The KV-cache inference path of a block's two branches (noGrad; in a dry run the ops skip their arithmetic): the same math and the
  * same bits as `attnBranch` / `ffnBranch` in basic-var.ts, with the 5–22 MB intermediates of every
  * block in the backend's workspace instead of fresh arrays (their page faults and GC were a few % of a
  * d16 generation), and q/k/v written by the head split straight into the query buffer and the cache.
