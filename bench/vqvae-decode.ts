@@ -1,7 +1,7 @@
 /**
  * VQVAE decode at the official size: `fhatToImg` = clamp(decoder(post_quant_conv(f̂))) for one
  * 256×256 image, seeded random weights with the shape of `vae_ch160v4096z32.pth` (ch 160, ch_mult
- * 1,1,2,2,4, 2 res blocks, z 32, V 4096). var-reference §10: 393.7 GFLOPs per image; the official
+ * 1,1,2,2,4, 2 res blocks, z 32, V 4096). docs/VAR.md §10: 393.7 GFLOPs per image; the official
  * PyTorch code took 5.5 s on 2 threads. Prints seconds per decode, GFLOP/s and peak RSS.
  *
  *   node dist/bench/vqvae-decode.js [repeats]        (or via bench/run.ts once registered)

@@ -254,7 +254,7 @@ test('calibration fit: the selector learns to rank tokens whose change is predic
 // ---------------------------------------------------------------------------------------------
 // analytic FLOPs and eq. 12
 
-test('analytic dense FLOPs reproduce var-reference §10 (CFG on) and §11 eq. 12 numbers', () => {
+test('analytic dense FLOPs reproduce docs/VAR.md §10 (CFG on) and §11 eq. 12 numbers', () => {
   const table: Record<string, number> = { d16: 600.8, d20: 1150.6, d24: 1963.7, d30: 3790.1 };
   const printed: Record<string, number> = { d16: 7.1, d20: 7.2, d24: 7.3, d30: 7.4 };
   const corrected: Record<string, number> = { d16: 21.3, d20: 21.7, d24: 22.0, d30: 22.3 };

@@ -1,11 +1,11 @@
 /**
- * The FFN as a mixture of experts (paper §3.2, eq. 2–4).
+ * The FFN as a mixture of experts (paper §3.2, paper eq. (2–4)).
  *
  * A VAR FFN is F(x) = δ(x·W₁ᵀ + b₁)·W₂ᵀ + b₂ with fc1.weight W₁ (D_h, C), fc2.weight W₂ (C, D_h)
- * (PyTorch layout, var-reference §3.4) and δ = GELU(tanh). Because x·W₁ᵀ splits over the hidden
- * units (eq. 2), cutting the D_h hidden units into N equal groups of dₑ = D_h/N gives N experts
+ * (PyTorch layout, docs/VAR.md §3.4) and δ = GELU(tanh). Because x·W₁ᵀ splits over the hidden
+ * units (paper eq. (2)), cutting the D_h hidden units into N equal groups of dₑ = D_h/N gives N experts
  *   eᵢ(x) = δ(x·W₁ⁱᵀ + b₁ⁱ)·W₂ⁱᵀ,   W₁ⁱ = rows of fc1.weight in group i,  W₂ⁱ = the matching columns of fc2.weight,
- * and F(x) = Σᵢ eᵢ(x) + b₂ exactly. The output bias b₂ is added ONCE. (Eq. 4 as printed writes
+ * and F(x) = Σᵢ eᵢ(x) + b₂ exactly. The output bias b₂ is added ONCE. (paper eq. (4) as printed writes
  * Σ_{j∈E}(δ(xW₁ʲ + b₁ʲ)W₂ʲ + b₂), which would add b₂ once per active expert, K_w times; the text
  * above it — "the bias term b₂ remains unchanged" — and the equivalence at full activation both
  * require adding it once, which is what we do.)
@@ -15,7 +15,7 @@
  * `coactivationPermutation`); a permutation of hidden units does not change F, so the dense model is
  * still reproduced exactly at full activation.
  *
- * Execution (§3.4) is grouped by expert and never dense-then-mask: the tokens are counting-sorted by
+ * Execution (paper §3.4) is grouped by expert and never dense-then-mask: the tokens are counting-sorted by
  * expert; for each expert we gather its tokens (TypedArray.set of contiguous rows), run
  * GEMM(fc1 slice) → GELU → GEMM(fc2 slice) on exactly those rows, and scatter-add the result.
  * Weight slices are never copied per call: with contiguous grouping, expert i's fc1 block is the

@@ -2,15 +2,15 @@
  * The dynamic router R(·) of one block (paper §3.2, "Dynamic activation of weights"):
  * p_w = softmax(Linear(C→N)(x)) over the N experts, and the top-K_w experts (K_w = round(γ·N))
  * form each token's active set E. The router reads the FFN's input — the AdaLN-modulated,
- * LayerNormed token that the experts themselves see (var-reference §3.2) — so its decision is a
+ * LayerNormed token that the experts themselves see (docs/VAR.md §3.2) — so its decision is a
  * function of exactly what the experts will compute on.
  *
- * Eq. 4 sums the selected experts' outputs without weighting them by p_w, so routing is a hard
- * choice at inference; the probabilities only matter for the distillation loss (eq. 6) and the
- * load-balancing loss (eq. 7) at training time. `logits()` is differentiable for that purpose.
+ * paper eq. (4) sums the selected experts' outputs without weighting them by p_w, so routing is a hard
+ * choice at inference; the probabilities only matter for the distillation loss (paper eq. (6)) and the
+ * load-balancing loss (paper eq. (7)) at training time. `logits()` is differentiable for that purpose.
  *
  * Parameters: `weight` (N, C), `bias` (N) — stored as `actvar.blocks.{i}.router.{weight,bias}`.
- * FLOPs: 2·n·C·N, category 'router' (the (1−η)·N·2LH term of eq. 12's overhead).
+ * FLOPs: 2·n·C·N, category 'router' (the (1−η)·N·2LH term of paper eq. (12)'s overhead).
  */
 import { Tensor, linear, flopsCategory, noGrad, softmax } from '../tensor/index.js';
 

@@ -2,15 +2,15 @@
  * The gated token selector G(·) of one block (paper §3.3, "Adaptive token activation").
  *
  * p_s = sigmoid(Linear(C→1)(ln(x))) per token, where x is the block input q_{m−1} and ln is the
- * block's own LayerNorm (no affine, eps 1e-6, var-reference §3.2). Each row of the batch keeps its
+ * block's own LayerNorm (no affine, eps 1e-6, docs/VAR.md §3.2). Each row of the batch keeps its
  * K_t = round(rate·l) most probable tokens (top-k per row: the CFG-doubled batch's conditional and
  * unconditional rows each choose their own tokens).
  *
  * Why Linear(C→1) + sigmoid and not a small MLP: (1) cost — the gate runs on every token of the
- * scale, selected or not, so its 2·l·C FLOPs are pure overhead (it is the "1" in eq. 12's
+ * scale, selected or not, so its 2·l·C FLOPs are pure overhead (it is the "1" in paper eq. (12)'s
  * 2·L·H·(1 + (1−η)·N) overhead term, which is exactly a C→1 linear layer); a C→C/4→1 MLP would cost
  * C/4 times more, ~2% of the block at C = 1024 and a large fraction of the saving at low η.
- * (2) training — the selector is supervised by a top-k pseudo-label over ‖Δx‖ (eq. 10–11), a ranking
+ * (2) training — the selector is supervised by a top-k pseudo-label over ‖Δx‖ (paper eq. (10–11)), a ranking
  * target for which a linear score over normalised features is a good first model and can be fitted
  * in closed form for a training-free start (init.ts). Why ln(x) rather than raw x: the residual
  * stream's scale varies strongly between tokens and blocks while a block's update depends on the

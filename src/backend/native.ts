@@ -18,7 +18,7 @@ export interface NativeKernels {
   /** The shared library's path. */
   readonly library: string;
   /**
-   * y = GELU_tanh(x) (var-reference.md §3.4); d (may be null) receives GELU′(x). First n elements,
+   * y = GELU_tanh(x) (docs/VAR.md §3.4); d (may be null) receives GELU′(x). First n elements,
    * split over actvar's thread pool when there are many (every element on its own: the same bits).
    */
   gelu(x: Float32Array, y: Float32Array, d: Float32Array | null, n: number): void;

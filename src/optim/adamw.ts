@@ -9,7 +9,7 @@
  *
  * Moments are float32 (as torch keeps them for float32 params); the per-element arithmetic runs in
  * float64 and rounds on store. Parameters whose `.grad` is null are skipped (their step count does
- * not advance), as torch does. VAR trains with betas (0.9, 0.95) (var-reference.md §7).
+ * not advance), as torch does. VAR trains with betas (0.9, 0.95) (docs/VAR.md §7).
  */
 import type { Tensor } from '../tensor/tensor.js';
 import { adamwUpdate } from '../tensor/ops/adamw-update.js';

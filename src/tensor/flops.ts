@@ -1,5 +1,5 @@
 /**
- * FLOPs accounting (1 multiply-add = 2 FLOPs, matmul and conv only, as in var-reference.md §10).
+ * FLOPs accounting (1 multiply-add = 2 FLOPs, matmul and conv only, as in docs/VAR.md §10).
  * Model code labels work with `flopsCategory('ffn', () => ...)`; every GEMM/conv kernel call adds
  * its FLOPs to the innermost active category. The core knows no category names.
  *

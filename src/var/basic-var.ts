@@ -3,13 +3,13 @@
  * (docs/VAR.md §3.2–3.5). Every piece works on any token subset (ActVAR runs them on the
  * selected tokens only) and is exported on its own:
  *
- *   blockAdaLN      ada_lin(SiLU(cond)) → gamma1, gamma2, scale1, scale2, shift1, shift2   (§3.2, 'adaln')
- *   adaLNModulate   ln(x)·(1+scale)+shift, LayerNorm without affine                         (§3.2)
- *   attentionQKV    x·W_qkvᵀ + (q_bias, 0, v_bias) → per-head q, k, v, cosine-normalised    (§3.3, 'qkv')
- *   attend          softmax(q·kᵀ + bias)·v for teacher forcing (block-causal bias)          (§3.3, 'attn_scores')
- *   attendWithCache append k, v to the block's KV cache, then attend to everything cached   (§3.3, 'attn_scores')
+ *   blockAdaLN      ada_lin(SiLU(cond)) → gamma1, gamma2, scale1, scale2, shift1, shift2   (docs/VAR.md §3.2, 'adaln')
+ *   adaLNModulate   ln(x)·(1+scale)+shift, LayerNorm without affine                         (docs/VAR.md §3.2)
+ *   attentionQKV    x·W_qkvᵀ + (q_bias, 0, v_bias) → per-head q, k, v, cosine-normalised    (docs/VAR.md §3.3, 'qkv')
+ *   attend          softmax(q·kᵀ + bias)·v for teacher forcing (block-causal bias)          (docs/VAR.md §3.3, 'attn_scores')
+ *   attendWithCache append k, v to the block's KV cache, then attend to everything cached   (docs/VAR.md §3.3, 'attn_scores')
  *   attnProj        proj                                                                     ('attn_proj')
- *   ffn             fc2(GELU_tanh(fc1(x)))                                                   (§3.4, 'ffn')
+ *   ffn             fc2(GELU_tanh(fc1(x)))                                                   (docs/VAR.md §3.4, 'ffn')
  *   gatedResidual   x + branch·gamma (× the per-sample drop-path factor when training)
  *   blockForward    the dense block composed of the above
  *
@@ -29,7 +29,7 @@ export { makeBlock, attnScale, type VarBlock, type AdaLN } from './block.js';
 export { adaLNModulate, gatedResidual, createKVCache, appendKV, type KVCache } from '../tensor/index.js';
 
 // ---------------------------------------------------------------------------------------------
-// AdaLN (§3.2)
+// AdaLN (docs/VAR.md §3.2)
 
 export function splitAdaLN(ada: Tensor, C: number): AdaLN {
   const B = ada.shape[0];
@@ -53,14 +53,14 @@ export function blockAdaLN(block: VarBlock, cond: Tensor, sharedAda?: Tensor | n
 }
 
 // ---------------------------------------------------------------------------------------------
-// Attention (§3.3)
+// Attention (docs/VAR.md §3.3)
 
 /** q, k, v of a token set: each [B, H, L, headDim]. */
 export interface QKV { q: Tensor; k: Tensor; v: Tensor }
 
 /**
  * `qkv = x·W_qkvᵀ + cat(q_bias, zero_k_bias, v_bias)` split into heads; with cosine attention
- * q ← normalize(q)·exp(min(scale_mul, ln 100)), k ← normalize(k) (§3.3). x is [B, L, C]
+ * q ← normalize(q)·exp(min(scale_mul, ln 100)), k ← normalize(k) (docs/VAR.md §3.3). x is [B, L, C]
  * (already AdaLN-modulated); the GEMM is category 'qkv'. The K bias is identically zero.
  */
 export function attentionQKV(block: VarBlock, xNormed: Tensor): QKV {
@@ -73,11 +73,11 @@ export function attentionQKV(block: VarBlock, xNormed: Tensor): QKV {
   };
 }
 
-/** The softmax scale: 1 with cosine attention, else 0.25/√head_dim (§3.3; not 1/√head_dim). */
+/** The softmax scale: 1 with cosine attention, else 0.25/√head_dim (docs/VAR.md §3.3; not 1/√head_dim). */
 /**
  * Multi-head attention `softmax(scale·q·kᵀ + bias)·v` with the heads merged back:
  * q [B, H, Lq, hd], k and v [B, H, Lk, hd], bias [Lq, Lk] additive (0 / −inf) or null → [B, Lq, H·hd].
- * Differentiable. Used by the teacher-forced forward with the block-causal bias (§3.3, §3.6).
+ * Differentiable. Used by the teacher-forced forward with the block-causal bias (docs/VAR.md §3.3, §3.6).
  * QKᵀ and AV are category 'attn_scores' (4·Lq·Lk·C FLOPs per sample, §10).
  */
 export function attend(block: VarBlock, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | null): Tensor {
@@ -87,7 +87,7 @@ export function attend(block: VarBlock, q: Tensor, k: Tensor, v: Tensor, bias: T
 /**
  * KV-cache attention (inference only, not differentiable): appends this step's k, v to `cache`,
  * then the l new queries attend to all cached tokens (earlier scales and this one; no mask needed,
- * §3.3). q, k, v [B, H, l, hd] → [B, l, H·hd]. Category 'attn_scores'. The softmax normalisation
+ * docs/VAR.md §3.3). q, k, v [B, H, l, hd] → [B, l, H·hd]. Category 'attn_scores'. The softmax normalisation
  * is applied to the l×hd output rows instead of the l×Lcum probabilities (fewer operations).
  */
 export function attendWithCache(block: VarBlock, q: Tensor, k: Tensor, v: Tensor, cache: KVCache): Tensor {
@@ -95,7 +95,7 @@ export function attendWithCache(block: VarBlock, q: Tensor, k: Tensor, v: Tensor
 }
 
 // ---------------------------------------------------------------------------------------------
-// projections, FFN (§3.3, §3.4)
+// projections, FFN (docs/VAR.md §3.3, §3.4)
 
 /** Attention output projection, category 'attn_proj'. */
 export function attnProj(block: VarBlock, a: Tensor): Tensor {
@@ -132,7 +132,7 @@ function inferencePath(opts: BlockRunOptions): boolean {
   return !isGradEnabled() && !(opts.training && opts.rng);
 }
 
-/** x + attn(ln(x)·(1+scale1)+shift1)·gamma1 — the attention half of the block (§3.2). */
+/** x + attn(ln(x)·(1+scale1)+shift1)·gamma1 — the attention half of the block (docs/VAR.md §3.2). */
 export function attnBranch(block: VarBlock, x: Tensor, ada: AdaLN, mode: AttnMode, opts: BlockRunOptions = {}): Tensor {
   if (mode.kind === 'cache' && inferencePath(opts)) return attnBranchCached(block, x, ada, mode.cache);
   const xn = adaLNModulate(x, ada.scale1, ada.shift1, block.eps);
@@ -142,7 +142,7 @@ export function attnBranch(block: VarBlock, x: Tensor, ada: AdaLN, mode: AttnMod
 }
 
 /**
- * x + f(ln(x)·(1+scale2)+shift2)·gamma2 — the FFN half (§3.2). `f` defaults to the dense FFN;
+ * x + f(ln(x)·(1+scale2)+shift2)·gamma2 — the FFN half (docs/VAR.md §3.2). `f` defaults to the dense FFN;
  * ActVAR passes its expert FFN. On the inference path (no gradients) f's input h is a scratch
  * buffer that is reused by the next block: f must not keep it (copy what it needs).
  */
@@ -157,7 +157,7 @@ export function ffnBranch(
   return gatedResidual(x, f(block, xn), ada.gamma2, infer ? null : dropPathScale(block, x.shape[0], opts));
 }
 
-/** The dense `AdaLNSelfAttn.forward` (§3.2): x [B, L, C] → [B, L, C]. */
+/** The dense `AdaLNSelfAttn.forward` (docs/VAR.md §3.2): x [B, L, C] → [B, L, C]. */
 export function blockForward(block: VarBlock, x: Tensor, ada: AdaLN, mode: AttnMode, opts: BlockRunOptions = {}): Tensor {
   return ffnBranch(block, attnBranch(block, x, ada, mode, opts), ada, opts);
 }

@@ -1,6 +1,6 @@
 /**
  * The typed view of one VAR block's parameters (state-dict keys as in docs/VAR.md Appendix A) and
- * the per-block constants derived from them: the softmax scale and the head temperatures (§3.3).
+ * the per-block constants derived from them: the softmax scale and the head temperatures (docs/VAR.md §3.3).
  */
 import { Tensor, headTemperatures } from '../tensor/index.js';
 import type { VarConfig } from './config.js';
@@ -33,7 +33,7 @@ export interface VarBlock {
   readonly fc2B: Tensor;
 }
 
-/** Build the typed view of block `i` from the parameter map (keys as in var-reference Appendix A). */
+/** Build the typed view of block `i` from the parameter map (keys as in docs/VAR.md Appendix A). */
 export function makeBlock(params: Map<string, Tensor>, i: number, cfg: VarConfig): VarBlock {
   const p = `blocks.${i}.`;
   const get = (k: string): Tensor => {
@@ -64,7 +64,7 @@ export interface AdaLN {
 }
 
 
-/** The softmax scale: 1 with cosine attention, else 0.25/√head_dim (§3.3; not 1/√head_dim). */
+/** The softmax scale: 1 with cosine attention, else 0.25/√head_dim (docs/VAR.md §3.3; not 1/√head_dim). */
 export function attnScale(block: VarBlock): number {
   return block.attnL2Norm ? 1 : 0.25 / Math.sqrt(block.headDim);
 }

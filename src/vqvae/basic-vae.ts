@@ -1,5 +1,5 @@
 /**
- * Encoder and decoder of the multi-scale VQVAE (official `models/basic_vae.py`, var-reference.md §4).
+ * Encoder and decoder of the multi-scale VQVAE (official `models/basic_vae.py`, docs/VAR.md §4).
  *
  * Modules hold no tensors: they read their parameters by official state-dict name from a shared
  * `Map<string, Tensor>` at every forward, so the same map can be loaded, trained in place or swapped.
@@ -92,7 +92,7 @@ export class Conv2d {
   }
 }
 
-/** `Normalize(c)` = GroupNorm(groups, c, eps=1e-6, affine) (var-reference §4). */
+/** `Normalize(c)` = GroupNorm(groups, c, eps=1e-6, affine) (docs/VAR.md §4). */
 export class Normalize {
   readonly eps = 1e-6;
   constructor(private readonly ctx: ModuleCtx, readonly prefix: string, readonly channels: number) {
@@ -134,7 +134,7 @@ export class ResnetBlock {
 }
 
 /**
- * Single-head self-attention over the H·W positions (var-reference §4): qkv = Conv1×1(c→3c)(norm(x)),
+ * Single-head self-attention over the H·W positions (docs/VAR.md §4): qkv = Conv1×1(c→3c)(norm(x)),
  * w = softmax_j(q_i·k_j · c^−½), h_i = Σ_j w_ij v_j, out = x + proj_out(h). The 1×1 convs run as GEMMs
  * on the [B, HW, C] layout.
  */

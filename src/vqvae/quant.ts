@@ -1,5 +1,5 @@
 /**
- * The residual multi-scale vector quantiser (official `VectorQuantizer2`, var-reference.md §4.1, §4.3, §5, §6).
+ * The residual multi-scale vector quantiser (official `VectorQuantizer2`, docs/VAR.md §4.1, §4.3, §5, §6).
  *
  * Parameters are read by their official state-dict names from a shared `Map<string, Tensor>`:
  *   quantize.embedding.weight            codebook [V, Cvae]
@@ -37,7 +37,7 @@ export interface QuantizerConfig {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Phi selection (var-reference §4.1)
+// Phi selection (docs/VAR.md §4.1)
 
 /**
  * numpy.linspace(start, stop, num) in float64 exactly as numpy computes it:
@@ -63,7 +63,7 @@ export function phiTicks(K: number): number[] {
 
 /**
  * Index of the Phi used at scale `si` of `SN` scales, given `numPhis` Phi convs (K; 1 for the fully
- * shared case): argmin_k |ticks_k − si/(SN−1)|, first minimum wins, all in float64 (var-reference §4.1).
+ * shared case): argmin_k |ticks_k − si/(SN−1)|, first minimum wins, all in float64 (docs/VAR.md §4.1).
  * SN = 1 (where the official code divides by zero) uses position 0.
  */
 export function phiIndex(si: number, SN: number, numPhis: number): number {
@@ -238,7 +238,7 @@ export class VectorQuantizer {
   }
 
   /**
-   * Official `f_to_idxBl_or_fhat` (var-reference §4.3): the residual multi-scale quantisation of f.
+   * Official `f_to_idxBl_or_fhat` (docs/VAR.md §4.3): the residual multi-scale quantisation of f.
    * Returns per scale either the tokens (int32 [B, pn²]) or the cumulative f̂ after that scale ([B, C, H, W]).
    * Runs without a graph (the official code detaches f; the outputs are targets, not trainable paths).
    */
@@ -262,7 +262,7 @@ export class VectorQuantizer {
   }
 
   /**
-   * Official `idxBl_to_var_input` (var-reference §5): teacher-forcing input [B, L − first_l, Cvae] from the
+   * Official `idxBl_to_var_input` (docs/VAR.md §5): teacher-forcing input [B, L − first_l, Cvae] from the
    * tokens of all scales. Differentiable in the codebook and Phi (it is a pure function of them).
    */
   idxBlToVarInput(idx: readonly Tensor[]): Tensor {
@@ -284,7 +284,7 @@ export class VectorQuantizer {
   }
 
   /**
-   * Official `get_next_autoregressive_input` (var-reference §6): add scale si's h_BChw ([B, C, pn, pn]) to f̂
+   * Official `get_next_autoregressive_input` (docs/VAR.md §6): add scale si's h_BChw ([B, C, pn, pn]) to f̂
    * through Phi (after bicubic upsampling to the latent size, except at the last scale) and return the
    * new f̂ with the next scale's input map area(f̂ → pn_{si+1}) ([B, C, pn', pn']; f̂ itself at the last
    * scale). f̂ is not modified in place: the returned fHat is a new tensor.

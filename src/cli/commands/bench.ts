@@ -46,7 +46,7 @@ export function shapeOption(count: number): (value: string) => number[] {
 // -------------------------------------------------------------------------------------------
 // gemm
 
-/** The transformer's FFN GEMM at 680 tokens (var-reference.md, "680x1024x4096" = M×N×K). */
+/** The transformer's FFN GEMM at 680 tokens (docs/VAR.md, "680x1024x4096" = M×N×K). */
 export const DEFAULT_GEMM_SHAPE: readonly [number, number, number] = [680, 1024, 4096];
 
 export interface GemmBenchResult {

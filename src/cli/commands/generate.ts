@@ -1,5 +1,5 @@
 /**
- * `actvar generate`: class-conditional images from a VAR + VQVAE (var-reference.md §6).
+ * `actvar generate`: class-conditional images from a VAR + VQVAE (docs/VAR.md §6).
  *
  *   actvar generate --var var_d16.pth --vae vae_ch160v4096z32.pth --classes 207,360 [--per-class N]
  *     [--cfg 1.5] [--top-k 900] [--top-p 0.96] [--more-smooth] [--seed 0] [--out grid.png]

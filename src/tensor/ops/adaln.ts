@@ -86,7 +86,7 @@ export function adaLNModulateInto(X: Float32Array, S: Float32Array, Sh: Float32A
 }
 
 /**
- * x + branch·gamma, gamma [B, C] per sample (the residual of §3.2). `sampleScale` (length B) is
+ * x + branch·gamma, gamma [B, C] per sample (the residual of docs/VAR.md §3.2). `sampleScale` (length B) is
  * the drop-path factor (0 or 1/keep) of each sample, training only.
  */
 export function gatedResidual(x: Tensor, branch: Tensor, gamma: Tensor, sampleScale: Float32Array | null = null): Tensor {

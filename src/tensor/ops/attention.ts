@@ -8,7 +8,7 @@
  * - `attention(qkv, heads)`: the fused projection qkv [B, L, 3·C] = x·W_qkvᵀ with W_qkv = [W_q; W_k; W_v]
  *   (C = H·D; head h of q at columns h·D … (h+1)·D, as PyTorch/timm reshape it to (B, L, 3, H, D));
  * - `attentionHeads(q, k, v)`: separate q [B, H, Lq, D], k and v [B, H, Lk, D] (VAR's training path,
- *   after its per-head normalisation; var-reference.md §3.3).
+ *   after its per-head normalisation; docs/VAR.md §3.3).
  *
  * QKᵀ and PV record 4·B·H·Lq·Lk·D FLOPs (the caller picks the category).
  */

@@ -1,5 +1,5 @@
 /**
- * The grouped expert FFN (ActVAR paper §3.2, eq. 2–4, execution §3.4): tokens counting-sorted by
+ * The grouped expert FFN (paper §3.2, eq. (2)–(4); execution paper §3.4): tokens counting-sorted by
  * expert; per expert, gather its tokens' rows, GEMM(fc1 slice) → GELU → GEMM(fc2 slice) on exactly
  * those rows, scatter-add the result; never dense-then-mask. Expert e's fc1 block is the row range
  * [e·dₑ, (e+1)·dₑ) of the expert-ordered fc1 weight and its fc2 block the column range of fc2 (ld D_h),
@@ -128,7 +128,7 @@ export function expertFFN(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Ten
   const W1 = w1.f32, B1 = b1.f32, W2 = w2.f32, B2 = b2.f32;
   const out = new Float32Array(n * C);
   const dry = isDryRun();
-  // b₂ once per token (see the header: not once per expert as eq. 4 prints it)
+  // b₂ once per token (see the header: not once per expert as paper eq. (4) prints it)
   if (!dry) setBiasRows(out, B2, 0, n, C);
   const needGrad = isGradEnabled() && (x.requiresGrad || w1.requiresGrad || b1.requiresGrad || w2.requiresGrad || b2.requiresGrad);
   let maxCnt = 0;

@@ -112,7 +112,7 @@ export function linearInto(X: Float32Array, rows: number, W: Float32Array, out: 
 }
 
 /**
- * y = x·Wᵀ + bias, with W stored (out, in) as in PyTorch's Linear (var-reference.md notation).
+ * y = x·Wᵀ + bias, with W stored (out, in) as in PyTorch's Linear (docs/VAR.md notation).
  * x is [..., in]; y is [..., out].
  */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {

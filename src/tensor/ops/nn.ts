@@ -261,7 +261,7 @@ function affineNorm(op: string, x: Tensor, L: NormLayout, C: number, eps: number
 
 /**
  * LayerNorm over the last axis with biased variance (torch.nn.LayerNorm):
- * y = (x − μ)/√(σ² + eps) · weight + bias. VAR uses it without affine, eps = 1e-6 (var-reference §3.2).
+ * y = (x − μ)/√(σ² + eps) · weight + bias. VAR uses it without affine, eps = 1e-6 (docs/VAR.md §3.2).
  */
 export function layerNorm(x: Tensor, eps: number, weight?: Tensor | null, bias?: Tensor | null): Tensor {
   if (x.ndim < 1) throw new RangeError('layerNorm: needs at least a 1-d tensor, got a scalar');
@@ -272,7 +272,7 @@ export function layerNorm(x: Tensor, eps: number, weight?: Tensor | null, bias?:
 /**
  * GroupNorm (torch.nn.GroupNorm) over x [B, C, H, W] (any trailing spatial dims): channels are
  * split into `groups` groups; each (batch, group) is normalised with its own mean and biased
- * variance, then the per-channel affine is applied. The VQVAE uses 32 groups, eps 1e-6 (var-reference §4).
+ * variance, then the per-channel affine is applied. The VQVAE uses 32 groups, eps 1e-6 (docs/VAR.md §4).
  */
 export function groupNorm(x: Tensor, groups: number, weight: Tensor | null, bias: Tensor | null, eps: number): Tensor {
   if (x.ndim < 2) throw new RangeError(`groupNorm: expected [B, C, ...], got [${x.shape.join(', ')}]`);
