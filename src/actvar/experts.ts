@@ -25,7 +25,7 @@
  * parameters). With a permutation the permuted blocks are materialised once, at wrap time.
  */
 import {
-  Tensor, Rng, flopsCategory, sgemm, expertFFN, geluInPlace, setBiasRows,
+  Tensor, Rng, flopsTag, sgemm, expertFFN, geluInPlace, setBiasRows,
 } from '../tensor/index.js';
 
 export { groupByExpert, runExperts, type ExpertGroups, type ExpertJob } from '../tensor/index.js';
@@ -82,6 +82,7 @@ export class ExpertFFN {
       this.w1 = w.fc1Weight; this.b1 = w.fc1Bias; this.w2 = w.fc2Weight; this.perm = null;
     }
     this.b2 = w.fc2Bias;
+    flopsTag(this.w1, 'ffn'); flopsTag(this.w2, 'ffn');
   }
 
   /**
@@ -89,7 +90,7 @@ export class ExpertFFN {
    * n × K table of expert ids (row-major, distinct within a row). Differentiable in x and the weights.
    */
   forward(x: Tensor, route: Int32Array, K: number): Tensor {
-    return flopsCategory('ffn', () => expertFFN(x, this.w1, this.b1, this.w2, this.b2, route, K, this.N));
+    return expertFFN(x, this.w1, this.b1, this.w2, this.b2, route, K, this.N);
   }
 
   /** All experts for every token: the dense FFN (used by tests and calibration). */

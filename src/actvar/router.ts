@@ -12,12 +12,13 @@
  * Parameters: `weight` (N, C), `bias` (N) — stored as `actvar.blocks.{i}.router.{weight,bias}`.
  * FLOPs: 2·n·C·N, category 'router' (the (1−η)·N·2LH term of paper eq. (12)'s overhead).
  */
-import { Tensor, linear, flopsCategory, noGrad, softmax } from '../tensor/index.js';
+import { Tensor, linear, flopsTag, noGrad, softmax } from '../tensor/index.js';
 
 export class Router {
   constructor(readonly weight: Tensor, readonly bias: Tensor) {
     if (weight.ndim !== 2) throw new RangeError(`router weight must be (N, C), got [${weight.shape.join(', ')}]`);
     if (bias.ndim !== 1 || bias.shape[0] !== weight.shape[0]) throw new RangeError(`router bias must be (${weight.shape[0]}), got [${bias.shape.join(', ')}]`);
+    flopsTag(weight, 'router');
   }
 
   get experts(): number { return this.weight.shape[0]; }
@@ -29,7 +30,7 @@ export class Router {
 
   /** Router logits [..., N] for tokens x [..., C] (differentiable). */
   logits(x: Tensor): Tensor {
-    return flopsCategory('router', () => linear(x, this.weight, this.bias));
+    return linear(x, this.weight, this.bias);
   }
 
   /** p_w = softmax(logits) [..., N]. */

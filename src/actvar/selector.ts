@@ -20,7 +20,7 @@
  * Parameters: `weight` (1, C), `bias` (1) — stored as `actvar.blocks.{i}.selector.{weight,bias}`.
  * FLOPs: 2·l·C per row, category 'selector'.
  */
-import { Tensor, linear, flopsCategory, noGrad, sigmoid, layerNorm, topk, gateScores } from '../tensor/index.js';
+import { Tensor, linear, flopsTag, noGrad, sigmoid, layerNorm, topk, gateScores } from '../tensor/index.js';
 
 /** The selector's input: the block's LayerNorm of x (no affine, eps 1e-6). */
 export function selectorInput(x: Tensor): Tensor { return layerNorm(x, 1e-6); }
@@ -29,6 +29,7 @@ export class Selector {
   constructor(readonly weight: Tensor, readonly bias: Tensor) {
     if (weight.ndim !== 2 || weight.shape[0] !== 1) throw new RangeError(`selector weight must be (1, C), got [${weight.shape.join(', ')}]`);
     if (bias.size !== 1) throw new RangeError(`selector bias must have one entry, got [${bias.shape.join(', ')}]`);
+    flopsTag(weight, 'selector');
   }
 
   get width(): number { return this.weight.shape[1]; }
@@ -39,8 +40,7 @@ export class Selector {
 
   /** Gate logits [...] for normalised tokens xn [..., C] (differentiable). */
   logits(xn: Tensor): Tensor {
-    const y = flopsCategory('selector', () => linear(xn, this.weight, this.bias));
-    return y;
+    return linear(xn, this.weight, this.bias);
   }
 
   /** p_s = sigmoid(logits), shape [...,1]. */
@@ -70,7 +70,7 @@ export class Selector {
     if (C !== this.width) throw new RangeError(`selector: tokens have ${C} features, the gate expects ${this.width}`);
     checkK(K, l);
     const lg = new Float32Array(R * l);
-    flopsCategory('selector', () => gateScores(x.f32, R * l, C, this.weight.f32, this.bias.f32[0], eps, lg));
+    gateScores(x.f32, R * l, C, this.weight.f32, this.bias.f32[0], eps, lg, this.weight);
     return { index: topKPositions(lg, R, l, K), logits: lg };
   }
 }

@@ -19,7 +19,7 @@
  * block-infer.ts. Float32 rounding follows the official op order, so results agree to ~1e-6.
  */
 import {
-  Tensor, linear, silu, gelu, reshape, slice, add, attentionHeads, flopsCategory, isGradEnabled,
+  Tensor, linear, silu, gelu, reshape, slice, add, attentionHeads, isGradEnabled,
   adaLNModulate, gatedResidual, splitHeads, attendKVCache, type KVCache, type Rng,
 } from '../tensor/index.js';
 import { attnScale, blockTemperatures, type VarBlock, type AdaLN } from './block.js';
@@ -48,7 +48,7 @@ export function blockAdaLN(block: VarBlock, cond: Tensor, sharedAda?: Tensor | n
     if (!sharedAda) throw new Error(`block ${block.index} uses shared AdaLN: pass shared_ada_lin(cond) as sharedAda`);
     return splitAdaLN(add(sharedAda, reshape(block.adaGss, [6 * block.C])), block.C);
   }
-  const ada = flopsCategory('adaln', () => linear(silu(cond), block.adaLinW!, block.adaLinB));
+  const ada = linear(silu(cond), block.adaLinW!, block.adaLinB);
   return splitAdaLN(ada, block.C);
 }
 
@@ -64,7 +64,7 @@ export interface QKV { q: Tensor; k: Tensor; v: Tensor }
  * (already AdaLN-modulated); the GEMM is category 'qkv'. The K bias is identically zero.
  */
 export function attentionQKV(block: VarBlock, xNormed: Tensor): QKV {
-  const qkv = flopsCategory('qkv', () => linear(xNormed, block.qkvW, null));
+  const qkv = linear(xNormed, block.qkvW, null);
   const l2 = block.attnL2Norm;
   return {
     q: splitHeads(qkv, 0, block.heads, block.qBias, l2, l2 ? block.scaleMul : null),
@@ -81,7 +81,7 @@ export function attentionQKV(block: VarBlock, xNormed: Tensor): QKV {
  * QKᵀ and AV are category 'attn_scores' (4·Lq·Lk·C FLOPs per sample, §10).
  */
 export function attend(block: VarBlock, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | null): Tensor {
-  return flopsCategory('attn_scores', () => attentionHeads(q, k, v, { scale: attnScale(block), bias }));
+  return attentionHeads(q, k, v, { scale: attnScale(block), bias });
 }
 
 /**
@@ -99,12 +99,12 @@ export function attendWithCache(block: VarBlock, q: Tensor, k: Tensor, v: Tensor
 
 /** Attention output projection, category 'attn_proj'. */
 export function attnProj(block: VarBlock, a: Tensor): Tensor {
-  return flopsCategory('attn_proj', () => linear(a, block.projW, block.projB));
+  return linear(a, block.projW, block.projB);
 }
 
 /** FFN `fc2(GELU(fc1(x)))`, category 'ffn' (16·C² FLOPs per token, §10). */
 export function ffn(block: VarBlock, h: Tensor): Tensor {
-  return flopsCategory('ffn', () => linear(gelu(linear(h, block.fc1W, block.fc1B), true), block.fc2W, block.fc2B));
+  return linear(gelu(linear(h, block.fc1W, block.fc1B), true), block.fc2W, block.fc2B);
 }
 
 // ---------------------------------------------------------------------------------------------

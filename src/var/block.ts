@@ -2,7 +2,7 @@
  * The typed view of one VAR block's parameters (state-dict keys as in docs/VAR.md Appendix A) and
  * the per-block constants derived from them: the softmax scale and the head temperatures (docs/VAR.md §3.3).
  */
-import { Tensor, headTemperatures } from '../tensor/index.js';
+import { Tensor, headTemperatures, flopsTag } from '../tensor/index.js';
 import type { VarConfig } from './config.js';
 
 /** Typed references to one block's parameters (read by name from the model's state-dict map). */
@@ -45,14 +45,15 @@ export function makeBlock(params: Map<string, Tensor>, i: number, cfg: VarConfig
   return {
     index: i, C: cfg.width, heads: cfg.heads, headDim: cfg.width / cfg.heads, eps: cfg.normEps,
     attnL2Norm: cfg.attnL2Norm, dropPath: dpr,
-    adaLinW: cfg.sharedAdaLN ? null : get('ada_lin.1.weight'),
+    // the FLOP category of each weight's work (docs/VAR.md §10)
+    adaLinW: cfg.sharedAdaLN ? null : flopsTag(get('ada_lin.1.weight'), 'adaln'),
     adaLinB: cfg.sharedAdaLN ? null : get('ada_lin.1.bias'),
     adaGss: cfg.sharedAdaLN ? get('ada_gss') : null,
-    qkvW: get('attn.mat_qkv.weight'), qBias: get('attn.q_bias'), vBias: get('attn.v_bias'),
+    qkvW: flopsTag(get('attn.mat_qkv.weight'), 'qkv'), qBias: get('attn.q_bias'), vBias: get('attn.v_bias'),
     scaleMul: cfg.attnL2Norm ? get('attn.scale_mul_1H11') : null,
-    projW: get('attn.proj.weight'), projB: get('attn.proj.bias'),
-    fc1W: get('ffn.fc1.weight'), fc1B: get('ffn.fc1.bias'),
-    fc2W: get('ffn.fc2.weight'), fc2B: get('ffn.fc2.bias'),
+    projW: flopsTag(get('attn.proj.weight'), 'attn_proj'), projB: get('attn.proj.bias'),
+    fc1W: flopsTag(get('ffn.fc1.weight'), 'ffn'), fc1B: get('ffn.fc1.bias'),
+    fc2W: flopsTag(get('ffn.fc2.weight'), 'ffn'), fc2B: get('ffn.fc2.bias'),
   };
 }
 

@@ -14,7 +14,7 @@
  */
 import {
   Tensor, Rng, noGrad, linear, silu, add, reshape, concat, slice, embedding, intTensor,
-  flopsCategory, zeros, repeat0,
+  flopsCategory, flopsTag, zeros, repeat0,
 } from '../tensor/index.js';
 import { tokenLayout, validateVarConfig, type VarConfig } from './config.js';
 import {
@@ -24,6 +24,11 @@ import {
 import { sampleWithTopKTopP_, gumbelSmoothFeatures } from './sample.js';
 
 const fr = Math.fround;
+
+/** The FLOP categories of the model-level weights' work (docs/VAR.md §10); a block's are declared in block.ts. */
+const VAR_FLOPS_CATEGORIES: readonly [string, string][] = [
+  ['shared_ada_lin.1.weight', 'adaln'], ['head_nm.ada_lin.1.weight', 'head'], ['head.weight', 'head'], ['word_embed.weight', 'word_embed'],
+];
 
 /** What a `blockExecutor` sees for one block at one scale (inference) or in one teacher-forced forward. */
 export interface BlockContext {
@@ -181,6 +186,7 @@ export class VAR {
     if (problems.length) throw new Error(`VAR parameters do not match the config:\n  - ${problems.join('\n  - ')}`);
     this.params = new Map([...shapes.keys()].map((k) => [k, params.get(k)!]));
     for (const [k, t] of this.params) t.name ??= k;
+    for (const [k, category] of VAR_FLOPS_CATEGORIES) if (this.params.has(k)) flopsTag(this.params.get(k)!, category);
     const layout = tokenLayout(config.patchNums);
     this.L = layout.L; this.beginEnds = layout.beginEnds; this.lvl = layout.lvl;
     this.blocks = Array.from({ length: config.depth }, (_, i) => makeBlock(this.params, i, config));
@@ -253,7 +259,7 @@ export class VAR {
   /** shared_ada_lin(cond) [B, 6C] with shared AdaLN, else null ('adaln'). */
   sharedAdaLN(cond: Tensor): Tensor | null {
     if (!this.config.sharedAdaLN) return null;
-    return flopsCategory('adaln', () => linear(silu(cond), this.p('shared_ada_lin.1.weight'), this.p('shared_ada_lin.1.bias')));
+    return linear(silu(cond), this.p('shared_ada_lin.1.weight'), this.p('shared_ada_lin.1.bias'));
   }
 
   /** AdaLN of every block for the rows of `cond`. */
@@ -264,7 +270,7 @@ export class VAR {
   /** head_nm's (scale, shift) = Linear(SiLU(cond)) split in that order (docs/VAR.md §3.5), category 'head'. */
   headAdaLN(cond: Tensor): { scale: Tensor; shift: Tensor } {
     const C = this.C, B = cond.shape[0];
-    const ss = flopsCategory('head', () => linear(silu(cond), this.p('head_nm.ada_lin.1.weight'), this.p('head_nm.ada_lin.1.bias')));
+    const ss = linear(silu(cond), this.p('head_nm.ada_lin.1.weight'), this.p('head_nm.ada_lin.1.bias'));
     const v = reshape(ss, [B, 2, C]);
     return { scale: reshape(slice(v, 1, 0, 1), [B, C]), shift: reshape(slice(v, 1, 1, 2), [B, C]) };
   }
@@ -272,7 +278,7 @@ export class VAR {
   /** logits = head(ln(x)·(1+scale)+shift) [B, l, V] (docs/VAR.md §3.5), category 'head'. */
   headLogits(x: Tensor, headAda: { scale: Tensor; shift: Tensor }): Tensor {
     const h = adaLNModulate(x, headAda.scale, headAda.shift, this.config.normEps);
-    return flopsCategory('head', () => linear(h, this.p('head.weight'), this.p('head.bias')));
+    return linear(h, this.p('head.weight'), this.p('head.bias'));
   }
 
   /** Run the block stack, dispatching each block to the hook or the dense block. */
@@ -314,7 +320,7 @@ export class VAR {
     // x = cat(cond + pos_start, word_embed(x)) + (lvl_embed(lvl_1L) + pos_1LC)   (docs/VAR.md §3.1, §3.6)
     const sos = reshape(add(cond, reshape(this.p('pos_start'), [C])), [B, 1, C]);
     let x = ed > 1
-      ? concat([sos, flopsCategory('word_embed', () => linear(x0, this.p('word_embed.weight'), this.p('word_embed.bias')))], 1)
+      ? concat([sos, linear(x0, this.p('word_embed.weight'), this.p('word_embed.bias'))], 1)
       : sos;
     const lvlIdx = intTensor(this.lvl.subarray(0, ed));
     const pos = slice(reshape(this.p('pos_1LC'), [this.L, C]), 0, 0, ed);
@@ -388,7 +394,7 @@ export class VAR {
     if (nextBlCv.ndim !== 3 || nextBlCv.shape[1] !== ed - bg || nextBlCv.shape[2] !== this.config.Cvae) {
       throw new RangeError(`scaleInput(${si}): expected [B, ${ed - bg}, ${this.config.Cvae}], got [${nextBlCv.shape.join(', ')}]`);
     }
-    const e = flopsCategory('word_embed', () => linear(nextBlCv, this.p('word_embed.weight'), this.p('word_embed.bias')));
+    const e = linear(nextBlCv, this.p('word_embed.weight'), this.p('word_embed.bias'));
     const E = e.f32, lp = this.lvlPos(), C = this.C, n = (ed - bg) * C;
     for (let b = 0; b < nextBlCv.shape[0]; b++) for (let i = 0; i < n; i++) E[b * n + i] += lp[bg * C + i];
     return e;
@@ -463,7 +469,7 @@ export class VAR {
       } else {
         hBChw = vq.embedIdx(idx, pn);
       }
-      const upd = flopsCategory('phi', () => vq.getNextAutoregressiveInput(si, SN, fHat, hBChw));
+      const upd = vq.getNextAutoregressiveInput(si, SN, fHat, hBChw);
       fHat = upd.fHat;
       let next: Tensor | null = null;
       if (si !== SN - 1) {

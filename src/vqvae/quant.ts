@@ -12,7 +12,7 @@
  * tokenizer can be trained; the nearest-code search itself is discrete and runs outside the graph.
  */
 import {
-  Tensor, noGrad, zeros, add, sub, scale, mean, square, reshape, permute, transpose, concat, gemmCounted,
+  Tensor, noGrad, zeros, add, sub, scale, mean, square, reshape, permute, transpose, concat, gemmCounted, flopsTag,
 } from '../tensor/index.js';
 import { conv2d } from '../tensor/ops/conv.js';
 import { embedding } from '../tensor/ops/indexing.js';
@@ -165,7 +165,7 @@ export class VectorQuantizer {
     const k = phiIndex(si, SN, this.numPhis);
     const pre = phiKeyPrefix(this.shareQuantResi, k);
     const r = Math.abs(this.quantResi);
-    const conv = conv2d(h, this.param(`${pre}.weight`), this.sd.get(`${pre}.bias`) ?? null, { padding: 1 });
+    const conv = conv2d(h, flopsTag(this.param(`${pre}.weight`), 'phi'), this.sd.get(`${pre}.bias`) ?? null, { padding: 1 });
     return add(scale(h, Math.fround(1 - r)), scale(conv, Math.fround(r)));
   }
 

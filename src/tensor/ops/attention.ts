@@ -84,7 +84,7 @@ function run(pr: Problem, Q: Float32Array, K: Float32Array, V: Float32Array, inp
   const PP = Lq * Lk;
   const P = new Float32Array(needGrad ? B * H * PP : PP);
   const out = new Float32Array(B * Lq * C);
-  recordFlops(4 * B * H * Lq * Lk * D);
+  recordFlops(4 * B * H * Lq * Lk * D, 'attn_scores');
   if (!isDryRun()) {
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
       const po = needGrad ? (b * H + h) * PP : 0;

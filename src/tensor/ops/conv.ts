@@ -292,7 +292,7 @@ export function conv2d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOp
   const { B, Cin, Cout, K, P, Wo } = g;
   const path = convPath(g), pointwise = path === 'pointwise';
   const out = new Float32Array(B * Cout * P);
-  recordFlops(2 * B * Cout * P * K);
+  recordFlops(2 * B * Cout * P * K, w);
   const be = backend();
   const Bias = bias ? assertFloat(bias, 'conv2d') : null;
   // the GEMMs accumulate onto the bias (beta = 1) or overwrite (beta = 0)

@@ -215,7 +215,7 @@ export function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Conv3x
   const nOut = B * Cout * H * W;
   const inPlace = intoResidual && residual !== null && residual.dtype === 'float32' && !isDryRun();
   const out = inPlace ? residual.f32 : takeOutput(nOut);
-  recordFlops(2 * B * Cout * H * W * Cin * 9);
+  recordFlops(2 * B * Cout * H * W * Cin * 9, weight);
   if (isDryRun() || out.length === 0) return new Tensor(out, [B, Cout, H, W]);
   const X = x.f32, Wt = weight.f32, Bi = bias.f32, Res = residual ? residual.f32 : null;
   const Wp = W + 2, plane = (H + 2) * Wp;

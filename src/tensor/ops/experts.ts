@@ -135,7 +135,7 @@ export function expertFFN(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Ten
   for (let e = 0; e < N; e++) maxCnt = Math.max(maxCnt, offsets[e + 1] - offsets[e]);
   // pre-activations of every (token, expert) pair, kept for the backward pass
   const preAll = needGrad ? new Float32Array(n * K * de) : null;
-  recordFlops(4 * offsets[N] * de * C); // per (token, expert) pair: its fc1 slice and its fc2 slice, 2·dₑ·C each
+  recordFlops(4 * offsets[N] * de * C, w1); // per (token, expert) pair: its fc1 slice and its fc2 slice, 2·dₑ·C each
   // inference: the experts in parallel on the native thread pool when it is there (same sums, same order)
   const native = !dry && !needGrad && backend().native?.groupedFFN(X, n, C, W1, B1, W2, de, tokens, offsets, groups.slots, N, K, out);
   if (!dry && !native) {

@@ -9,9 +9,10 @@ import { backend, workspace } from '../../backend/index.js';
 import { recordFlops, isDryRun } from '../flops.js';
 import { rowStatsInto } from './row-stats.js';
 
-/** Y[t] = w·LN(X_t) + b (rows × C inputs). Records 2·C FLOPs per row; no arithmetic in a dry run. */
-export function gateScores(X: Float32Array, rows: number, C: number, w: Float32Array, b: number, eps: number, Y: Float32Array): void {
-  recordFlops(2 * rows * C);
+/** Y[t] = w·LN(X_t) + b (rows × C inputs). Records 2·C FLOPs per row (as the work of the tensor `weight`, for its FLOP category); no arithmetic in a dry run. */
+export function gateScores(X: Float32Array, rows: number, C: number, w: Float32Array, b: number, eps: number, Y: Float32Array,
+  weight: object | null = null): void {
+  recordFlops(2 * rows * C, weight);
   if (isDryRun()) return;
   const nk = backend().native;
   if (nk) { nk.gateScores(X, rows, C, w, b, eps, Y); return; }

@@ -7,7 +7,7 @@
  */
 import { Tensor, isGradEnabled } from '../tensor.js';
 import { backend, settings, configure, workspace } from '../../backend/index.js';
-import { flopsCategory, recordFlops, isDryRun } from '../flops.js';
+import { recordFlops, isDryRun } from '../flops.js';
 import { expNonPositive } from './nn.js';
 
 /**
@@ -115,33 +115,31 @@ export function attendCachedInto(Qd: Float32Array, B: number, H: number, l: numb
   const prevThreads = be.threads, switchThreads = attnThreads > 0 && attnThreads !== prevThreads;
   if (switchThreads) be.setThreads(attnThreads);
   try {
-    flopsCategory('attn_scores', () => {
-      recordFlops(4 * B * H * l * Lc * hd);
-      if (isDryRun()) return;
-      // |q·k| ≤ s_h for unit vectors (q carries the temperature); the epsilon covers float32 rounding
-      const bounds = new Float64Array(H);
-      for (let h = 0; h < H; h++) {
-        const sh = sH ? sH[h] * 1.0001 + 1e-6 : Infinity;
-        bounds[h] = sh < 40 ? sh : NaN;
-      }
-      // whole heads on the pool's threads (native/attention.c): the same bits as the loop below
-      if (be.native?.attendCached(Qd, cache.k, cache.v, B, H, l, hd, Lc, cap, scale, bounds, out)) return;
-      const S = workspace().float32('attention.scores', l * Lc), sums = workspace().float64('attention.rowSums', l);
-      for (let h = 0; h < H; h++) {
-        const bound = Number.isNaN(bounds[h]) ? null : bounds[h];
-        for (let b = 0; b < B; b++) {
-          const bh = b * H + h, ko = bh * cap * hd;
-          be.sgemm(false, true, l, Lc, hd, scale, Qd, bh * l * hd, hd, cache.k, ko, hd, 0, S, 0, Lc);
-          expRowsInPlace(S, l, Lc, bound, sums);
-          const oo = b * l * C + h * hd;
-          be.sgemm(false, false, l, hd, Lc, 1, S, 0, Lc, cache.v, ko, hd, 0, out, oo, C);
-          for (let i = 0; i < l; i++) {
-            const r = 1 / sums[i], ro = oo + i * C;
-            for (let d = 0; d < hd; d++) out[ro + d] *= r;
-          }
+    recordFlops(4 * B * H * l * Lc * hd, 'attn_scores');
+    if (isDryRun()) return;
+    // |q·k| ≤ s_h for unit vectors (q carries the temperature); the epsilon covers float32 rounding
+    const bounds = new Float64Array(H);
+    for (let h = 0; h < H; h++) {
+      const sh = sH ? sH[h] * 1.0001 + 1e-6 : Infinity;
+      bounds[h] = sh < 40 ? sh : NaN;
+    }
+    // whole heads on the pool's threads (native/attention.c): the same bits as the loop below
+    if (be.native?.attendCached(Qd, cache.k, cache.v, B, H, l, hd, Lc, cap, scale, bounds, out)) return;
+    const S = workspace().float32('attention.scores', l * Lc), sums = workspace().float64('attention.rowSums', l);
+    for (let h = 0; h < H; h++) {
+      const bound = Number.isNaN(bounds[h]) ? null : bounds[h];
+      for (let b = 0; b < B; b++) {
+        const bh = b * H + h, ko = bh * cap * hd;
+        be.sgemm(false, true, l, Lc, hd, scale, Qd, bh * l * hd, hd, cache.k, ko, hd, 0, S, 0, Lc);
+        expRowsInPlace(S, l, Lc, bound, sums);
+        const oo = b * l * C + h * hd;
+        be.sgemm(false, false, l, hd, Lc, 1, S, 0, Lc, cache.v, ko, hd, 0, out, oo, C);
+        for (let i = 0; i < l; i++) {
+          const r = 1 / sums[i], ro = oo + i * C;
+          for (let d = 0; d < hd; d++) out[ro + d] *= r;
         }
       }
-    });
+    }
   } finally {
     if (switchThreads) be.setThreads(prevThreads);
   }

@@ -46,7 +46,7 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
   const be = backend();
   const out = new Float32Array(nb * M * N);
   const lda = transA ? M : K, ldb = transB ? K : N;
-  recordFlops(2 * nb * M * N * K);
+  recordFlops(2 * nb * M * N * K, b);
   if (isDryRun()) {
     // shape-only execution: no arithmetic
   } else if (shared && !transA) {
@@ -103,11 +103,13 @@ export function columnSumsInto(g: Float32Array, rows: number, cols: number, out:
 
 /**
  * y[rows, out] = X[rows, inF]·Wᵀ + bias into a given buffer (W stored (out, inF)): the bias rows are preset
- * and the GEMM accumulates into them (beta = 1). Records the FLOPs; no arithmetic in a dry run.
+ * and the GEMM accumulates into them (beta = 1). Records the FLOPs (as the work of the tensor `weight`, for its
+ * FLOP category, when given); no arithmetic in a dry run.
  */
-export function linearInto(X: Float32Array, rows: number, W: Float32Array, out: number, inF: number, bias: Float32Array | null, y: Float32Array): void {
+export function linearInto(X: Float32Array, rows: number, W: Float32Array, out: number, inF: number, bias: Float32Array | null, y: Float32Array,
+  weight: object | null = null): void {
   if (bias) for (let r = 0; r < rows; r++) y.set(bias, r * out);
-  recordFlops(2 * rows * out * inF);
+  recordFlops(2 * rows * out * inF, weight);
   if (!isDryRun()) backend().sgemm(false, true, rows, out, inF, 1, X, 0, inF, W, 0, inF, bias ? 1 : 0, y, 0, out);
 }
 
@@ -124,7 +126,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   const rows = x.size / inF;
   const y = new Float32Array(rows * out);
   const be = backend();
-  linearInto(X, rows, W, out, inF, bias ? bias.f32 : null, y);
+  linearInto(X, rows, W, out, inF, bias ? bias.f32 : null, y, weight);
   const shape = [...x.shape.slice(0, -1), out];
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return result(y, shape, 'linear', inputs, (g) => {
