@@ -31,6 +31,7 @@ export { adaLNModulate, gatedResidual, createKVCache, appendKV, type KVCache } f
 // ---------------------------------------------------------------------------------------------
 // AdaLN (docs/VAR.md §3.2)
 
+/** Split a [B, 6C] AdaLN output in the official chunk order gamma1, gamma2, scale1, scale2, shift1, shift2. */
 export function splitAdaLN(ada: Tensor, C: number): AdaLN {
   const B = ada.shape[0];
   const v = reshape(ada, [B, 6, C]);
@@ -73,7 +74,6 @@ export function attentionQKV(block: VarBlock, xNormed: Tensor): QKV {
   };
 }
 
-/** The softmax scale: 1 with cosine attention, else 0.25/√head_dim (docs/VAR.md §3.3; not 1/√head_dim). */
 /**
  * Multi-head attention `softmax(scale·q·kᵀ + bias)·v` with the heads merged back:
  * q [B, H, Lq, hd], k and v [B, H, Lk, hd], bias [Lq, Lk] additive (0 / −inf) or null → [B, Lq, H·hd].
@@ -127,6 +127,7 @@ export function dropPathScale(block: VarBlock, B: number, opts: BlockRunOptions)
   for (let b = 0; b < B; b++) s[b] = opts.rng.uniform() < keep ? 1 / keep : 0;
   return s;
 }
+
 /** True when the branch can take the KV-cache inference path (block-infer.ts). */
 function inferencePath(opts: BlockRunOptions): boolean {
   return !isGradEnabled() && !(opts.training && opts.rng);
