@@ -1,17 +1,19 @@
 /**
  * VQVAE decode at the official size: `fhatToImg` = clamp(decoder(post_quant_conv(f̂))) for one
  * 256×256 image, seeded random weights with the shape of `vae_ch160v4096z32.pth` (ch 160, ch_mult
- * 1,1,2,2,4, 2 res blocks, z 32, V 4096). var-reference §10: 393.7 GFLOPs per image; the official
+ * 1,1,2,2,4, 2 res blocks, z 32, V 4096). docs/VAR.md §10: 393.7 GFLOPs per image; the official
  * PyTorch code took 5.5 s on 2 threads. Prints seconds per decode, GFLOP/s and peak RSS.
  *
  *   node dist/bench/vqvae-decode.js [repeats]        (or via bench/run.ts once registered)
  */
 import { fileURLToPath } from 'node:url';
-import { announceBackend, backend } from '../src/backend/index.js';
+import { announceBackend, backend, useNodeBackend } from '../src/backend/node.js';
 import { Tensor, Rng, noGrad, countFlops } from '../src/tensor/index.js';
 import { VQVAE } from '../src/vqvae/vqvae.js';
 import { OFFICIAL_VQVAE } from '../src/vqvae/config.js';
 import { conv3x3Stats, setConv3x3Options } from '../src/vqvae/basic-vae.js';
+
+useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
 export interface VqvaeDecodeResult { seconds: number[]; gflops: number; peakRssMB: number; weightMB: number; sgemmSeconds: number }
 

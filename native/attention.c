@@ -1,6 +1,6 @@
 /*
- * KV-cache attention of one block (VAR inference, var-reference §3.3) on the thread pool of threads.c.
- * src/var/basic-var.ts `attendCachedInto` is the TypeScript twin and has the formulas.
+ * KV-cache attention of one block (VAR inference, docs/VAR.md §3.3) on the thread pool of threads.c.
+ * src/tensor/ops/kv-attention.ts `attendCachedInto` is the TypeScript twin and has the formulas.
  *
  * For every (row b, head h) pair: S = scale·Q_bh·K_bhᵀ over the Lc cached tokens, S ← exp(S − c) with
  * float64 row sums (kernels.c actvar_exp_rows; c = the head's bound, or the row max when it has none),

@@ -53,7 +53,7 @@ static inline double exp_f64(double x) {
 }
 
 /*
- * GELU, tanh approximation (var-reference.md §3.4), in float64, written with σ(2u) = (1 + tanh u)/2:
+ * GELU, tanh approximation (docs/VAR.md §3.4), in float64, written with σ(2u) = (1 + tanh u)/2:
  *   u = √(2/π)(x + 0.044715x³), y = x·σ(2u), y′ = σ(2u) + 2x·σ(2u)(1 − σ(2u))·√(2/π)(1 + 3·0.044715x²),
  * rounded to float32 on store (error before rounding ~1e-15; the TypeScript table's is < 1e-9, so the two
  * agree to the last bit except where a value falls within 1e-9 of a float32 rounding boundary).
@@ -143,7 +143,7 @@ KERNEL void actvar_softmax_rows(const float *x, float *y, i64 rows, i64 n) {
 }
 
 /*
- * Unnormalised softmax rows of the KV-cache attention (src/var/basic-var.ts, expRowsInPlace), in place:
+ * Unnormalised softmax rows of the KV-cache attention (src/tensor/ops/kv-attention.ts, expRowsInPlace), in place:
  * S ← exp(S − c) per row with c = `bound` when it is finite (cosine attention: the caller guarantees
  * S − c ∈ (−80, 0]) or else the row max; sums[i] = Σ_j of row i's exponentials, in float64.
  */
@@ -227,7 +227,7 @@ KERNEL void actvar_layernorm_bwd(const float *g, const float *x, const double *m
 }
 
 /*
- * One AdamW update (src/optim/adamw.ts, torch.optim.AdamW): in float64, rounding m, v and p to
+ * One AdamW update (src/tensor/ops/adamw-update.ts, torch.optim.AdamW): in float64, rounding m, v and p to
  * float32 on store, in the TypeScript twin's order of operations (so both give the same bits):
  *   p ← p·decay;  m ← β1·m + c1·g;  v ← β2·v + c2·g²;  p ← p − stepSize·m / (√v·rb + eps).
  * decay = 1 skips the first line (as the TypeScript does: p·1 is p, so this changes nothing).

@@ -1,7 +1,7 @@
 /*
- * Row-wise inference kernels of a VAR block (src/var/basic-var.ts has their TypeScript twins and the
+ * Row-wise inference kernels of a VAR block (src/tensor/ops/adaln.ts and heads.ts have their TypeScript twins and the
  * formulas): adaLN modulation, the q/k/v head split with cosine normalisation, the gated residual; the
- * gate scores of ActVAR's token selector (twin: src/actvar/selector.ts `gateScores`); and GELU (kernels.c)
+ * gate scores of ActVAR's token selector (twin: src/tensor/ops/gate-scores.ts `gateScores`); and GELU (kernels.c)
  * split over the pool.
  * Rows are spread over the thread pool (threads.c) when there are enough of them. Each row is
  * computed the same way whatever the split, with the same roundings as the TypeScript: float64
@@ -32,7 +32,7 @@ typedef struct {
   int l2;
 } rows_job;
 
-/* y = LN(x)·(1 + scale_b) + shift_b over rows [r0, r1) (no LN affine; adaLN, var-reference §3.2). */
+/* y = LN(x)·(1 + scale_b) + shift_b over rows [r0, r1) (no LN affine; adaLN, docs/VAR.md §3.2). */
 KERNEL static void modulate_rows(const rows_job *j, i64 r0, i64 r1) {
   const i64 C = j->C;
   for (i64 r = r0; r < r1; r++) {
@@ -145,7 +145,7 @@ void actvar_gated_residual(const float *X, const float *Br, const float *G, i64 
   pool_run(residual_part, &j, parts_for(rows * C));
 }
 
-/* The head split of basic-var.ts `splitInto`: QKV [B, L, 3·H·hd] → Y as described at split_rows. */
+/* The head split of src/tensor/ops/heads.ts `splitHeadsInto`: QKV [B, L, 3·H·hd] → Y as described at split_rows. */
 void actvar_split_heads(const float *QKV, i64 B, i64 L, i64 H, i64 hd, i64 part, const float *bias, int l2, const double *sH,
                         float *Y, i64 stride, i64 base) {
   if (B * L <= 0) return;

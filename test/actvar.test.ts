@@ -1,9 +1,10 @@
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
-import { backend } from '../src/backend/index.js';
+import { backend } from '../src/backend/node.js';
 import { ExpertFFN, groupByExpert, coactivationPermutation } from '../src/actvar/experts.js';
 import { Router, topKRows } from '../src/actvar/router.js';
 import { Selector, topKPositions } from '../src/actvar/selector.js';
@@ -15,7 +16,7 @@ import { randomVar } from '../src/var/init.js';
 import type { VAR, BlockContext } from '../src/var/var.js';
 import { VQVAE } from '../src/vqvae/vqvae.js';
 import { ActVAR, runTransformer, type ActivationRecord } from '../src/actvar/actvar.js';
-import { benchActVar } from '../src/actvar/bench.js';
+import { benchActVar } from '../bench/actvar.js';
 import { ActivationMaps } from '../src/actvar/actmaps.js';
 import { decodePng } from '../src/image/png.js';
 import { repoRoot, tinyDir } from './util/fixtures.js';
@@ -253,7 +254,7 @@ test('calibration fit: the selector learns to rank tokens whose change is predic
 // ---------------------------------------------------------------------------------------------
 // analytic FLOPs and eq. 12
 
-test('analytic dense FLOPs reproduce var-reference §10 (CFG on) and §11 eq. 12 numbers', () => {
+test('analytic dense FLOPs reproduce docs/VAR.md §10 (CFG on) and §11 eq. 12 numbers', () => {
   const table: Record<string, number> = { d16: 600.8, d20: 1150.6, d24: 1963.7, d30: 3790.1 };
   const printed: Record<string, number> = { d16: 7.1, d20: 7.2, d24: 7.3, d30: 7.4 };
   const corrected: Record<string, number> = { d16: 21.3, d20: 21.7, d24: 22.0, d30: 22.3 };

@@ -3,6 +3,7 @@
  * (all transposes, alpha/beta, offsets, padded leading dimensions, ragged sizes), argument
  * checks, backend selection by environment, and the CLI skeleton (`actvar bench gemm`).
  */
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -10,7 +11,10 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import type { Backend } from '../src/backend/backend.js';
-import { TsBackend, loadOpenBlas, loadNativeKernels, setBackend, checkSgemmArgs, type OpenBlasBackend } from '../src/backend/index.js';
+import {
+  TsBackend, loadOpenBlas, loadNativeKernels, setBackend, checkSgemmArgs, parseSettings, DEFAULT_SETTINGS, Workspace, NodeWorkerPool,
+  type OpenBlasBackend,
+} from '../src/backend/node.js';
 import { Rng } from '../src/tensor/rng.js';
 
 // dist/test/backend.test.js → repo root
@@ -246,11 +250,79 @@ test('ACTVAR_BACKEND=openblas with --threads: announced and reported', { skip: n
   assert.match(off.stderr, /^actvar: kernels on openblas \(.+\), \d+ threads? \(elementwise in TypeScript: ACTVAR_NATIVE=0\)$/m);
 });
 
+test('parseSettings: one object from the ACTVAR_* variables; bad values name the allowed ones', () => {
+  assert.deepEqual(parseSettings({}), { ...DEFAULT_SETTINGS });
+  assert.deepEqual(parseSettings({
+    ACTVAR_BACKEND: ' TypeScript ', ACTVAR_THREADS: '3', ACTVAR_NATIVE: '0', ACTVAR_SPLIT_GEMM: '0',
+    ACTVAR_BLAS_LIB: '/x/libopenblas.so', ACTVAR_ATTN_THREADS: '1',
+  }), { backend: 'ts', threads: 3, native: false, splitGemm: false, blasLib: '/x/libopenblas.so', attentionThreads: 1 });
+  assert.equal(parseSettings({ ACTVAR_BACKEND: 'blas', ACTVAR_NATIVE: '' }).backend, 'openblas');
+  assert.equal(parseSettings({ ACTVAR_NATIVE: '' }).native, true, 'empty = unset');
+  for (const [env, pattern] of [
+    [{ ACTVAR_NATIVE: 'abc' }, /ACTVAR_NATIVE='abc' is not allowed; use 1 \(on\) or 0 \(off\)/],
+    [{ ACTVAR_SPLIT_GEMM: 'no' }, /ACTVAR_SPLIT_GEMM='no' is not allowed; use 1 \(on\) or 0 \(off\)/],
+    [{ ACTVAR_THREADS: '0' }, /ACTVAR_THREADS must be a positive integer, got '0'/],
+    [{ ACTVAR_ATTN_THREADS: '-1' }, /ACTVAR_ATTN_THREADS must be a non-negative integer, got '-1'/],
+    [{ ACTVAR_BACKEND: 'cuda' }, /ACTVAR_BACKEND='cuda' is not a backend; use 'openblas', 'ts' or 'auto'/],
+  ] as const) {
+    assert.throws(() => parseSettings(env), (e: Error & { userError?: boolean }) => pattern.test(e.message) && e.userError === true, JSON.stringify(env));
+  }
+});
+
+test('the core without the Node edge: TypeScript backend, default settings, no koffi loaded', () => {
+  const script = [
+    "import { createRequire } from 'node:module';",
+    "const core = await import('./dist/src/backend/index.js');",
+    "await import('./dist/src/tensor/index.js'); await import('./dist/src/var/basic-var.js'); await import('./dist/src/actvar/experts.js');",
+    "const loaded = Object.keys(createRequire(import.meta.url).cache).filter((k) => k.includes('koffi'));",
+    "console.log(JSON.stringify({ name: core.backend().name, attn: core.settings().attentionThreads, koffi: loaded.length }));",
+  ].join('\n');
+  const r = run(['--input-type=module', '-e', script], { ACTVAR_ATTN_THREADS: '3', ACTVAR_BACKEND: 'openblas' });
+  assert.equal(r.code, 0, r.stderr);
+  // nothing read the environment: no provider is installed, so the TypeScript backend and the defaults
+  assert.deepEqual(JSON.parse(r.stdout.trim()), { name: 'typescript fallback', attn: 0, koffi: 0 });
+});
+
+test('Workspace: named buffers grow, stay, turn shared on request, and are released by prefix', () => {
+  const ws = new Workspace();
+  const a = ws.float32('x.a', 10);
+  assert.equal(ws.float32('x.a', 4), a, 'a smaller request reuses the buffer');
+  const b = ws.float32('x.a', 20);
+  assert.ok(b.length >= 20 && b !== a);
+  const s = ws.float32('x.a', 8, true);
+  assert.ok(s.buffer instanceof SharedArrayBuffer, 'shared on request');
+  assert.equal(ws.float32('x.a', 8), s, 'a shared buffer serves plain requests too');
+  const d = ws.float64('y.d', 3);
+  assert.ok(d instanceof Float64Array && d.length === 3);
+  ws.release('x.');
+  assert.equal(ws.peek('x.a'), undefined);
+  assert.equal(ws.float64('y.d', 2), d, 'other prefixes stay');
+});
+
+test('NodeWorkerPool: kernels with helpers run on the helper threads and write shared memory', () => {
+  const pool = new NodeWorkerPool();
+  try {
+    pool.resize(2);
+    assert.equal(pool.size, 2);
+    function twice(x: number): number { return 2 * x; }
+    function fillTwice(out: Float32Array, lo: number, hi: number): void { for (let i = lo; i < hi; i++) out[i] = twice(i); }
+    const out = new Float32Array(new SharedArrayBuffer(4 * 6));
+    pool.start(fillTwice, [[out, 0, 3], [out, 3, 6]], [twice])();
+    assert.deepEqual([...out], [0, 2, 4, 6, 8, 10]);
+    function fails(): void { throw new Error('no'); }
+    assert.throws(() => pool.start(fails, [[]])(), /fails: a worker thread failed/);
+    assert.throws(() => pool.start(fillTwice, [[], [], []]), RangeError);
+  } finally {
+    pool.resize(0);
+  }
+});
+
 test('bad configuration exits 2 with one clear line', () => {
   const cases: [Record<string, string>, string[], RegExp][] = [
     [{ ACTVAR_BACKEND: 'cuda' }, [], /^actvar: error: ACTVAR_BACKEND='cuda' is not a backend; use 'openblas', 'ts' or 'auto'/m],
     [{ ACTVAR_BACKEND: 'openblas', ACTVAR_BLAS_LIB: '/nonexistent/libopenblas.so' }, [], /^actvar: error: ACTVAR_BLAS_LIB=\/nonexistent\/libopenblas.so could not be used/m],
     [{ ACTVAR_BACKEND: 'ts', ACTVAR_THREADS: 'many' }, [], /^actvar: error: ACTVAR_THREADS must be a positive integer, got 'many'/m],
+    [{ ACTVAR_NATIVE: 'abc' }, [], /^actvar: error: ACTVAR_NATIVE='abc' is not allowed; use 1 \(on\) or 0 \(off\)/m],
     [{ ACTVAR_BACKEND: 'ts' }, ['--shape', '1,2'], /^actvar: error: option '--shape <M,N,K>' argument '1,2' is invalid/m],
     [{ ACTVAR_BACKEND: 'ts' }, ['--repeats', '0'], /^actvar: error: option '--repeats <r>' argument '0' is invalid/m],
     [{ ACTVAR_BACKEND: 'ts' }, ['--frobnicate'], /^actvar: error: unknown option '--frobnicate'/m],

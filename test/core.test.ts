@@ -1,3 +1,4 @@
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as T from '../src/tensor/index.js';
@@ -24,7 +25,7 @@ test('unary grads', () => {
 });
 
 test('GELU derivative table matches the exact derivative', () => {
-  // the tanh-GELU derivative in float64 (var-reference §3.4), written independently of src/
+  // the tanh-GELU derivative in float64 (docs/VAR.md §3.4), written independently of src/
   const c = Math.sqrt(2 / Math.PI);
   const exact = (x: number) => {
     const t = Math.tanh(c * (x + 0.044715 * x ** 3));

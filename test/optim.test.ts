@@ -1,3 +1,4 @@
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as T from '../src/tensor/index.js';
@@ -122,7 +123,7 @@ test('clipGradNorm: torch semantics', () => {
   assert.throws(() => clipGradNorm([a], -1), /maxNorm must be ≥ 0/);
 });
 
-test('lrAt: warm-up, lin0 plateau and decay, cos, const (var-reference §7)', () => {
+test('lrAt: warm-up, lin0 plateau and decay, cos, const (docs/VAR.md §7)', () => {
   const peak = 3e-4, s = { peak, warmupSteps: 100, totalSteps: 1101 }; // post-warm-up span = 1000
   const close = (x: number, y: number) => assert.ok(Math.abs(x - y) < 1e-12 * Math.max(1, Math.abs(y)) + 1e-18, `${x} vs ${y}`);
   close(lrAt(0, s), 0.005 * peak);

@@ -1,3 +1,4 @@
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as T from '../src/tensor/index.js';
@@ -29,7 +30,7 @@ test('upsampleNearest2x: src = floor(dst/2), gradient sums 2×2 blocks', () => {
   gradcheck((a) => T.upsampleNearest2x(a), [randTensor(rng, [2, 2, 3, 2])]);
 });
 
-test('area windows 16→13 are exactly those of var-reference §4.2', () => {
+test('area windows 16→13 are exactly those of docs/VAR.md §4.2', () => {
   assert.deepEqual(T.areaWindows(16, 13), [[0, 2], [1, 3], [2, 4], [3, 5], [4, 7], [6, 8], [7, 9], [8, 10], [9, 12], [11, 13], [12, 14], [13, 15], [14, 16]]);
   assert.deepEqual(T.areaWindows(16, 1), [[0, 16]]);
   assert.deepEqual(T.areaWindows(16, 16).map(([a, b]) => b - a), new Array(16).fill(1));
@@ -53,7 +54,7 @@ test('areaDownsample = 2-d window mean (float64 reference), for 16→13, 16→5,
   gradcheck((a) => T.areaDownsample(a, 5, 4), [randTensor(rng, [1, 1, 3, 3])]);
 });
 
-/** Independent float64 bicubic (var-reference §4.2): sum of the 4×4 taps per output pixel. */
+/** Independent float64 bicubic (docs/VAR.md §4.2): sum of the 4×4 taps per output pixel. */
 function bicubicRef(x: T.Tensor, oh: number, ow: number): Float64Array {
   const [B, C, H, W] = x.shape, A = -0.75;
   const cc1 = (t: number) => ((A + 2) * t - (A + 3)) * t * t + 1;
@@ -120,11 +121,11 @@ test('resample errors name the problem', () => {
 test('fixture parity (var-tiny, official code in float32): area, and bicubic + Phi conv reproduce f̂ per scale', () => {
   const gen = readSafetensors(fixture('generate_greedy_cfg1.5.safetensors'));
   const vae = readSafetensors(fixture('vqvae_state_dict.safetensors'));
-  const patchNums = [1, 2, 3, 4], phiMap = [0, 1, 2, 3]; // var-tiny: 4 scales, Phi map [0,1,2,3] (var-reference §4.1)
+  const patchNums = [1, 2, 3, 4], phiMap = [0, 1, 2, 3]; // var-tiny: 4 scales, Phi map [0,1,2,3] (docs/VAR.md §4.1)
   let fHat: T.Tensor | null = null;
   for (let si = 0; si < patchNums.length; si++) {
     const h = get(gen, `h_BChw_scale${si}`);
-    // h = bicubic(h → 4×4) except at the last scale; then Phi_k(h) = 0.5·h + 0.5·conv3×3(h) (var-reference §4.1)
+    // h = bicubic(h → 4×4) except at the last scale; then Phi_k(h) = 0.5·h + 0.5·conv3×3(h) (docs/VAR.md §4.1)
     const up = si < patchNums.length - 1 ? T.bicubicUpsample(h, 4, 4) : h;
     const k = phiMap[si];
     const conv = T.conv2d(up, get(vae, `quantize.quant_resi.qresi_ls.${k}.weight`), get(vae, `quantize.quant_resi.qresi_ls.${k}.bias`), { padding: 1 });

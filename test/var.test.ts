@@ -3,8 +3,9 @@
  * path: load the weight files, infer the architecture), another architecture (patch numbers 1,2,4,
  * depth 3, shared AdaLN) through save → reload → teacher-forced == KV-cache inference, the .pth
  * loader, loader errors, gradients of the teacher-forced forward, the ActVAR hooks, and the FLOPs
- * count of a d16 generation against var-reference §10.
+ * count of a d16 generation against docs/VAR.md §10.
  */
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -21,8 +22,9 @@ import { inferVarConfig, varConfigForDepth, varPreset, varParamCount, tokenLayou
 import { initVarParams, randomVar } from '../src/var/init.js';
 import {
   attnBranch, ffnBranch, adaLNModulate, attentionQKV, attendWithCache, attnProj, ffn, gatedResidual,
-  appendKV, createKVCache, attend, tableExpNonPositive,
+  appendKV, createKVCache, attend,
 } from '../src/var/basic-var.js';
+import { expNonPositive as tableExpNonPositive } from '../src/tensor/index.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
 import { fixture as tiny, pthFixture } from './util/fixtures.js';
 
@@ -81,7 +83,7 @@ test('inferVarConfig reads the fixture architecture from the tensors', () => {
   assert.equal(inferVarConfig(sd, { condDropRate: 0 }).condDropRate, 0);
 });
 
-test('presets match var-reference §2 (shapes and parameter counts)', () => {
+test('presets match docs/VAR.md §2 (shapes and parameter counts)', () => {
   const counts: Record<string, number> = { d16: 310_283_520, d20: 600_917_136, d24: 1_033_399_360, d30: 2_010_020_356 };
   for (const [name, n] of Object.entries(counts)) {
     const c = varPreset(name);
@@ -373,7 +375,7 @@ test('sampling options are validated; more_smooth uses codebook mixtures', () =>
   assert.deepEqual([...z.idxBL.data].slice(0, 1), [...fx.get('idx_BL')!.data].slice(0, 1)); // scale 0 has t = 0 in both
 });
 
-test('FLOPs of a d16 generation with CFG (dry run) match var-reference §10', () => {
+test('FLOPs of a d16 generation with CFG (dry run) match docs/VAR.md §10', () => {
   const cfg = varPreset('d16');
   // zero weights: allocated lazily by the OS and never read in dry-run mode
   const params = new Map<string, Tensor>();

@@ -1,3 +1,4 @@
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
@@ -53,7 +54,7 @@ function fixtures() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Phi selection (var-reference §4.1)
+// Phi selection (docs/VAR.md §4.1)
 
 test('Phi map: the official rule for K = 4 and SN = 10, 5, 6, 4', () => {
   assert.deepEqual(phiMap(10, 4), [0, 0, 1, 1, 1, 2, 2, 3, 3, 3]);

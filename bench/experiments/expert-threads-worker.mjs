@@ -4,11 +4,13 @@
 import { parentPort } from 'node:worker_threads';
 import koffi from 'koffi';
 import { runExperts } from '../../dist/src/actvar/experts.js';
-import { OpenBlasBackend } from '../../dist/src/backend/index.js';
+import { OpenBlasBackend, setBackend } from '../../dist/src/backend/node.js';
+
 
 const lib = koffi.load('libopenblas.so.0');
 const sgemm = lib.func('void cblas_sgemm(int order, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)');
 const be = new OpenBlasBackend('libopenblas.so.0', 'openblas', sgemm, null, null, 1); // no thread control here
+setBackend(be); // runExperts calls the active backend
 const views = new Map(); // the main thread's buffers by address (they stay put while referenced)
 const view = (addr, count, Type) => {
   const key = `${addr}:${count}:${Type.name}`;
@@ -25,7 +27,7 @@ parentPort.on('message', (m) => {
     X: view(m.x, n * C, Float32Array), W1: view(m.w1, H * C, Float32Array), B1: view(m.b1, H, Float32Array),
     W2: view(m.w2, C * H, Float32Array), tokens: view(m.tokens, m.ntok, Int32Array), offsets: view(m.offsets, N + 1, Int32Array),
     out: m.out, C, de, H,
-  }, e0, e1, ws, be);
+  }, e0, e1, ws);
   Atomics.store(ctrl, 0, 1);
   Atomics.notify(ctrl, 0);
 });

@@ -7,7 +7,9 @@ import { Worker } from 'node:worker_threads';
 import koffi from 'koffi';
 import { ExpertFFN, groupByExpert, runExperts } from '../../dist/src/actvar/experts.js';
 import { Tensor, Rng, noGrad, linear, gelu } from '../../dist/src/tensor/index.js';
-import { backend } from '../../dist/src/backend/index.js';
+import { backend, useNodeBackend } from '../../dist/src/backend/node.js';
+
+useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
 const be = backend();
 const rng = new Rng(0);
@@ -42,7 +44,7 @@ function twoThreads() {
     b1: koffi.address(B1), w1: koffi.address(W1), w2: koffi.address(W2),
   });
   for (let t = 0; t < n; t++) out.set(B2, t * C);
-  runExperts({ X, W1, B1, W2, tokens: g.tokens, offsets: g.offsets, out, C, de, H }, 0, mid, ws, be);
+  runExperts({ X, W1, B1, W2, tokens: g.tokens, offsets: g.offsets, out, C, de, H }, 0, mid, ws);
   Atomics.wait(ctrl, 0, 0);
   for (let i = 0; i < out.length; i++) out[i] += outB[i];
   be.setThreads(threads);

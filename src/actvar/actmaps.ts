@@ -4,7 +4,7 @@
  * For every image and every activated scale (pn × pn tokens):
  * - `…_scale{si}_tokens.png` (Fig. 6): one tile per block, a token white when that block selected
  *   it and black otherwise, then a last tile with the fraction of blocks that selected each token
- *   (dark blue = never, yellow = every block) — the union coverage the paper discusses in §4.3.3.
+ *   (dark blue = never, yellow = every block) — the union coverage paper §4.3.3.
  * - `…_scale{si}_experts.png` (Fig. 5): one tile per block, every selected token coloured by its
  *   most probable expert (N fixed hues), unselected tokens black; then one tile per expert with the
  *   fraction of blocks in which that expert was active for each token.

@@ -15,7 +15,7 @@
  *                 scales, the kept tokens of earlier activated scales, and this scale's kept tokens.
  *                 Unselected tokens neither query nor enter the cache: their keys/values would have
  *                 to be computed (QKV for them), which is most of the attention saving. The paper is
- *                 silent on the cache (its eq. 8 applies Attn to q̂ only, so unselected tokens are
+ *                 silent on the cache (its paper eq. (8) applies Attn to q̂ only, so unselected tokens are
  *                 invisible to the selected ones at this block); we follow that literally and keep
  *                 the cache consistent with what was attended to, so later scales see exactly the
  *                 keys/values that this scale produced;
@@ -23,7 +23,7 @@
  *                 router (router.ts) picks K_w = round(γ·N) experts per kept token and each expert
  *                 runs on exactly its tokens (grouped, never dense-then-mask);
  *   5. scatter  — the updated tokens q̂_m go back to their positions; every other token is copied
- *                 unchanged, bit for bit (eq. 9).
+ *                 unchanged, bit for bit (paper eq. (9)).
  *
  * Non-activated scales and the teacher-forced forward run the dense VAR blocks.
  *
@@ -33,7 +33,7 @@
  * `__metadata__` ('actvar.config'). The VAR's weights are not duplicated.
  */
 import {
-  Tensor, noGrad, layerNorm, isDryRun, repeat0, gatherRowsInto, scatterRowsInto,
+  Tensor, noGrad, layerNorm, repeat0, gatherRowsInto, scatterRowsInto,
 } from '../tensor/index.js';
 import { readSafetensorsFile, writeSafetensors } from '../io/safetensors.js';
 import { VAR, type BlockContext, type BlockExecutor, type InferOptions, type InferResult, type VarHooks } from '../var/var.js';
@@ -233,9 +233,9 @@ export class ActVAR {
       const { index } = st.selector.selectRaw(x, K, block.eps);
       lap('select');
       // 2. gather
-      const X = x.f32, dry = isDryRun();
+      const X = x.f32;
       const xs = new Float32Array(R * K * C);
-      if (!dry) for (let r = 0; r < R; r++) gatherRowsInto(xs.subarray(r * K * C), X.subarray(r * l * C), index, r * K, K, C);
+      for (let r = 0; r < R; r++) gatherRowsInto(xs.subarray(r * K * C), X.subarray(r * l * C), index, r * K, K, C);
       lap('gather');
       // 3. attention on the kept tokens (only their K/V enter the cache)
       const x1 = attnBranch(block, new Tensor(xs, [R, K, C]), ada, { kind: 'cache', cache: ctx.cache! });
@@ -252,10 +252,10 @@ export class ActVAR {
         return y;
       });
       lap('ffn_other');
-      // 5. scatter back; unselected tokens are copied unchanged (eq. 9)
+      // 5. scatter back; unselected tokens are copied unchanged (paper eq. (9))
       const out = X.slice();
       const Y = x2.f32;
-      if (!dry) for (let r = 0; r < R; r++) scatterRowsInto(out.subarray(r * l * C), Y.subarray(r * K * C), index, r * K, K, C);
+      for (let r = 0; r < R; r++) scatterRowsInto(out.subarray(r * l * C), Y.subarray(r * K * C), index, r * K, K, C);
       lap('scatter');
       if (this.onActivation) {
         this.onActivation({ scaleIndex: ctx.scaleIndex, blockIndex: ctx.blockIndex, patchNum: ctx.patchNum, rows: R, K, selected: index, Kw, route: route! });

@@ -2,13 +2,13 @@
  * ActVAR settings (paper §3.2–3.4, §4.1 "Implementation details", Table 2).
  *
  * - `scales`: indices (0-based) of the generation steps where weights and tokens are activated
- *   dynamically (the set S of eq. 12). Default: the last two scales (13×13 and 16×16 for 256 px).
+ *   dynamically (the set S of paper eq. (12)). Default: the last two scales (13×13 and 16×16 for 256 px).
  * - `tokenRates`: per activated scale, the fraction of each row's tokens that a block updates
- *   (α, β in Table 2; 1 − η in eq. 12). Default 0.75 each.
- * - `expertRate`: γ, the fraction of FFN experts each selected token runs (1 − μ in eq. 12). Default 0.75.
- * - `experts`: N, the number of equal expert slices of every FFN (§3.2). Default 16.
+ *   (α, β in Table 2; 1 − η in paper eq. (12)). Default 0.75 each.
+ * - `expertRate`: γ, the fraction of FFN experts each selected token runs (1 − μ in paper eq. (12)). Default 0.75.
+ * - `experts`: N, the number of equal expert slices of every FFN (paper §3.2). Default 16.
  * - `grouping`: how hidden units are assigned to experts: 'contiguous' (unit j → expert ⌊j/dₑ⌋,
- *   the plain split of eq. 2–4) or 'coactivation' (MoEfication-style balanced clustering of units
+ *   the plain split of paper eq. (2–4)) or 'coactivation' (MoEfication-style balanced clustering of units
  *   that fire together on calibration tokens, stored as a permutation).
  * - `selector`: the gate kind. Only 'linear' (Linear(C→1) + sigmoid) is implemented; see selector.ts
  *   for why a linear gate rather than a small MLP.

@@ -1,11 +1,11 @@
 /**
- * The FFN as a mixture of experts (paper §3.2, eq. 2–4).
+ * The FFN as a mixture of experts (paper §3.2, paper eq. (2–4)).
  *
  * A VAR FFN is F(x) = δ(x·W₁ᵀ + b₁)·W₂ᵀ + b₂ with fc1.weight W₁ (D_h, C), fc2.weight W₂ (C, D_h)
- * (PyTorch layout, var-reference §3.4) and δ = GELU(tanh). Because x·W₁ᵀ splits over the hidden
- * units (eq. 2), cutting the D_h hidden units into N equal groups of dₑ = D_h/N gives N experts
+ * (PyTorch layout, docs/VAR.md §3.4) and δ = GELU(tanh). Because x·W₁ᵀ splits over the hidden
+ * units (paper eq. (2)), cutting the D_h hidden units into N equal groups of dₑ = D_h/N gives N experts
  *   eᵢ(x) = δ(x·W₁ⁱᵀ + b₁ⁱ)·W₂ⁱᵀ,   W₁ⁱ = rows of fc1.weight in group i,  W₂ⁱ = the matching columns of fc2.weight,
- * and F(x) = Σᵢ eᵢ(x) + b₂ exactly. The output bias b₂ is added ONCE. (Eq. 4 as printed writes
+ * and F(x) = Σᵢ eᵢ(x) + b₂ exactly. The output bias b₂ is added ONCE. (paper eq. (4) as printed writes
  * Σ_{j∈E}(δ(xW₁ʲ + b₁ʲ)W₂ʲ + b₂), which would add b₂ once per active expert, K_w times; the text
  * above it — "the bias term b₂ remains unchanged" — and the equivalence at full activation both
  * require adding it once, which is what we do.)
@@ -15,7 +15,7 @@
  * `coactivationPermutation`); a permutation of hidden units does not change F, so the dense model is
  * still reproduced exactly at full activation.
  *
- * Execution (§3.4) is grouped by expert and never dense-then-mask: the tokens are counting-sorted by
+ * Execution (paper §3.4) is grouped by expert and never dense-then-mask: the tokens are counting-sorted by
  * expert; for each expert we gather its tokens (TypedArray.set of contiguous rows), run
  * GEMM(fc1 slice) → GELU → GEMM(fc2 slice) on exactly those rows, and scatter-add the result.
  * Weight slices are never copied per call: with contiguous grouping, expert i's fc1 block is the
@@ -24,111 +24,11 @@
  * expert FFN shares the VAR's own weight tensors (no extra memory, gradients reach the VAR's
  * parameters). With a permutation the permuted blocks are materialised once, at wrap time.
  */
-import { backend, type Backend } from '../backend/index.js';
-import { gelu, geluBackwardInto } from '../tensor/ops/gelu.js';
 import {
-  Tensor, result, assertFloat, recordFlops, isDryRun, isGradEnabled, flopsCategory, Rng,
-  gatherRowsInto, scatterRowsInto, scatterAddRowsInto, columnSumsInto,
+  Tensor, Rng, flopsTag, sgemm, expertFFN, geluInPlace, setBiasRows,
 } from '../tensor/index.js';
 
-// Hot loops as small monomorphic functions (V8 optimises these reliably; inlined in one big
-// function they were measured several times slower).
-
-/** δ(a[0..n)) in place with the VAR's own inference GELU (the core's table GELU, tensor/ops/gelu.ts), so expert and dense FFN agree. */
-function geluInPlace(a: Float32Array, n: number): void {
-  gelu(new Tensor(n === a.length ? a : a.subarray(0, n), [n]), true);
-}
-
-/** Every row r < cnt of a (rows of n) ← bias[off .. off+n). */
-function setBiasRows(a: Float32Array, bias: Float32Array, off: number, cnt: number, n: number): void {
-  const b = bias.subarray(off, off + n);
-  for (let r = 0; r < cnt; r++) a.set(b, r * n);
-}
-
-/** Tokens grouped by expert: tokens of expert e are `tokens[offsets[e] .. offsets[e+1])`, ascending. */
-export interface ExpertGroups {
-  offsets: Int32Array;
-  tokens: Int32Array;
-  /** For each entry of `tokens`, its position in the flattened (n × K) routing table. */
-  slots: Int32Array;
-}
-
-/**
- * Counting sort of the routing table `route` (n × K expert ids, row-major) by expert: O(n·K + N).
- * Throws on an expert id outside [0, N) or a token routed twice to the same expert.
- */
-export function groupByExpert(route: Int32Array, n: number, K: number, N: number): ExpertGroups {
-  if (route.length !== n * K) throw new RangeError(`groupByExpert: the routing table has ${route.length} entries, expected n·K = ${n}·${K}`);
-  const counts = new Int32Array(N + 1);
-  for (let i = 0; i < route.length; i++) {
-    const e = route[i];
-    if (e < 0 || e >= N || !Number.isInteger(e)) throw new RangeError(`groupByExpert: expert id ${e} at token ${Math.floor(i / K)} is out of range (valid 0..${N - 1})`);
-    counts[e + 1]++;
-  }
-  const offsets = new Int32Array(N + 1);
-  for (let e = 0; e < N; e++) offsets[e + 1] = offsets[e] + counts[e + 1];
-  const fill = offsets.slice(0, N);
-  const tokens = new Int32Array(n * K), slots = new Int32Array(n * K);
-  for (let t = 0; t < n; t++) {
-    for (let k = 0; k < K; k++) {
-      const e = route[t * K + k];
-      const p = fill[e]++;
-      if (p > offsets[e] && tokens[p - 1] === t) throw new RangeError(`groupByExpert: token ${t} is routed to expert ${e} twice`);
-      tokens[p] = t; slots[p] = t * K + k;
-    }
-  }
-  return { offsets, tokens, slots };
-}
-
-/** One expert-FFN evaluation: inputs, expert-ordered weights, the grouping, and the output to add into. */
-export interface ExpertJob {
-  /** n × C inputs. */
-  X: Float32Array;
-  /** Expert-ordered fc1 weight (D_h × C), fc1 bias (D_h), fc2 weight (C × D_h). */
-  W1: Float32Array; B1: Float32Array; W2: Float32Array;
-  /** `groupByExpert` tokens and offsets. */
-  tokens: Int32Array; offsets: Int32Array;
-  /** n × C; every expert's output is added into it. */
-  out: Float32Array;
-  C: number; de: number; H: number;
-}
-
-/**
- * Experts e0 … e1−1 of `job`, grouped execution (§3.4): per expert, gather its tokens' rows,
- * GEMM(fc1 slice) + bias → GELU → GEMM(fc2 slice) accumulated into the gathered running sums, scatter
- * back. `ws` holds three scratch buffers of at least (largest expert's tokens) × C, × dₑ, × C floats.
- * `preAll` (training) receives the pre-activations, expert-ordered. Exported for
- * bench/experiments/expert-threads.mjs, which runs half of the experts on a second thread.
- */
-export function runExperts(job: ExpertJob, e0: number, e1: number, ws: [Float32Array, Float32Array, Float32Array],
-  be: Backend, preAll: Float32Array | null = null): void {
-  const { X, W1, B1, W2, tokens, offsets, out, C, de, H } = job;
-  const [Xe, He, Ye] = ws;
-  for (let e = e0; e < e1; e++) {
-    const o0 = offsets[e], cnt = offsets[e + 1] - o0;
-    if (cnt === 0) continue;
-    gatherRowsInto(Xe, X, tokens, o0, cnt, C);
-    // He = δ(Xe·W₁ₑᵀ + b₁ₑ), the bias preset and accumulated into as `linear` does
-    setBiasRows(He, B1, e * de, cnt, de);
-    be.sgemm(false, true, cnt, de, C, 1, Xe, 0, C, W1, e * de * C, C, 1, He, 0, de);
-    if (preAll) preAll.set(He.subarray(0, cnt * de), o0 * de);
-    geluInPlace(He, cnt * de);
-    // out[tokens] += δ(He)·W₂ₑᵀ, W₂ₑ = columns [e·dₑ, (e+1)·dₑ) of fc2.weight (ld = D_h): gather the
-    // running sums, accumulate with the GEMM (beta = 1), scatter back — copies instead of a JS add loop
-    gatherRowsInto(Ye, out, tokens, o0, cnt, C);
-    be.sgemm(false, true, cnt, C, de, 1, He, 0, de, W2, e * de, H, 1, Ye, 0, C);
-    scatterRowsInto(out, Ye, tokens, o0, cnt, C);
-  }
-}
-
-// Reusable inference workspace (grad mode allocates fresh buffers, because the backward closure keeps them).
-let wsX = new Float32Array(0), wsH = new Float32Array(0), wsY = new Float32Array(0);
-function workspace(rows: number, C: number, de: number): [Float32Array, Float32Array, Float32Array] {
-  if (wsX.length < rows * C) wsX = new Float32Array(rows * C);
-  if (wsY.length < rows * C) wsY = new Float32Array(rows * C);
-  if (wsH.length < rows * de) wsH = new Float32Array(rows * de);
-  return [wsX, wsH, wsY];
-}
+export { groupByExpert, runExperts, type ExpertGroups, type ExpertJob } from '../tensor/index.js';
 
 export interface ExpertFFNWeights {
   /** fc1.weight (D_h, C). */
@@ -182,6 +82,7 @@ export class ExpertFFN {
       this.w1 = w.fc1Weight; this.b1 = w.fc1Bias; this.w2 = w.fc2Weight; this.perm = null;
     }
     this.b2 = w.fc2Bias;
+    flopsTag(this.w1, 'ffn'); flopsTag(this.w2, 'ffn');
   }
 
   /**
@@ -189,7 +90,7 @@ export class ExpertFFN {
    * n × K table of expert ids (row-major, distinct within a row). Differentiable in x and the weights.
    */
   forward(x: Tensor, route: Int32Array, K: number): Tensor {
-    return flopsCategory('ffn', () => this.run(x, route, K));
+    return expertFFN(x, this.w1, this.b1, this.w2, this.b2, route, K, this.N);
   }
 
   /** All experts for every token: the dense FFN (used by tests and calibration). */
@@ -208,14 +109,13 @@ export class ExpertFFN {
   expertStats(x: Float32Array, n: number): { norms: Float32Array; dots: Float32Array; totalNorm2: Float32Array; total: Float32Array } {
     const { C, N, de, hidden: H } = this;
     const W1 = this.w1.f32, B1 = this.b1.f32, W2 = this.w2.f32;
-    const be = backend();
     const h = new Float32Array(n * de), outputs = new Float32Array(N * n * C), total = new Float32Array(n * C);
     const norms = new Float32Array(n * N), dots = new Float32Array(n * N), totalNorm2 = new Float32Array(n);
     for (let e = 0; e < N; e++) {
       setBiasRows(h, B1, e * de, n, de);
-      be.sgemm(false, true, n, de, C, 1, x, 0, C, W1, e * de * C, C, 1, h, 0, de);
+      sgemm(false, true, n, de, C, 1, x, 0, C, W1, e * de * C, C, 1, h, 0, de);
       geluInPlace(h, h.length);
-      be.sgemm(false, true, n, C, de, 1, h, 0, de, W2, e * de, H, 0, outputs, e * n * C, C);
+      sgemm(false, true, n, C, de, 1, h, 0, de, W2, e * de, H, 0, outputs, e * n * C, C);
       for (let i = 0; i < n * C; i++) total[i] += outputs[e * n * C + i];
     }
     for (let t = 0; t < n; t++) {
@@ -237,74 +137,9 @@ export class ExpertFFN {
     const { C, hidden: H } = this;
     const h = new Float32Array(n * H);
     for (let t = 0; t < n; t++) h.set(this.b1.f32, t * H);
-    backend().sgemm(false, true, n, H, C, 1, x, 0, C, this.w1.f32, 0, C, 1, h, 0, H);
+    sgemm(false, true, n, H, C, 1, x, 0, C, this.w1.f32, 0, C, 1, h, 0, H);
     geluInPlace(h, h.length);
     return h;
-  }
-
-  private run(x: Tensor, route: Int32Array, K: number): Tensor {
-    const X = assertFloat(x, 'ExpertFFN');
-    const { C, N, de, hidden: H } = this;
-    if (x.shape[x.ndim - 1] !== C) throw new RangeError(`ExpertFFN: input has ${x.shape[x.ndim - 1]} features, the FFN expects ${C}`);
-    const n = X.length / C;
-    if (!Number.isInteger(K) || K < 1 || K > N) throw new RangeError(`ExpertFFN: K must be in 1..${N}, got ${K}`);
-    const groups = groupByExpert(route, n, K, N);
-    const { offsets, tokens } = groups;
-    const W1 = this.w1.f32, B1 = this.b1.f32, W2 = this.w2.f32, B2 = this.b2.f32;
-    const out = new Float32Array(n * C);
-    const dry = isDryRun();
-    // b₂ once per token (see the header: not once per expert as eq. 4 prints it)
-    if (!dry) setBiasRows(out, B2, 0, n, C);
-    const needGrad = isGradEnabled() && (x.requiresGrad || this.w1.requiresGrad || this.b1.requiresGrad || this.w2.requiresGrad || this.b2.requiresGrad);
-    let maxCnt = 0;
-    for (let e = 0; e < N; e++) maxCnt = Math.max(maxCnt, offsets[e + 1] - offsets[e]);
-    // pre-activations of every (token, expert) pair, kept for the backward pass
-    const preAll = needGrad ? new Float32Array(n * K * de) : null;
-    const be = backend();
-    recordFlops(4 * offsets[N] * de * C); // per (token, expert) pair: its fc1 slice and its fc2 slice, 2·dₑ·C each
-    // inference: the experts in parallel on the native thread pool when it is there (same sums, same order)
-    const native = !dry && !needGrad && be.native?.groupedFFN(X, n, C, W1, B1, W2, de, tokens, offsets, groups.slots, N, K, out);
-    if (!dry && !native) {
-      const ws: [Float32Array, Float32Array, Float32Array] = needGrad
-        ? [new Float32Array(maxCnt * C), new Float32Array(maxCnt * de), new Float32Array(maxCnt * C)] : workspace(maxCnt, C, de);
-      runExperts({ X, W1, B1, W2, tokens, offsets, out, C, de, H }, 0, N, ws, be, preAll);
-    }
-    const w1 = this.w1, b1 = this.b1, w2 = this.w2, b2 = this.b2;
-    return result(out, x.shape, 'expertFFN', [x, w1, b1, w2, b2], (g) => {
-      if (!preAll) throw new Error('ExpertFFN: backward without saved activations');
-      const gx = x.requiresGrad ? new Float32Array(X.length) : null;
-      const gw1 = w1.requiresGrad ? new Float32Array(H * C) : null;
-      const gb1 = b1.requiresGrad ? new Float32Array(H) : null;
-      const gw2 = w2.requiresGrad ? new Float32Array(C * H) : null;
-      let gb2: Float32Array | null = null;
-      if (b2.requiresGrad) {
-        gb2 = columnSumsInto(g, n, C, new Float32Array(C));
-      }
-      const Ge = new Float32Array(maxCnt * C), A = new Float32Array(maxCnt * de), GA = new Float32Array(maxCnt * de), Xg = new Float32Array(maxCnt * C);
-      for (let e = 0; e < N; e++) {
-        const o0 = offsets[e], cnt = offsets[e + 1] - o0;
-        if (cnt === 0) continue;
-        gatherRowsInto(Ge, g, tokens, o0, cnt, C);
-        gatherRowsInto(Xg, X, tokens, o0, cnt, C);
-        const pre = preAll.subarray(o0 * de, (o0 + cnt) * de);
-        A.set(pre);
-        geluInPlace(A, cnt * de);
-        // dA = Ge·W₂ₑ  (cnt × dₑ)
-        be.sgemm(false, false, cnt, de, C, 1, Ge, 0, C, W2, e * de, H, 0, GA, 0, de);
-        // dW₂ₑ (C × dₑ, ld D_h) = Geᵀ·A
-        if (gw2) be.sgemm(true, false, C, de, cnt, 1, Ge, 0, C, A, 0, de, 0, gw2, e * de, H);
-        geluBackwardInto(pre, GA, GA, cnt * de); // dH = dA ⊙ δ′(pre)
-        if (gb1) columnSumsInto(GA, cnt, de, gb1.subarray(e * de, (e + 1) * de));
-        // dW₁ₑ (dₑ × C) = dHᵀ·Xe
-        if (gw1) be.sgemm(true, false, de, C, cnt, 1, GA, 0, de, Xg, 0, C, 0, gw1, e * de * C, C);
-        if (gx) {
-          // dXe = dH·W₁ₑ, scattered back
-          be.sgemm(false, false, cnt, C, de, 1, GA, 0, de, W1, e * de * C, C, 0, Ge, 0, C);
-          scatterAddRowsInto(gx, Ge, tokens, o0, cnt, C);
-        }
-      }
-      return [gx, gw1, gb1, gw2, gb2];
-    });
   }
 }
 
@@ -362,10 +197,9 @@ export function coactivationPermutation(acts: Float32Array, T: number, H: number
   }
   const assign = new Int32Array(H);
   const S = new Float32Array(H * N);
-  const be = backend();
   const pairIdx = new Uint32Array(H * N);
   for (let it = 0; it < iters; it++) {
-    be.sgemm(false, true, H, N, T, 1, P, 0, T, cent, 0, T, 0, S, 0, N);
+    sgemm(false, true, H, N, T, 1, P, 0, T, cent, 0, T, 0, S, 0, N);
     for (let i = 0; i < H * N; i++) pairIdx[i] = i;
     // decreasing similarity, ties → lower (unit, cluster) index
     const keys = Array.from(pairIdx);

@@ -1,7 +1,7 @@
 /**
- * Analytic FLOPs of VAR inference, dense and with ActVAR, and the paper's eq. (12).
+ * Analytic FLOPs of VAR inference, dense and with ActVAR, and paper eq. (12).
  *
- * Convention (var-reference §10): matmul FLOPs only, 1 multiply-add = 2 FLOPs. Per block, at a scale
+ * Convention (docs/VAR.md §10): matmul FLOPs only, 1 multiply-add = 2 FLOPs. Per block, at a scale
  * with l new tokens and Lcum cached tokens (KV cache, including this scale's):
  *   QKV 6·l·C², attn out-proj 2·l·C², scores 4·l·Lcum·C (QKᵀ and AV), FFN 4·l·C·D_h (= 16·l·C²),
  *   AdaLN 12·C² per row and step. Per step: head 2·l·C·V and head-AdaLN 4·C² per row (category 'head').
@@ -9,16 +9,16 @@
  *   so not doubled). The Phi conv of the VQVAE is not part of the transformer and is not counted here.
  * CFG doubles every per-row term (rows = 2·B).
  *
- * ActVAR at an activated scale (our execution, §3.4 of the paper, see actvar.ts): per row, with
+ * ActVAR at an activated scale (our execution, paper §3.4, see actvar.ts): per row, with
  * K = K_t selected tokens, K_w of N experts:
  *   selector 2·l·C (all tokens), QKV 6·K·C², out-proj 2·K·C², scores 4·K·Lcum'·C where the cache
  *   holds only the selected tokens of activated scales (Lcum' = Σ over earlier scales of the tokens
  *   that entered the cache + K), router 2·K·C·N, FFN 4·K·C·D_h·K_w/N. AdaLN and head unchanged.
  *
- * Eq. (12) of the paper, per activated scale and block, with η = 1 − token rate, μ = 1 − expert rate:
+ * paper eq. (12) of the paper, per activated scale and block, with η = 1 − token rate, μ = 1 − expert rate:
  *   as printed:  8·η·L·H²·(1 + 2μ) − 2·L·H·(1 + (1 − η)·N)
  *   corrected:   8·L·H²·[η + 2·(η + μ − η·μ)] − 2·L·H·(1 + (1 − η)·N)
- * (var-reference §11: a skipped token saves its attention projections 8H² and its FFN 16H²; a kept
+ * (docs/VAR.md §11: a skipped token saves its attention projections 8H² and its FFN 16H²; a kept
  * token saves the fraction μ of its FFN; the printed formula multiplies the FFN saving by η.)
  * Both are reported as a fraction of the dense transformer FLOPs (KV-cache inference, CFG on; CFG
  * scales numerator and denominator alike).
@@ -43,7 +43,7 @@ export interface FlopsModel {
   patchNums: readonly number[];
 }
 
-/** The released 256 px models (var-reference §2). */
+/** The released 256 px models (docs/VAR.md §2). */
 export function presetFlopsModel(name: string): FlopsModel {
   const m = /^d(\d+)$/.exec(name);
   const depth = m ? Number(m[1]) : NaN;
@@ -120,10 +120,10 @@ function eq12(m: FlopsModel, cfg: ActVarConfig, corrected: boolean): number {
   return s / (dense.total - dense.word_embed);
 }
 
-/** Eq. (12) exactly as printed in the paper, as a fraction of the dense transformer FLOPs. */
+/** paper eq. (12) exactly as printed in the paper, as a fraction of the dense transformer FLOPs. */
 export function eq12AsPrinted(m: FlopsModel, cfg: ActVarConfig): number { return eq12(m, cfg, false); }
 
-/** Eq. (12) with the FFN term corrected per var-reference §11, as a fraction of the dense FLOPs. */
+/** paper eq. (12) with the FFN term corrected per docs/VAR.md §11, as a fraction of the dense FLOPs. */
 export function eq12Corrected(m: FlopsModel, cfg: ActVarConfig): number { return eq12(m, cfg, true); }
 
 /** The paper's Table 2 settings (α, β; γ). */

@@ -7,4 +7,3 @@ export * from './init.js';
 export * from './actvar.js';
 export * from './flops.js';
 export * from './actmaps.js';
-export * from './bench.js';

@@ -16,10 +16,10 @@
  * 2. Calibration (`ActVAR.calibrate`, default for generation): run the dense VAR on a few
  *    samples and fit both gates by ridge least squares, in closed form, to the very quantities the
  *    paper's distillation targets are built from:
- *    - selector (eq. 10: tokens ranked by d_t = ‖q*_m − q_{m−1}‖, the change the full block makes):
+ *    - selector (paper eq. (10): tokens ranked by d_t = ‖q*_m − q_{m−1}‖, the change the full block makes):
  *      regress log ‖Δx_t‖ on ln(x_t), both centred within each row (only the ranking inside a row
  *      matters for top-K_t, so row-level offsets are removed rather than fitted);
- *    - router (eq. 5: experts ranked by the MSE between the expert's output and the teacher FFN's):
+ *    - router (paper eq. (5): experts ranked by the MSE between the expert's output and the teacher FFN's):
  *      with S = Σₑ eₑ(x) the dense FFN output (without b₂), d_e = ‖S − eₑ‖² = ‖S‖² − (2⟨S, eₑ⟩ − ‖eₑ‖²), so
  *      the pseudo-label ranking is that of s_e = (2⟨S, eₑ⟩ − ‖eₑ‖²)/‖S‖² (normalised per token, which
  *      keeps the ranking and makes tokens of different magnitude count alike); regress s_e, centred
@@ -29,8 +29,7 @@
  *    A block's features are the same tokens whatever the activation rates, so one calibration serves
  *    every rate setting.
  */
-import { backend } from '../backend/index.js';
-import { Tensor } from '../tensor/index.js';
+import { Tensor, sgemm } from '../tensor/index.js';
 import { Router } from './router.js';
 import { Selector } from './selector.js';
 import type { ExpertFFN } from './experts.js';
@@ -81,9 +80,8 @@ export class NormalEquations {
     if (n === 0) return;
     if (this.bufA.length < d * d) this.bufA = new Float32Array(d * d);
     if (this.bufB.length < d * o) this.bufB = new Float32Array(d * o);
-    const be = backend();
-    be.sgemm(true, false, d, d, n, 1, X, 0, d, X, 0, d, 0, this.bufA, 0, d);
-    be.sgemm(true, false, d, o, n, 1, X, 0, d, Y, 0, o, 0, this.bufB, 0, o);
+    sgemm(true, false, d, d, n, 1, X, 0, d, X, 0, d, 0, this.bufA, 0, d);
+    sgemm(true, false, d, o, n, 1, X, 0, d, Y, 0, o, 0, this.bufB, 0, o);
     for (let i = 0; i < d * d; i++) this.xtx[i] += this.bufA[i];
     for (let i = 0; i < d * o; i++) this.xty[i] += this.bufB[i];
     this.samples += n;

@@ -2,22 +2,23 @@
  * The dynamic router R(·) of one block (paper §3.2, "Dynamic activation of weights"):
  * p_w = softmax(Linear(C→N)(x)) over the N experts, and the top-K_w experts (K_w = round(γ·N))
  * form each token's active set E. The router reads the FFN's input — the AdaLN-modulated,
- * LayerNormed token that the experts themselves see (var-reference §3.2) — so its decision is a
+ * LayerNormed token that the experts themselves see (docs/VAR.md §3.2) — so its decision is a
  * function of exactly what the experts will compute on.
  *
- * Eq. 4 sums the selected experts' outputs without weighting them by p_w, so routing is a hard
- * choice at inference; the probabilities only matter for the distillation loss (eq. 6) and the
- * load-balancing loss (eq. 7) at training time. `logits()` is differentiable for that purpose.
+ * paper eq. (4) sums the selected experts' outputs without weighting them by p_w, so routing is a hard
+ * choice at inference; the probabilities only matter for the distillation loss (paper eq. (6)) and the
+ * load-balancing loss (paper eq. (7)) at training time. `logits()` is differentiable for that purpose.
  *
  * Parameters: `weight` (N, C), `bias` (N) — stored as `actvar.blocks.{i}.router.{weight,bias}`.
- * FLOPs: 2·n·C·N, category 'router' (the (1−η)·N·2LH term of eq. 12's overhead).
+ * FLOPs: 2·n·C·N, category 'router' (the (1−η)·N·2LH term of paper eq. (12)'s overhead).
  */
-import { Tensor, linear, flopsCategory, noGrad, softmax, isDryRun } from '../tensor/index.js';
+import { Tensor, linear, flopsTag, noGrad, softmax } from '../tensor/index.js';
 
 export class Router {
   constructor(readonly weight: Tensor, readonly bias: Tensor) {
     if (weight.ndim !== 2) throw new RangeError(`router weight must be (N, C), got [${weight.shape.join(', ')}]`);
     if (bias.ndim !== 1 || bias.shape[0] !== weight.shape[0]) throw new RangeError(`router bias must be (${weight.shape[0]}), got [${bias.shape.join(', ')}]`);
+    flopsTag(weight, 'router');
   }
 
   get experts(): number { return this.weight.shape[0]; }
@@ -29,7 +30,7 @@ export class Router {
 
   /** Router logits [..., N] for tokens x [..., C] (differentiable). */
   logits(x: Tensor): Tensor {
-    return flopsCategory('router', () => linear(x, this.weight, this.bias));
+    return linear(x, this.weight, this.bias);
   }
 
   /** p_w = softmax(logits) [..., N]. */
@@ -45,21 +46,19 @@ export class Router {
     if (!Number.isInteger(K) || K < 1 || K > N) throw new RangeError(`router: K_w must be in 1..${N}, got ${K}`);
     const lg = noGrad(() => this.logits(x)).f32;
     const n = lg.length / N;
-    return { route: topKRows(lg, n, N, K, isDryRun()), logits: lg };
+    return { route: topKRows(lg, n, N, K), logits: lg };
   }
 }
 
 /**
  * Per row of an (n × N) matrix, the indices of the K largest entries, decreasing, ties → lower index
  * (the order topk() in the tensor core uses). A selection by insertion into a K-long list: N is small.
- * In dry-run mode the values are meaningless zeros and the first K indices are returned.
  */
-export function topKRows(v: Float32Array, n: number, N: number, K: number, dry = false): Int32Array {
+export function topKRows(v: Float32Array, n: number, N: number, K: number): Int32Array {
   const out = new Int32Array(n * K);
   const best = new Float64Array(K);
   for (let t = 0; t < n; t++) {
     const b = t * N, ob = t * K;
-    if (dry) { for (let k = 0; k < K; k++) out[ob + k] = k; continue; }
     let m = 0;
     for (let e = 0; e < N; e++) {
       let x = v[b + e];

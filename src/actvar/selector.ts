@@ -2,15 +2,15 @@
  * The gated token selector G(·) of one block (paper §3.3, "Adaptive token activation").
  *
  * p_s = sigmoid(Linear(C→1)(ln(x))) per token, where x is the block input q_{m−1} and ln is the
- * block's own LayerNorm (no affine, eps 1e-6, var-reference §3.2). Each row of the batch keeps its
+ * block's own LayerNorm (no affine, eps 1e-6, docs/VAR.md §3.2). Each row of the batch keeps its
  * K_t = round(rate·l) most probable tokens (top-k per row: the CFG-doubled batch's conditional and
  * unconditional rows each choose their own tokens).
  *
  * Why Linear(C→1) + sigmoid and not a small MLP: (1) cost — the gate runs on every token of the
- * scale, selected or not, so its 2·l·C FLOPs are pure overhead (it is the "1" in eq. 12's
+ * scale, selected or not, so its 2·l·C FLOPs are pure overhead (it is the "1" in paper eq. (12)'s
  * 2·L·H·(1 + (1−η)·N) overhead term, which is exactly a C→1 linear layer); a C→C/4→1 MLP would cost
  * C/4 times more, ~2% of the block at C = 1024 and a large fraction of the saving at low η.
- * (2) training — the selector is supervised by a top-k pseudo-label over ‖Δx‖ (eq. 10–11), a ranking
+ * (2) training — the selector is supervised by a top-k pseudo-label over ‖Δx‖ (paper eq. (10–11)), a ranking
  * target for which a linear score over normalised features is a good first model and can be fitted
  * in closed form for a training-free start (init.ts). Why ln(x) rather than raw x: the residual
  * stream's scale varies strongly between tokens and blocks while a block's update depends on the
@@ -20,8 +20,7 @@
  * Parameters: `weight` (1, C), `bias` (1) — stored as `actvar.blocks.{i}.selector.{weight,bias}`.
  * FLOPs: 2·l·C per row, category 'selector'.
  */
-import { Tensor, linear, flopsCategory, noGrad, sigmoid, layerNorm, topk, isDryRun, recordFlops } from '../tensor/index.js';
-import { backend } from '../backend/index.js';
+import { Tensor, linear, flopsTag, noGrad, sigmoid, layerNorm, topk, gateScores } from '../tensor/index.js';
 
 /** The selector's input: the block's LayerNorm of x (no affine, eps 1e-6). */
 export function selectorInput(x: Tensor): Tensor { return layerNorm(x, 1e-6); }
@@ -30,6 +29,7 @@ export class Selector {
   constructor(readonly weight: Tensor, readonly bias: Tensor) {
     if (weight.ndim !== 2 || weight.shape[0] !== 1) throw new RangeError(`selector weight must be (1, C), got [${weight.shape.join(', ')}]`);
     if (bias.size !== 1) throw new RangeError(`selector bias must have one entry, got [${bias.shape.join(', ')}]`);
+    flopsTag(weight, 'selector');
   }
 
   get width(): number { return this.weight.shape[1]; }
@@ -40,8 +40,7 @@ export class Selector {
 
   /** Gate logits [...] for normalised tokens xn [..., C] (differentiable). */
   logits(xn: Tensor): Tensor {
-    const y = flopsCategory('selector', () => linear(xn, this.weight, this.bias));
-    return y;
+    return linear(xn, this.weight, this.bias);
   }
 
   /** p_s = sigmoid(logits), shape [...,1]. */
@@ -50,14 +49,14 @@ export class Selector {
   /**
    * Hard selection for inference. xn is [R, l, C] (normalised block input); returns, per row, the K
    * selected token positions in ascending order (R × K, row-major) and the logits (R × l).
-   * Ties → lower position. In dry-run mode (no arithmetic) the first K positions are returned.
+   * Ties → lower position (in a dry run every score is equal: the first K positions).
    */
   select(xn: Tensor, K: number): { index: Int32Array; logits: Float32Array } {
     if (xn.ndim !== 3) throw new RangeError(`selector.select expects [rows, tokens, C], got [${xn.shape.join(', ')}]`);
     const [R, l] = xn.shape;
     checkK(K, l);
     const lg = noGrad(() => this.logits(xn)).f32;
-    return { index: topKPositions(lg, R, l, K, isDryRun()), logits: lg };
+    return { index: topKPositions(lg, R, l, K), logits: lg };
   }
 
   /**
@@ -70,11 +69,9 @@ export class Selector {
     const [R, l, C] = x.shape;
     if (C !== this.width) throw new RangeError(`selector: tokens have ${C} features, the gate expects ${this.width}`);
     checkK(K, l);
-    const dry = isDryRun();
     const lg = new Float32Array(R * l);
-    flopsCategory('selector', () => recordFlops(2 * R * l * C));
-    if (!dry) gateScores(x.f32, this.weight.f32, this.bias.f32[0], R * l, C, eps, lg);
-    return { index: topKPositions(lg, R, l, K, dry), logits: lg };
+    gateScores(x.f32, R * l, C, this.weight.f32, this.bias.f32[0], eps, lg, this.weight);
+    return { index: topKPositions(lg, R, l, K), logits: lg };
   }
 }
 
@@ -82,36 +79,10 @@ function checkK(K: number, l: number): void {
   if (!Number.isInteger(K) || K < 1 || K > l) throw new RangeError(`selector: K_t must be in 1..${l}, got ${K}`);
 }
 
-/**
- * out[t] = w·ln(x_t) + b for n rows of C (LayerNorm without affine, biased variance): one pass gives
- * Σx, Σx² and w·x in float64 (as `modulateInto` in basic-var.ts; no cancellation at float32 precision).
- * With the native kernels, the same formula in C on the thread pool (its float64 sums in another order:
- * a score can differ by one float32 rounding).
- */
-function gateScores(X: Float32Array, w: Float32Array, b: number, n: number, C: number, eps: number, out: Float32Array): void {
-  const nk = backend().native;
-  if (nk) { nk.gateScores(X, n, C, w, b, eps, out); return; } // the same in C on the thread pool (native/rows.c)
-  let sw = 0;
-  for (let c = 0; c < C; c++) sw += w[c];
-  for (let t = 0; t < n; t++) {
-    const o = t * C;
-    // two partial sums per accumulator: shorter float64 dependency chains
-    let s = 0, s2 = 0, dot = 0, u1 = 0, u2 = 0, dot1 = 0, c = 0;
-    for (; c + 1 < C; c += 2) {
-      const v = X[o + c], u = X[o + c + 1];
-      s += v; s2 += v * v; dot += v * w[c]; u1 += u; u2 += u * u; dot1 += u * w[c + 1];
-    }
-    if (c < C) { const v = X[o + c]; s += v; s2 += v * v; dot += v * w[c]; }
-    s += u1; s2 += u2; dot += dot1;
-    const mu = s / C;
-    out[t] = (dot - mu * sw) / Math.sqrt(Math.max(s2 / C - mu * mu, 0) + eps) + b;
-  }
-}
-
 /** Per row of an (R × l) score matrix, the K best positions, sorted ascending. */
-export function topKPositions(scores: Float32Array, R: number, l: number, K: number, dry = false): Int32Array {
+export function topKPositions(scores: Float32Array, R: number, l: number, K: number): Int32Array {
   const index = new Int32Array(R * K);
-  if (dry || K === l) {
+  if (K === l) {
     for (let r = 0; r < R; r++) for (let k = 0; k < K; k++) index[r * K + k] = k;
     return index;
   }

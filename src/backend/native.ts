@@ -12,12 +12,13 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseSettings, type Settings } from './settings.js';
 
 export interface NativeKernels {
   /** The shared library's path. */
   readonly library: string;
   /**
-   * y = GELU_tanh(x) (var-reference.md §3.4); d (may be null) receives GELU′(x). First n elements,
+   * y = GELU_tanh(x) (docs/VAR.md §3.4); d (may be null) receives GELU′(x). First n elements,
    * split over actvar's thread pool when there are many (every element on its own: the same bits).
    */
   gelu(x: Float32Array, y: Float32Array, d: Float32Array | null, n: number): void;
@@ -48,7 +49,7 @@ export interface NativeKernels {
   /** LayerNorm backward: gx (or null), and gw, gb (float64, accumulated; or null). */
   layerNormBackward(g: Float32Array, x: Float32Array, mean: Float64Array, rstd: Float64Array, w: Float32Array | null,
     gx: Float32Array | null, gw: Float64Array | null, gb: Float64Array | null, rows: number, C: number): void;
-  /** One AdamW update of p, m, v from g (src/optim/adamw.ts gives the formula). */
+  /** One AdamW update of p, m, v from g (src/tensor/ops/adamw-update.ts gives the formula). */
   adamw(p: Float32Array, g: Float32Array, m: Float32Array, v: Float32Array, decay: number, b1: number, b2: number,
     c1: number, c2: number, stepSize: number, rb: number, eps: number): void;
   /**
@@ -81,14 +82,14 @@ export interface NativeKernels {
    * A mixture-of-experts FFN executed expert by expert on the pool (native/grouped_ffn.c):
    * out (n × C, preset with the fc2 bias) += Σ_{e ∈ route(t)} GELU(x_t·W1ₑᵀ + b1ₑ)·W2ₑᵀ, experts added
    * in expert order. W1 (N·dₑ × C), B1 (N·dₑ), W2 (C × N·dₑ); `tokens`/`offsets`/`slots` as
-   * src/actvar/experts.ts `groupByExpert` makes them for K experts per row. False (out unchanged)
+   * src/tensor/ops/experts.ts `groupByExpert` makes them for K experts per row. False (out unchanged)
    * when the kernel cannot run now (no BLAS bound, busy, out of memory): the caller runs its own loop.
    */
   groupedFFN(X: Float32Array, n: number, C: number, W1: Float32Array, B1: Float32Array, W2: Float32Array, de: number,
     tokens: Int32Array, offsets: Int32Array, slots: Int32Array, N: number, K: number, out: Float32Array): boolean;
   /**
    * KV-cache attention of one block on the pool (native/attention.c; the formulas at its TypeScript
-   * twin `attendCachedInto` in src/var/basic-var.ts): for every (row b, head h), the l queries
+   * twin `attendCachedInto` in src/tensor/ops/kv-attention.ts): for every (row b, head h), the l queries
    * Q [B, H, l, hd] attend to the Lc cached keys/values Kc, Vc [B, H, cap, hd] with softmax bound
    * bounds[h] (NaN: the row max) and scale `scale`; merged heads go to out [B, l, H·hd]. Whole
    * (b, h) pairs run on different threads; the same bits as the loop for any thread count. False
@@ -98,7 +99,7 @@ export interface NativeKernels {
     cap: number, scale: number, bounds: Float64Array, out: Float32Array): boolean;
   /**
    * The row kernels of VAR inference (native/rows.c; formulas at their TypeScript twins in
-   * src/var/basic-var.ts), rows spread over the pool. adaLN: Y = LN(X)·(1 + S_b) + Sh_b, X rows × C,
+   * src/tensor/ops/adaln.ts, heads.ts), rows spread over the pool. adaLN: Y = LN(X)·(1 + S_b) + Sh_b, X rows × C,
    * S and Sh B × C, rows/B rows per sample.
    */
   modulate(X: Float32Array, S: Float32Array, Sh: Float32Array, B: number, rows: number, C: number, eps: number, Y: Float32Array): void;
@@ -111,7 +112,7 @@ export interface NativeKernels {
   splitHeads(QKV: Float32Array, B: number, L: number, H: number, hd: number, part: number, bias: Float32Array, l2: boolean,
     sH: Float64Array | null, Y: Float32Array, stride: number, base: number): void;
   /**
-   * ActVAR's selector gate (native/rows.c; twin `gateScores` in src/actvar/selector.ts):
+   * ActVAR's selector gate (native/rows.c; twin `gateScores` in src/tensor/ops/gate-scores.ts):
    * Y[r] = w·LN(X_r) + b for rows × C inputs X (LayerNorm without affine, float64 statistics).
    */
   gateScores(X: Float32Array, rows: number, C: number, w: Float32Array, b: number, eps: number, Y: Float32Array): void;
@@ -318,9 +319,9 @@ let cached: NativeLoadResult | null = null;
  * The native kernels, once per process: none when ACTVAR_NATIVE=0, or when the library was not
  * built (no C compiler at install) or fails to load — then `why` says so and the TypeScript loops run.
  */
-export function loadNativeKernels(env: NodeJS.ProcessEnv = process.env): NativeLoadResult {
+export function loadNativeKernels(s: Pick<Settings, 'native'> = parseSettings(process.env)): NativeLoadResult {
   if (cached) return cached;
-  if (env.ACTVAR_NATIVE === '0') return (cached = { kernels: null, why: 'ACTVAR_NATIVE=0' });
+  if (!s.native) return (cached = { kernels: null, why: 'ACTVAR_NATIVE=0' });
   const library = nativeLibraryPath();
   if (!existsSync(library)) return (cached = { kernels: null, why: 'native kernels not built: npm run build with a C compiler (apt-get install gcc)' });
   try {

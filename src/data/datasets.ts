@@ -10,7 +10,7 @@
  * Images are kept as the raw 28×28 uint8 pixels (60 000 train images = 47 MB) and converted per
  * batch: each is centred in a 32×32 canvas (2 pixels of background on every side, so that the
  * VQVAE's downsampling by 4 gives an 8×8 latent) and mapped to [−1, 1] by x/255·2 − 1
- * (var-reference.md §7: "map to [−1,1]"), giving float32 tensors [B, 1, 32, 32].
+ * (docs/VAR.md §7: "map to [−1,1]"), giving float32 tensors [B, 1, 32, 32].
  *
  * Shuffling is seeded: the order of epoch e is a Fisher–Yates permutation drawn from an Rng
  * seeded by (seed, e) alone, so a loader's whole position is the pair (epoch, pos) and a resumed

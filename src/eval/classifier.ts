@@ -7,7 +7,7 @@
  *                 → conv2 k×k (pad k/2) → 2×2 average pool → ReLU → [B,c2,8,8]
  *                 → flatten → fc1 → ReLU (= features, [B,hidden]) → fc2 → logits [B,numClasses]
  *
- * Pooling is `areaDownsample` (adaptive average pooling, var-reference.md §4.2), which for 32→16 and
+ * Pooling is `areaDownsample` (adaptive average pooling, docs/VAR.md §4.2), which for 32→16 and
  * 16→8 is exactly a 2×2 mean. Parameters live in a Map<string, Tensor> with PyTorch-style keys
  * (`conv1.weight`, `conv1.bias`, …, `fc2.bias`); the architecture is fully recoverable from the shapes.
  */

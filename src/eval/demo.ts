@@ -13,7 +13,7 @@
  *   shared machine; the repeats sample the very same images). One image of each mode is generated
  *   first as a warm-up (not timed). Process CPU seconds (best of the repeats) are recorded too.
  * - Time per mode = "transformer" (KV-cache sampling over all scales: blocks, head, sampling and the
- *   VQVAE's f̂ updates, var-reference §6) + "decode" (f̂ → image, §4.4).
+ *   VQVAE's f̂ updates, docs/VAR.md §6) + "decode" (f̂ → image, §4.4).
  * - GFLOPs per image = the FLOPs counter (src/tensor/flops.ts) over the timed sampling runs, transformer
  *   only (every category except the VQVAE's `phi` and `vqvae_decode`), CFG on, divided by the images.
  * - ActVAR: default (75,75;75) at the last two scales with 16 experts (config.ts). Without

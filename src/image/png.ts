@@ -1,6 +1,6 @@
 /**
  * Images out: [B, 3, H, W] float in [0, 1] → 8-bit RGB with the official demo's conversion
- * (`x*255` then `astype(uint8)`, which truncates, var-reference §4), grids of images, PNG files
+ * (`x*255` then `astype(uint8)`, which truncates, docs/VAR.md §4), grids of images, PNG files
  * (pngjs) written atomically (temp file + rename).
  */
 import * as fs from 'node:fs';

@@ -1,6 +1,6 @@
 /**
  * PyTorch `.pth` reader: the zip format `torch.save` has written since PyTorch 1.6.
- * Format notes: /work/shared/fixtures/var-tiny-pth/README.md.
+ * Format notes: the README of the var-tiny-pth fixture (shared fixtures, test/util/fixtures.ts).
  *
  * An archive `<prefix>/` holds `data.pkl` (a pickle), one entry `data/<key>` per storage (raw
  * little-endian elements), `version`, and in newer torch `byteorder` and a few records we ignore.

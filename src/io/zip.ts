@@ -1,7 +1,7 @@
 /**
  * A minimal read-only zip reader for PyTorch checkpoints (PKWARE APPNOTE 6.3.x, sections 4.3 / 4.4 / 4.5.3).
  *
- * What `torch.save` writes (see /work/shared/fixtures/var-tiny-pth/README.md): STORED entries only,
+ * What `torch.save` writes (see the README of the var-tiny-pth fixture in the shared fixtures): STORED entries only,
  * general-purpose flag bit 3 (sizes in the local header are 0; the real ones are in the central
  * directory and a trailing data descriptor), an `FB` padding extra field that 64-byte-aligns every
  * entry's data, and always a zip64 end-of-central-directory record + locator.

@@ -9,10 +9,10 @@
  *
  * Moments are float32 (as torch keeps them for float32 params); the per-element arithmetic runs in
  * float64 and rounds on store. Parameters whose `.grad` is null are skipped (their step count does
- * not advance), as torch does. VAR trains with betas (0.9, 0.95) (var-reference.md §7).
+ * not advance), as torch does. VAR trains with betas (0.9, 0.95) (docs/VAR.md §7).
  */
 import type { Tensor } from '../tensor/tensor.js';
-import { backend } from '../backend/index.js';
+import { adamwUpdate } from '../tensor/ops/adamw-update.js';
 
 export interface ParamGroup {
   params: Tensor[];
@@ -184,33 +184,6 @@ export class AdamW {
     sd.state.forEach((st, i) => {
       if (st) this.state.set(params[i], { step: st.step, expAvg: Float32Array.from(st.expAvg), expAvgSq: Float32Array.from(st.expAvgSq) });
     });
-  }
-}
-
-/**
- * The element loop of one parameter: p ← fround(p·decay) (decoupled weight decay, skipped when
- * decay = 1), m ← β₁m + (1−β₁)g, v ← β₂v + (1−β₂)g², p ← p − stepSize·m/(√v/√bc₂ + eps).
- * A monomorphic function of plain arrays and numbers, one loop per decay case.
- */
-function adamwUpdate(P: Float32Array, G: Float32Array, m: Float32Array, v: Float32Array, decay: number,
-  b1: number, b2: number, c1: number, c2: number, stepSize: number, bc2Sqrt: number, eps: number): void {
-  const n = P.length, f = Math.fround, rb = 1 / bc2Sqrt; // √v/√(1−β2^t) as a product: one division per element
-  const nk = backend().native;
-  if (nk) { nk.adamw(P, G, m, v, decay, b1, b2, c1, c2, stepSize, rb, eps); return; } // bit-identical (native/kernels.c)
-  if (decay === 1) {
-    for (let i = 0; i < n; i++) {
-      const gi = G[i];
-      const mi = f(m[i] * b1 + gi * c1), vi = f(v[i] * b2 + gi * gi * c2);
-      m[i] = mi; v[i] = vi;
-      P[i] = P[i] - stepSize * mi / (Math.sqrt(vi) * rb + eps);
-    }
-  } else {
-    for (let i = 0; i < n; i++) {
-      const gi = G[i], pi = f(P[i] * decay);
-      const mi = f(m[i] * b1 + gi * c1), vi = f(v[i] * b2 + gi * gi * c2);
-      m[i] = mi; v[i] = vi;
-      P[i] = pi - stepSize * mi / (Math.sqrt(vi) * rb + eps);
-    }
   }
 }
 

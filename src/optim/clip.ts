@@ -1,5 +1,5 @@
 /**
- * Gradient-norm clipping, as torch.nn.utils.clip_grad_norm_ (VAR clips at tclip=2.0, var-reference.md §7):
+ * Gradient-norm clipping, as torch.nn.utils.clip_grad_norm_ (VAR clips at tclip=2.0, docs/VAR.md §7):
  * total = ‖(‖g₁‖, ‖g₂‖, …)‖ over all gradients (2-norm, or the max-abs for Infinity);
  * if maxNorm / (total + 1e-6) < 1, every gradient is multiplied by that factor.
  * Returns the total norm before clipping. Sums run in float64. Parameters without grad are skipped.

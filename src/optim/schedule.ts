@@ -1,5 +1,5 @@
 /**
- * Learning-rate and weight-decay schedules of VAR (var-reference.md §7; `lr_wd_annealing` in the official
+ * Learning-rate and weight-decay schedules of VAR (docs/VAR.md §7; `lr_wd_annealing` in the official
  * utils/lr_control.py), plus the official no-weight-decay rule and param-group builder (`filter_params`).
  */
 import type { Tensor } from '../tensor/tensor.js';
@@ -54,7 +54,7 @@ export function lrAt(step: number, s: LrSchedule): number {
 
 /**
  * Weight decay at iteration `step`: a cosine over the whole run from `wd` (twd) to `wdEnd` (twde),
- * wdEnd + (wd − wdEnd) · (½ + ½ cos(π · step / (totalSteps − 1))) (var-reference.md §7).
+ * wdEnd + (wd − wdEnd) · (½ + ½ cos(π · step / (totalSteps − 1))) (docs/VAR.md §7).
  */
 export function wdAt(step: number, s: { wd: number; wdEnd?: number; totalSteps: number }): number {
   const wdEnd = s.wdEnd ?? s.wd;
@@ -62,7 +62,7 @@ export function wdAt(step: number, s: { wd: number; wdEnd?: number; totalSteps: 
   return wdEnd + (s.wd - wdEnd) * (0.5 + 0.5 * Math.cos(Math.PI * pasd));
 }
 
-/** Name fragments exempt from weight decay in the official trainer (var-reference.md §7). */
+/** Name fragments exempt from weight decay in the official trainer (docs/VAR.md §7). */
 export const NO_DECAY_KEYS: readonly string[] = Object.freeze([
   'cls_token', 'start_token', 'task_token', 'cfg_uncond', 'pos_embed', 'pos_1LC', 'pos_start', 'start_pos',
   'lvl_embed', 'gamma', 'beta', 'ada_gss', 'moe_bias', 'scale_mul',

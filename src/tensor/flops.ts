@@ -1,7 +1,9 @@
 /**
- * FLOPs accounting (1 multiply-add = 2 FLOPs, matmul and conv only, as in var-reference.md §10).
- * Model code labels work with `flopsCategory('ffn', () => ...)`; every GEMM/conv kernel call adds
- * its FLOPs to the innermost active category. The core knows no category names.
+ * FLOPs accounting (1 multiply-add = 2 FLOPs, matmul and conv only, as in docs/VAR.md §10).
+ * Every GEMM/conv op records its FLOPs with its weight operand (an op hook); the category is the
+ * innermost `flopsCategory` label when one is active (callers that time a whole phase, e.g. a decode),
+ * else the category the model declared for that weight with `flopsTag` (e.g. 'qkv' for a block's
+ * mat_qkv weight), else 'other'. Attention ops record their score FLOPs as 'attn_scores'.
  *
  * Dry-run mode (`dryRun(() => ...)`) runs the same code but GEMM and conv kernels skip their
  * arithmetic (outputs stay zero), so FLOPs of large models can be counted quickly.
@@ -34,10 +36,23 @@ export function flopsCategory<T>(name: string, fn: () => T): T {
   try { return fn(); } finally { categories.pop(); }
 }
 
-/** Called by kernels. Cheap when no counter is active. */
-export function recordFlops(flops: number): void {
+/** Categories declared for weights (keyed by the weight tensor: dry runs share one buffer between tensors). */
+const tags = new WeakMap<object, string>();
+
+/** Declare that the work done with the tensor `weight` (any op multiplying by it) counts as `category`. Returns the weight. */
+export function flopsTag<T extends object>(weight: T, category: string): T {
+  tags.set(weight, category);
+  return weight;
+}
+
+/**
+ * Called by the ops: `flops` of work with the weight tensor `operand` (its `flopsTag` category), or
+ * under the category named by a string. Cheap when no counter is active.
+ */
+export function recordFlops(flops: number, operand: object | string | null = null): void {
   if (counters.length === 0) return;
-  const cat = categories.length ? categories[categories.length - 1] : 'other';
+  const cat = categories.length ? categories[categories.length - 1]
+    : typeof operand === 'string' ? operand : (operand && tags.get(operand)) ?? 'other';
   for (const c of counters) c.add(cat, flops);
 }
 

@@ -3,7 +3,7 @@
  * official VAR repository never released. Per step, on a batch x ∈ [−1, 1]:
  *
  *   f      = quant_conv(encoder(x))                         [B, Cvae, 8, 8]   (downsample 4)
- *   f̂, vq  = residual multi-scale quantisation of f          (var-reference §4.3; patch numbers 1,2,3,4,6,8)
+ *   f̂, vq  = residual multi-scale quantisation of f          (docs/VAR.md §4.3; patch numbers 1,2,3,4,6,8)
  *            with the straight-through estimator: f̂_st = sg[f̂ − f] + f, and
  *            vq = mean over scales of β·mse(sg[f̂_k], f) + mse(f̂_k, sg[f])   (commitment β = 0.25 + codebook)
  *   x̂      = decoder(post_quant_conv(f̂_st))

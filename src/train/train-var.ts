@@ -1,5 +1,5 @@
 /**
- * Train a class-conditional VAR by teacher forcing on a trained tokenizer (var-reference.md §7):
+ * Train a class-conditional VAR by teacher forcing on a trained tokenizer (docs/VAR.md §7):
  *
  *   gt_idx  = tokenizer.img_to_idxBl(img)                 tokens of every scale (§4.3)
  *   x       = tokenizer.idxBl_to_var_input(gt_idx)        teacher-forcing input [B, L−1, Cvae] (§5)

@@ -1,6 +1,6 @@
 /**
- * VAR transformer hyper-parameters: presets (var-reference.md §2), custom sizes, and
- * architecture inference from a state dict's tensor shapes (§8, Appendix A).
+ * VAR transformer hyper-parameters: presets (docs/VAR.md §2), custom sizes, and
+ * architecture inference from a state dict's tensor shapes (docs/VAR.md §8, Appendix A).
  */
 import type { Tensor } from '../tensor/index.js';
 
@@ -18,15 +18,15 @@ export interface VarConfig {
   Cvae: number;
   /** Real classes; the class table has numClasses + 1 rows, the last being the CFG null class. */
   numClasses: number;
-  /** Shared AdaLN (d36): `shared_ada_lin` + per-block `ada_gss` instead of per-block `ada_lin` (§3.2). */
+  /** Shared AdaLN (d36): `shared_ada_lin` + per-block `ada_gss` instead of per-block `ada_lin` (docs/VAR.md §3.2). */
   sharedAdaLN: boolean;
-  /** Side of each scale's token map, coarse to fine (§1). */
+  /** Side of each scale's token map, coarse to fine (docs/VAR.md §1). */
   patchNums: number[];
-  /** Cosine attention with the learned clamped temperature (§3.3); all releases use it. */
+  /** Cosine attention with the learned clamped temperature (docs/VAR.md §3.3); all releases use it. */
   attnL2Norm: boolean;
   /** LayerNorm epsilon (no affine). */
   normEps: number;
-  /** Label dropout probability of the teacher-forced forward, applied only with `training` (§3.6). */
+  /** Label dropout probability of the teacher-forced forward, applied only with `training` (docs/VAR.md §3.6). */
   condDropRate: number;
   /** Stochastic depth of the last block (linearly spaced from 0 over blocks), training only. */
   dropPathRate: number;
@@ -34,12 +34,12 @@ export interface VarConfig {
 
 export type VarPresetName = 'd16' | 'd20' | 'd24' | 'd30' | 'd36';
 
-/** The 256px token pyramid (§1) and the 512px one used by d36. */
+/** The 256px token pyramid (docs/VAR.md §1) and the 512px one used by d36. */
 export const PATCH_NUMS_256 = Object.freeze([1, 2, 3, 4, 5, 6, 8, 10, 13, 16]);
 export const PATCH_NUMS_512 = Object.freeze([1, 2, 3, 4, 6, 9, 13, 18, 24, 32]);
 
 /**
- * The shape `build_vae_var` builds for a given depth (§2): C = 64·depth, heads = depth,
+ * The shape `build_vae_var` builds for a given depth (docs/VAR.md §2): C = 64·depth, heads = depth,
  * FFN 4C, V 4096, Cvae 32, 1000 classes, drop_path 0.1·depth/24. `overrides` win.
  */
 export function varConfigForDepth(depth: number, overrides: Partial<VarConfig> = {}): VarConfig {
@@ -93,7 +93,7 @@ export function validateVarConfig(c: VarConfig): void {
   if (!(c.normEps > 0)) throw new RangeError(`VAR config: normEps must be > 0, got ${c.normEps}`);
 }
 
-/** Tokens per scale, the total L and the half-open token range of each scale (§1 `begin_ends`). */
+/** Tokens per scale, the total L and the half-open token range of each scale (docs/VAR.md §1 `begin_ends`). */
 export function tokenLayout(patchNums: readonly number[]): { L: number; beginEnds: [number, number][]; lvl: Int32Array } {
   const beginEnds: [number, number][] = [];
   let L = 0;
@@ -103,7 +103,7 @@ export function tokenLayout(patchNums: readonly number[]): { L: number; beginEnd
   return { L, beginEnds, lvl };
 }
 
-/** Number of parameters (excluding buffers) of a config: §8's formula, generalised. */
+/** Number of parameters (excluding buffers) of a config: docs/VAR.md §8's formula, generalised. */
 export function varParamCount(c: VarConfig): number {
   const C = c.width, H = c.heads, L = tokenLayout(c.patchNums).L, SN = c.patchNums.length;
   const perBlock = 3 * C * C /* qkv */ + 2 * C /* q,v bias */ + H + (C * C + C) /* proj */
@@ -120,7 +120,7 @@ function shapeOf(sd: Map<string, Tensor>, key: string): readonly number[] | unde
 }
 
 /**
- * Infer the architecture from a state dict's shapes (var-reference.md §8, Appendix A):
+ * Infer the architecture from a state dict's shapes (docs/VAR.md §8, Appendix A):
  * depth from the `blocks.{i}` indices, width and Cvae from `word_embed.weight` (C, Cvae), heads from
  * `scale_mul_1H11` (1, H, 1, 1), vocabulary from `head.weight`, classes from `class_emb` rows − 1,
  * shared AdaLN from `shared_ada_lin` / `ada_gss`, patch numbers from `lvl_1L` (tokens per level → √),

@@ -1,6 +1,6 @@
 /**
  * Seeded random initialisation of a VAR (`--random-init`, benchmarks, training from scratch),
- * following the official `VAR.__init__` + `init_weights` (var-reference.md §3.7):
+ * following the official `VAR.__init__` + `init_weights` (docs/VAR.md §3.7):
  * - init_std = √(1/(3C)); every Linear weight and both embeddings, pos_start and pos_1LC
  *   ~ trunc_normal(0, init_std) with absolute bounds ±2 (effectively untruncated); biases 0.
  * - head.weight ×= init_head (0.02); head_nm.ada_lin weight ×= init_adaln (0.5).

@@ -4,7 +4,7 @@
  * (zip `PK\x03\x04` → .pth), then by extension. The architecture is inferred from the tensors
  * (`inferVarConfig`); explicit overrides win. Missing, unexpected or mis-shaped keys → ONE error
  * listing all of them. The buffers `lvl_1L`, `attn_bias_for_masking` and `zero_k_bias` are optional;
- * when present they are checked against the values the patch numbers imply (var-reference §8).
+ * when present they are checked against the values the patch numbers imply (docs/VAR.md §8).
  */
 import * as fs from 'node:fs';
 import { Tensor } from '../tensor/index.js';

@@ -1,5 +1,5 @@
 /**
- * Token sampling with the official semantics (var-reference.md §6, helpers.py
+ * Token sampling with the official semantics (docs/VAR.md §6, helpers.py
  * `sample_with_top_k_top_p_` and `gumbel_softmax_with_rng`):
  *
  * - top-k: every logit strictly below the k-th largest becomes −inf (ties with it are kept).
@@ -121,7 +121,7 @@ export function sampleWithTopKTopP_(logits: Tensor, topK: number, topP: number, 
 }
 
 /**
- * The `more_smooth` token features (§6): h = softmax((logits·(1+ratio) + g)/tau) @ codebook with
+ * The `more_smooth` token features (docs/VAR.md §6): h = softmax((logits·(1+ratio) + g)/tau) @ codebook with
  * Gumbel noise g from `rng` and tau = max(0.27·(1 − 0.95·ratio), 0.005), soft (hard=False). `logits`
  * [B, l, V] are the ones already masked by top-k/top-p. codebook [V, Cvae] → [B, l, Cvae].
  */

@@ -1,5 +1,5 @@
 /**
- * The VAR model (official models/var.py, var-reference.md §1–3, §6): embeddings, the block stack,
+ * The VAR model (official models/var.py, docs/VAR.md §1–3, §6): embeddings, the block stack,
  * the AdaLN head, the teacher-forced forward with the block-causal mask, and KV-cache sampling
  * with classifier-free guidance.
  *
@@ -14,7 +14,7 @@
  */
 import {
   Tensor, Rng, noGrad, linear, silu, add, reshape, concat, slice, embedding, intTensor,
-  flopsCategory, zeros, repeat0,
+  flopsCategory, flopsTag, zeros, repeat0,
 } from '../tensor/index.js';
 import { tokenLayout, validateVarConfig, type VarConfig } from './config.js';
 import {
@@ -24,6 +24,11 @@ import {
 import { sampleWithTopKTopP_, gumbelSmoothFeatures } from './sample.js';
 
 const fr = Math.fround;
+
+/** The FLOP categories of the model-level weights' work (docs/VAR.md §10); a block's are declared in block.ts. */
+const VAR_FLOPS_CATEGORIES: readonly [string, string][] = [
+  ['shared_ada_lin.1.weight', 'adaln'], ['head_nm.ada_lin.1.weight', 'head'], ['head.weight', 'head'], ['word_embed.weight', 'word_embed'],
+];
 
 /** What a `blockExecutor` sees for one block at one scale (inference) or in one teacher-forced forward. */
 export interface BlockContext {
@@ -72,7 +77,7 @@ export interface VarVqvae {
 
 export interface ForwardOptions extends VarHooks {
   /** Label dropout (cond_drop_rate) and drop-path. The official code drops labels even in eval;
-   *  we deliberately apply it only when training (var-reference §3.6). */
+   *  we deliberately apply it only when training (docs/VAR.md §3.6). */
   training?: boolean;
   /** Randomness of label dropout / drop-path (required when training with non-zero rates). */
   rng?: Rng;
@@ -104,21 +109,21 @@ export interface InferOptions extends VarHooks {
   /** Class of every image; a negative id or numClasses means the null (unconditional) class. */
   labels: ArrayLike<number>;
   vqvae: VarVqvae;
-  /** CFG strength; the per-scale weight is t = cfg·si/(SN−1) (§6). Default 1.5. */
+  /** CFG strength; the per-scale weight is t = cfg·si/(SN−1) (docs/VAR.md §6). Default 1.5. */
   cfg?: number;
   /** 0 = off. */
   topK?: number;
   /** 0 = off. */
   topP?: number;
-  /** Gumbel-softmax mixture of codebook vectors instead of the sampled token's vector (§6). */
+  /** Gumbel-softmax mixture of codebook vectors instead of the sampled token's vector (docs/VAR.md §6). */
   moreSmooth?: boolean;
   /** One generator for the batch, or one per image (then results do not depend on batching). Default Rng(0). */
   rng?: Rng | readonly Rng[];
   /** Decode f̂ into the image (default true). */
   decode?: boolean;
   /**
-   * Recompute every block's AdaLN at every scale, as the official code does (§6; only for FLOPs
-   * parity with §10). Default false: computed once, since the condition is constant.
+   * Recompute every block's AdaLN at every scale, as the official code does (docs/VAR.md §6; only for FLOPs
+   * parity with docs/VAR.md §10). Default false: computed once, since the condition is constant.
    */
   recomputeAdaLN?: boolean;
   /** Progress: called after each scale. */
@@ -181,6 +186,7 @@ export class VAR {
     if (problems.length) throw new Error(`VAR parameters do not match the config:\n  - ${problems.join('\n  - ')}`);
     this.params = new Map([...shapes.keys()].map((k) => [k, params.get(k)!]));
     for (const [k, t] of this.params) t.name ??= k;
+    for (const [k, category] of VAR_FLOPS_CATEGORIES) if (this.params.has(k)) flopsTag(this.params.get(k)!, category);
     const layout = tokenLayout(config.patchNums);
     this.L = layout.L; this.beginEnds = layout.beginEnds; this.lvl = layout.lvl;
     this.blocks = Array.from({ length: config.depth }, (_, i) => makeBlock(this.params, i, config));
@@ -210,13 +216,13 @@ export class VAR {
     return sd;
   }
 
-  /** Block-causal bias [L, L]: 0 where lvl(i) ≥ lvl(j), −inf elsewhere (§3.3). */
+  /** Block-causal bias [L, L]: 0 where lvl(i) ≥ lvl(j), −inf elsewhere (docs/VAR.md §3.3). */
   attnBias(): Tensor {
     if (!this.attnBiasCache) this.attnBiasCache = blockCausalBias(this.lvl);
     return this.attnBiasCache;
   }
 
-  /** lvl_embed(lvl_1L) + pos_1LC as float32 [L, C] (inference; §3.1, §6 `lvl_pos`). */
+  /** lvl_embed(lvl_1L) + pos_1LC as float32 [L, C] (inference; docs/VAR.md §3.1, §6 `lvl_pos`). */
   private lvlPos(): Float32Array {
     if (this.lvlPosCache) return this.lvlPosCache;
     const C = this.C, lvlE = this.p('lvl_embed.weight').f32, pos = this.p('pos_1LC').f32;
@@ -253,7 +259,7 @@ export class VAR {
   /** shared_ada_lin(cond) [B, 6C] with shared AdaLN, else null ('adaln'). */
   sharedAdaLN(cond: Tensor): Tensor | null {
     if (!this.config.sharedAdaLN) return null;
-    return flopsCategory('adaln', () => linear(silu(cond), this.p('shared_ada_lin.1.weight'), this.p('shared_ada_lin.1.bias')));
+    return linear(silu(cond), this.p('shared_ada_lin.1.weight'), this.p('shared_ada_lin.1.bias'));
   }
 
   /** AdaLN of every block for the rows of `cond`. */
@@ -261,18 +267,18 @@ export class VAR {
     return this.blocks.map((b) => blockAdaLN(b, cond, sharedAda));
   }
 
-  /** head_nm's (scale, shift) = Linear(SiLU(cond)) split in that order (§3.5), category 'head'. */
+  /** head_nm's (scale, shift) = Linear(SiLU(cond)) split in that order (docs/VAR.md §3.5), category 'head'. */
   headAdaLN(cond: Tensor): { scale: Tensor; shift: Tensor } {
     const C = this.C, B = cond.shape[0];
-    const ss = flopsCategory('head', () => linear(silu(cond), this.p('head_nm.ada_lin.1.weight'), this.p('head_nm.ada_lin.1.bias')));
+    const ss = linear(silu(cond), this.p('head_nm.ada_lin.1.weight'), this.p('head_nm.ada_lin.1.bias'));
     const v = reshape(ss, [B, 2, C]);
     return { scale: reshape(slice(v, 1, 0, 1), [B, C]), shift: reshape(slice(v, 1, 1, 2), [B, C]) };
   }
 
-  /** logits = head(ln(x)·(1+scale)+shift) [B, l, V] (§3.5), category 'head'. */
+  /** logits = head(ln(x)·(1+scale)+shift) [B, l, V] (docs/VAR.md §3.5), category 'head'. */
   headLogits(x: Tensor, headAda: { scale: Tensor; shift: Tensor }): Tensor {
     const h = adaLNModulate(x, headAda.scale, headAda.shift, this.config.normEps);
-    return flopsCategory('head', () => linear(h, this.p('head.weight'), this.p('head.bias')));
+    return linear(h, this.p('head.weight'), this.p('head.bias'));
   }
 
   /** Run the block stack, dispatching each block to the hook or the dense block. */
@@ -293,7 +299,7 @@ export class VAR {
   }
 
   /**
-   * Teacher-forced forward `VAR.forward(label_B, x_BLCv_wo_first_l)` (§3.6) → logits [B, ed, V],
+   * Teacher-forced forward `VAR.forward(label_B, x_BLCv_wo_first_l)` (docs/VAR.md §3.6) → logits [B, ed, V],
    * where ed = 1 + x.shape[1] ≤ L (fewer tokens = a prefix of the pyramid, as progressive training).
    * Differentiable. Label dropout and drop-path only with `training` (see ForwardOptions).
    */
@@ -311,10 +317,10 @@ export class VAR {
       for (let b = 0; b < B; b++) if (opts.rng.uniform() < condDropRate) labels[b] = numClasses;
     }
     const cond = this.condEmbed(labels);
-    // x = cat(cond + pos_start, word_embed(x)) + (lvl_embed(lvl_1L) + pos_1LC)   (§3.1, §3.6)
+    // x = cat(cond + pos_start, word_embed(x)) + (lvl_embed(lvl_1L) + pos_1LC)   (docs/VAR.md §3.1, §3.6)
     const sos = reshape(add(cond, reshape(this.p('pos_start'), [C])), [B, 1, C]);
     let x = ed > 1
-      ? concat([sos, flopsCategory('word_embed', () => linear(x0, this.p('word_embed.weight'), this.p('word_embed.bias')))], 1)
+      ? concat([sos, linear(x0, this.p('word_embed.weight'), this.p('word_embed.bias'))], 1)
       : sos;
     const lvlIdx = intTensor(this.lvl.subarray(0, ed));
     const pos = slice(reshape(this.p('pos_1LC'), [this.L, C]), 0, 0, ed);
@@ -329,7 +335,7 @@ export class VAR {
   }
 
   // -------------------------------------------------------------------------------------------
-  // KV-cache inference (§6)
+  // KV-cache inference (docs/VAR.md §6)
 
   /**
    * Start KV-cache inference for rows with the given class ids (already CFG-doubled by the caller
@@ -370,7 +376,7 @@ export class VAR {
   /** Drop the pooled KV caches (frees their memory). */
   releaseCaches(): void { this.kvPool = null; }
 
-  /** The SOS input of scale 0 for every row: cond + pos_start + lvl_pos[0] → [rows, 1, C] (§6). */
+  /** The SOS input of scale 0 for every row: cond + pos_start + lvl_pos[0] → [rows, 1, C] (docs/VAR.md §6). */
   sosInput(state: InferState): Tensor {
     const C = this.C, cond = state.cond.f32, ps = this.p('pos_start').f32, lp = this.lvlPos();
     const out = new Float32Array(state.rows * C);
@@ -388,7 +394,7 @@ export class VAR {
     if (nextBlCv.ndim !== 3 || nextBlCv.shape[1] !== ed - bg || nextBlCv.shape[2] !== this.config.Cvae) {
       throw new RangeError(`scaleInput(${si}): expected [B, ${ed - bg}, ${this.config.Cvae}], got [${nextBlCv.shape.join(', ')}]`);
     }
-    const e = flopsCategory('word_embed', () => linear(nextBlCv, this.p('word_embed.weight'), this.p('word_embed.bias')));
+    const e = linear(nextBlCv, this.p('word_embed.weight'), this.p('word_embed.bias'));
     const E = e.f32, lp = this.lvlPos(), C = this.C, n = (ed - bg) * C;
     for (let b = 0; b < nextBlCv.shape[0]; b++) for (let i = 0; i < n; i++) E[b * n + i] += lp[bg * C + i];
     return e;
@@ -419,7 +425,7 @@ export class VAR {
   }
 
   /**
-   * `autoregressive_infer_cfg` (§6): CFG batch doubling (cond rows, then null-class rows), guidance
+   * `autoregressive_infer_cfg` (docs/VAR.md §6): CFG batch doubling (cond rows, then null-class rows), guidance
    * t = cfg·si/(SN−1) per scale, top-k/top-p sampling from our Rng, the VQVAE f̂ update, and the
    * image (f̂ → [0, 1]). With cfg = 0 the unconditional half would get weight 0 at every scale, so
    * it is skipped (identical tokens, half the work).
@@ -463,7 +469,7 @@ export class VAR {
       } else {
         hBChw = vq.embedIdx(idx, pn);
       }
-      const upd = flopsCategory('phi', () => vq.getNextAutoregressiveInput(si, SN, fHat, hBChw));
+      const upd = vq.getNextAutoregressiveInput(si, SN, fHat, hBChw);
       fHat = upd.fHat;
       let next: Tensor | null = null;
       if (si !== SN - 1) {
@@ -493,7 +499,7 @@ export function toUnitRange(img: Tensor): Tensor {
   return new Tensor(out, img.shape);
 }
 
-/** (1+t)·logits[:B] − t·logits[B:] in float32 as torch does with Python scalars (§6). */
+/** (1+t)·logits[:B] − t·logits[B:] in float32 as torch does with Python scalars (docs/VAR.md §6). */
 function cfgCombine(raw: Tensor, B: number, t: number): Tensor {
   const [, l, V] = raw.shape;
   const R = raw.f32, n = B * l * V, out = new Float32Array(n);
@@ -516,14 +522,14 @@ function fromBChw(m: Tensor): Tensor {
   return new Tensor(out, [B, l, Cv]);
 }
 
-/** bias[i, j] = 0 if lvl(i) ≥ lvl(j) else −inf, float32 [L, L] (§3.3 `attn_bias_for_masking`). */
+/** bias[i, j] = 0 if lvl(i) ≥ lvl(j) else −inf, float32 [L, L] (docs/VAR.md §3.3 `attn_bias_for_masking`). */
 export function blockCausalBias(lvl: Int32Array): Tensor {
   const L = lvl.length, d = new Float32Array(L * L);
   for (let i = 0; i < L; i++) for (let j = 0; j < L; j++) d[i * L + j] = lvl[i] >= lvl[j] ? 0 : -Infinity;
   return new Tensor(d, [L, L]);
 }
 
-/** Learnable parameters of a config with their shapes (var-reference Appendix A), in official order. */
+/** Learnable parameters of a config with their shapes (docs/VAR.md Appendix A), in official order. */
 export function varParamShapes(c: VarConfig): Map<string, number[]> {
   const C = c.width, L = tokenLayout(c.patchNums).L;
   const m = new Map<string, number[]>();

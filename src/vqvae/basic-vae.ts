@@ -1,5 +1,5 @@
 /**
- * Encoder and decoder of the multi-scale VQVAE (official `models/basic_vae.py`, var-reference.md §4).
+ * Encoder and decoder of the multi-scale VQVAE (official `models/basic_vae.py`, docs/VAR.md §4).
  *
  * Modules hold no tensors: they read their parameters by official state-dict name from a shared
  * `Map<string, Tensor>` at every forward, so the same map can be loaded, trained in place or swapped.
@@ -8,18 +8,18 @@
  *
  * Everything is composed from differentiable tensor ops (conv2d, groupNorm, silu, softmax, matmul,
  * nearest upsampling) so the tokenizer can be trained. When no gradient is needed, the 3×3 convs take
- * a fast path (shifted GEMMs, with GroupNorm+SiLU, upsampling and the residual add fused into the
- * copies around them; see conv3x3Same).
+ * the tensor layer's fused op (src/tensor/ops/conv3x3.ts: shifted GEMMs, with GroupNorm+SiLU,
+ * upsampling and the residual add fused into the copies around them).
  */
-import { Worker } from 'node:worker_threads';
-import { backend } from '../backend/index.js';
 import {
   Tensor, isGradEnabled, add, silu, scale, reshape, transpose, split, matmul, linear,
-  recordFlops, isDryRun,
+  conv3x3Same, conv3x3Enabled, recycleActivation, dropSpareActivation,
 } from '../tensor/index.js';
 import { conv2d, type Conv2dOptions } from '../tensor/ops/conv.js';
 import { groupNorm, softmax } from '../tensor/ops/nn.js';
 import { upsampleNearest2x } from '../tensor/ops/resample.js';
+
+export { setConv3x3Options, conv3x3Stats, releaseConv3x3Workspaces } from '../tensor/index.js';
 
 export type StateDict = Map<string, Tensor>;
 
@@ -39,303 +39,6 @@ export interface ModuleCtx {
 
 function needsGrad(...ts: (Tensor | null | undefined)[]): boolean {
   return isGradEnabled() && ts.some((t) => t?.requiresGrad);
-}
-
-// ---------------------------------------------------------------------------------------------
-// inference fast path for the 3×3 'same' convolutions (stride 1, padding 1)
-
-/**
- * How the input is written into the padded buffer: as is, through SiLU, nearest-upsampled ×2, or
- * through GroupNorm then SiLU (the official `conv(silu(norm(x)))` of every ResnetBlock and the output).
- */
-type Prologue =
-  | { kind: 'copy' } | { kind: 'silu' } | { kind: 'up2' }
-  | { kind: 'gnSilu'; groups: number; weight: Float32Array; bias: Float32Array; eps: number };
-
-const MODE = { copy: 0, silu: 1, up2: 2, gnSilu: 3 } as const;
-
-/**
- * Fill the zero-padded planes P[c, 1 + y, 1 + x] (row length Wp, plane size `plane`) of channels
- * [c0, c1) from X (one batch item at xOff, [Cin, Hin, Win]). Modes: 0 copy, 1 SiLU, 2 nearest ×2,
- * 3 GroupNorm + SiLU (c0, c1 on group boundaries).
- *
- * Mode 3 repeats the arithmetic of the tensor ops exactly, so the values equal silu(groupNorm(x)):
- * groupNorm's float64 statistics shifted by the group's first element, y = fround(x·scale + shift) with
- * scale = rstd·w[c], shift = b[c] − mean·scale; then silu's y·(1/(1 + exp(−y))). (Checked bit for bit
- * by test/vqvae.test.ts.) Self-contained: its source also runs in the worker threads.
- */
-function fillKernel(P: Float32Array, X: Float32Array, xOff: number, Cin: number, Hin: number, Win: number,
-  Wp: number, plane: number, mode: number, c0: number, c1: number,
-  groups: number, gw: Float32Array | null, gb: Float32Array | null, eps: number): void {
-  const up = mode === 2;
-  const H = up ? 2 * Hin : Hin, W = up ? 2 * Win : Win, hw = Hin * Win;
-  const cpg = mode === 3 ? Cin / groups : 1;
-  let scale = 1, shift = 0, mean = 0, rstd = 1;
-  for (let c = c0; c < c1; c++) {
-    if (mode === 3 && (c - c0) % cpg === 0) {
-      // statistics of the group starting at channel c
-      const b0 = xOff + c * hw, len = cpg * hw, k = len > 0 ? X[b0] : 0;
-      let s = 0, s2 = 0;
-      for (let j = 0; j < len; j++) { const d = X[b0 + j] - k; s += d; s2 += d * d; }
-      const md = s / len;
-      const v = Math.max(0, s2 / len - md * md);
-      mean = k + md;
-      rstd = 1 / Math.sqrt(v + eps);
-    }
-    if (mode === 3) { scale = rstd * gw![c]; shift = gb![c] - mean * scale; }
-    const p0 = c * plane;
-    P.fill(0, p0, p0 + Wp + 1); // top border row and the left border of row 1
-    for (let y = 0; y < H; y++) {
-      const d = p0 + (y + 1) * Wp + 1;
-      if (up) {
-        const s = xOff + (c * Hin + (y >> 1)) * Win;
-        for (let i = 0; i < Win; i++) { const v = X[s + i]; P[d + 2 * i] = v; P[d + 2 * i + 1] = v; }
-      } else {
-        const s = xOff + (c * Hin + y) * Win;
-        if (mode === 3) {
-          for (let i = 0; i < Win; i++) { const v = Math.fround(X[s + i] * scale + shift); P[d + i] = v * (1 / (1 + Math.exp(-v))); }
-        } else if (mode === 1) {
-          for (let i = 0; i < Win; i++) { const v = X[s + i]; P[d + i] = v * (1 / (1 + Math.exp(-v))); }
-        } else {
-          for (let i = 0; i < Win; i++) P[d + i] = X[s + i];
-        }
-      }
-      P[d + W] = 0; P[d + W + 1] = 0; // right border, left border of the next row
-    }
-    P.fill(0, p0 + (H + 1) * Wp, p0 + plane); // bottom border row
-  }
-}
-
-// A small pool of worker threads shares the SiLU-heavy fills (about 10⁸ exp() per 256×256 decode) with
-// the main thread. They read and write two persistent SharedArrayBuffer workspaces; the main thread
-// does its share, then blocks on Atomics.wait until they are done.
-interface PoolWorker { worker: Worker; ctrl: Int32Array }
-let pool: PoolWorker[] | null = null;
-let poolSize = -1; // −1: backend threads − 1
-let parallelMinFloats = 1 << 18;
-const WORKER_TIMEOUT_MS = 120_000;
-/** Counters of the fast path (for tests and benchmarks): calls, split fills, milliseconds per phase. */
-export const conv3x3Stats = { calls: 0, parallelFills: 0, fillMs: 0, tapsMs: 0, gemmMs: 0, copyOutMs: 0 };
-
-const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
-const fillKernel = ${fillKernel.toString()};
-parentPort.on('message', (m) => {
-  try { fillKernel(...m.args); Atomics.store(m.ctrl, 0, 1); }
-  catch (e) { Atomics.store(m.ctrl, 0, 2); }
-  Atomics.notify(m.ctrl, 0);
-});`;
-
-function getPool(): PoolWorker[] {
-  const want = poolSize >= 0 ? poolSize : Math.max(0, backend().threads - 1);
-  if (pool && pool.length === want) return pool;
-  if (pool) for (const p of pool) void p.worker.terminate();
-  pool = [];
-  for (let i = 0; i < want; i++) {
-    const worker = new Worker(WORKER_SOURCE, { eval: true });
-    worker.unref();
-    pool.push({ worker, ctrl: new Int32Array(new SharedArrayBuffer(4)) });
-  }
-  return pool;
-}
-
-/**
- * Options of the inference 3×3 conv; returns the previous values. `enabled`: false runs the composed
- * ops (conv2d, groupNorm, silu, upsampleNearest2x) even without a graph; `bandFloats`: output floats per GEMM
- * band; `workers`: helper threads for the fills (−1 = backend threads − 1, 0 = main thread only);
- * `parallelMinFloats`: smallest fill worth splitting. Tests use tiny values to exercise every path.
- */
-export function setConv3x3Options(o: { enabled?: boolean; bandFloats?: number; workers?: number; parallelMinFloats?: number }): { enabled: boolean; bandFloats: number; workers: number; parallelMinFloats: number } {
-  const prev = { enabled: fastPathEnabled, bandFloats, workers: poolSize, parallelMinFloats };
-  if (o.enabled !== undefined) fastPathEnabled = o.enabled;
-  const posInt = (v: number) => Number.isInteger(v) && v > 0;
-  if (o.bandFloats !== undefined) {
-    if (!posInt(o.bandFloats)) throw new RangeError(`bandFloats must be a positive integer, got ${o.bandFloats}`);
-    bandFloats = o.bandFloats;
-  }
-  if (o.workers !== undefined) {
-    if (!Number.isInteger(o.workers) || o.workers < -1) throw new RangeError(`workers must be −1 (auto), 0 or a positive integer, got ${o.workers}`);
-    poolSize = o.workers;
-  }
-  if (o.parallelMinFloats !== undefined) {
-    if (!posInt(o.parallelMinFloats)) throw new RangeError(`parallelMinFloats must be a positive integer, got ${o.parallelMinFloats}`);
-    parallelMinFloats = o.parallelMinFloats;
-  }
-  return prev;
-}
-
-/** Output floats per GEMM band (Cout × rows × (W+2)); small enough to stay in cache while it is filled. */
-let bandFloats = 1 << 20;
-let fastPathEnabled = true;
-
-// Workspaces, reused across calls (the padded input is shared with the workers when they run).
-let padWorkspace: Float32Array | null = null;
-let inWorkspace: Float32Array | null = null;
-let bandWorkspace: Float32Array | null = null;
-let tapWorkspace: Float32Array | null = null;
-function sharedBuffer(old: Float32Array | null, n: number, shared: boolean): Float32Array {
-  const isShared = old?.buffer instanceof SharedArrayBuffer;
-  if (old && old.length >= n && (isShared || !shared)) return old;
-  return shared ? new Float32Array(new SharedArrayBuffer(4 * n)) : new Float32Array(n);
-}
-/** Drop the workspaces of the inference 3×3 conv (about 2× the largest activation); they regrow on use. */
-export function releaseConv3x3Workspaces(): void {
-  padWorkspace = inWorkspace = bandWorkspace = tapWorkspace = spareOutput = null;
-}
-
-// One dead activation handed back by the encoder/decoder (`recycleActivation`), reused as the next
-// output of the same size: the big activations are then recycled instead of left to the garbage
-// collector, which frees them late (a 256×256 decode otherwise peaks at several dead 42 MB buffers).
-let spareOutput: Float32Array | null = null;
-/** Outputs live in shared memory when the fill pool has workers, so they read them without a copy. */
-function sharedOutputs(): boolean {
-  return poolSize > 0 || (poolSize < 0 && backend().threads > 1);
-}
-/** A buffer for n output floats (every element is overwritten by the caller). */
-function takeOutput(n: number): Float32Array {
-  const shared = sharedOutputs(), s = spareOutput;
-  if (s && s.length === n && !isDryRun() && (s.buffer instanceof SharedArrayBuffer) === shared) { spareOutput = null; return s; }
-  return shared ? new Float32Array(new SharedArrayBuffer(4 * n)) : new Float32Array(n);
-}
-/** Give a temporary that nothing references any more (and that has no graph) back for reuse. */
-function recycleActivation(t: Tensor): void {
-  if (!t.requiresGrad && t.dtype === 'float32') spareOutput = t.f32;
-}
-function bandBuffer(n: number): Float32Array {
-  if (!bandWorkspace || bandWorkspace.length < n) bandWorkspace = new Float32Array(n);
-  return bandWorkspace;
-}
-
-/**
- * Fill P for one batch item. SiLU fills big enough are split by channel groups between the main thread
- * and the pool: each worker's channels of X are first copied into a shared input workspace.
- */
-function fillPadded(X: Float32Array, xOff: number, Cin: number, Hin: number, Win: number, Wp: number, plane: number, pro: Prologue): Float32Array {
-  const mode = MODE[pro.kind];
-  const gn = pro.kind === 'gnSilu' ? pro : null;
-  const groups = gn ? gn.groups : Cin;
-  const workers = (mode === 1 || mode === 3) && Cin * plane >= parallelMinFloats ? getPool() : [];
-  const parts = Math.min(workers.length + 1, groups);
-  // shared whenever a pool may run (not only for this fill), so it is not reallocated between kinds of fill
-  const P = padWorkspace = sharedBuffer(padWorkspace, Cin * plane + 2, parts > 1 || sharedOutputs());
-  const hw = Hin * Win;
-  const cut = (i: number) => (Math.round((i * groups) / parts) * Cin) / groups; // channel index of part i
-  // The main thread reads the GroupNorm affine in place; workers get copies of just these C floats (made
-  // once per fill), because posting a view copies its whole buffer (loaded weights are views of the whole
-  // weights file).
-  const gnCopies = gn && parts > 1 ? [gn.weight.slice(), gn.bias.slice()] : null;
-  const args = (src: Float32Array, off: number, c0: number, c1: number, toWorker: boolean): Parameters<typeof fillKernel> => [P, src, off, Cin, Hin, Win, Wp, plane, mode,
-    c0, c1, groups, gn ? (toWorker ? gnCopies![0] : gn.weight) : null, gn ? (toWorker ? gnCopies![1] : gn.bias) : null, gn ? gn.eps : 0];
-  if (parts > 1) {
-    conv3x3Stats.parallelFills++;
-    // The workers read X in place when it already lives in shared memory (the outputs of this fast
-    // path do when a pool exists); otherwise their channels are copied into the shared input workspace.
-    let src = X, srcOff = xOff;
-    if (!(X.buffer instanceof SharedArrayBuffer)) {
-      src = inWorkspace = sharedBuffer(inWorkspace, Cin * hw, true);
-      srcOff = 0;
-      src.set(X.subarray(xOff + cut(1) * hw, xOff + Cin * hw), cut(1) * hw);
-    }
-    for (let i = 1; i < parts; i++) {
-      const { worker, ctrl } = workers[i - 1];
-      Atomics.store(ctrl, 0, 0);
-      worker.postMessage({ args: args(src, srcOff, cut(i), cut(i + 1), true), ctrl });
-    }
-  }
-  fillKernel(...args(X, xOff, 0, cut(1), false));
-  let failed = false;
-  const deadline = Date.now() + WORKER_TIMEOUT_MS;
-  for (let i = 1; i < parts; i++) {
-    const { ctrl } = workers[i - 1];
-    while (Atomics.load(ctrl, 0) === 0) {
-      if (Date.now() > deadline) {
-        for (const p of pool ?? []) void p.worker.terminate();
-        pool = null; // do not reuse a pool with a lost worker
-        throw new Error(`conv3x3: a worker thread did not finish its fill within ${WORKER_TIMEOUT_MS / 1000} s`);
-      }
-      Atomics.wait(ctrl, 0, 0, 1000);
-    }
-    if (Atomics.load(ctrl, 0) === 2) failed = true;
-  }
-  if (failed) throw new Error('conv3x3: a worker thread failed while filling the padded input');
-  P[Cin * plane] = 0; P[Cin * plane + 1] = 0;
-  return P;
-}
-
-/**
- * conv2d(x, w, bias, {padding: 1}) for a 3×3 kernel without a graph, as 9 shifted GEMMs instead of
- * im2col: x is copied once into a zero-padded [Cin, H+2, W+2] buffer P, and for tap (ki, kj)
- *   out'[co, y·(W+2) + x] += Σ_ci W[co, ci, ki, kj] · P[ci, (y+ki)·(W+2) + x + kj],
- * a plain GEMM whose B operand is P shifted by ki·(W+2)+kj with leading dimension (H+2)(W+2). Columns
- * x = W, W+1 of out' are junk and dropped when the band is copied out (adding the residual, if any).
- * The prologue fuses SiLU, GroupNorm+SiLU or the decoder's nearest ×2 upsampling into the copy. Same
- * FLOPs as conv2d (recorded), same result up to float32 summation order.
- *
- * `intoResidual`: the sum is written over the residual's data (which the caller no longer needs) and
- * the residual's buffer is returned as the output, saving one activation-sized allocation. Otherwise
- * the output is allocated in shared memory when the fill pool has workers, so the next conv's
- * workers read it in place instead of through a copy.
- */
-function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Prologue, residual: Tensor | null = null, intoResidual = false): Tensor {
-  const [B, Cin, Hin, Win] = x.shape;
-  const up = pro.kind === 'up2';
-  const H = up ? 2 * Hin : Hin, W = up ? 2 * Win : Win;
-  const [Cout, wCin, kh, kw] = weight.shape;
-  if (wCin !== Cin || kh !== 3 || kw !== 3) throw new RangeError(`conv3x3: weight [${weight.shape.join(', ')}] does not fit input [${x.shape.join(', ')}]`);
-  if (residual && (residual.size !== B * Cout * H * W || residual.shape[1] !== Cout)) {
-    throw new RangeError(`conv3x3: residual [${residual.shape.join(', ')}] does not match the output [${B}, ${Cout}, ${H}, ${W}]`);
-  }
-  conv3x3Stats.calls++;
-  const nOut = B * Cout * H * W;
-  const inPlace = intoResidual && residual !== null && residual.dtype === 'float32' && !isDryRun();
-  const out = inPlace ? residual.f32 : takeOutput(nOut);
-  recordFlops(2 * B * Cout * H * W * Cin * 9);
-  if (isDryRun() || out.length === 0) return new Tensor(out, [B, Cout, H, W]);
-  const X = x.f32, Wt = weight.f32, Bi = bias.f32, Res = residual ? residual.f32 : null;
-  const Wp = W + 2, plane = (H + 2) * Wp;
-  // taps as 9 contiguous [Cout, Cin] matrices (repacked at every call: weights may change in place)
-  const n = Cout * Cin;
-  if (!tapWorkspace || tapWorkspace.length < 9 * n) tapWorkspace = new Float32Array(9 * n);
-  const wk = tapWorkspace;
-  let t0 = performance.now();
-  for (let k = 0; k < 9; k++) {
-    const o = k * n;
-    for (let d = 0, s = k; d < n; d++, s += 9) wk[o + d] = Wt[s];
-  }
-  let t1 = performance.now();
-  conv3x3Stats.tapsMs += t1 - t0;
-  const R = Math.max(1, Math.min(H, Math.floor(bandFloats / (Cout * Wp))));
-  const band = bandBuffer(Cout * R * Wp);
-  const be = backend();
-  for (let b = 0; b < B; b++) {
-    const P = fillPadded(X, b * Cin * Hin * Win, Cin, Hin, Win, Wp, plane, pro);
-    t0 = performance.now();
-    conv3x3Stats.fillMs += t0 - t1;
-    for (let y0 = 0; y0 < H; y0 += R) {
-      const rows = Math.min(R, H - y0), N = rows * Wp;
-      for (let co = 0; co < Cout; co++) band.fill(Bi[co], co * N, co * N + N);
-      for (let k = 0; k < 9; k++) {
-        const off = (y0 + Math.floor(k / 3)) * Wp + (k % 3);
-        be.sgemm(false, false, Cout, N, Cin, 1, wk, k * Cout * Cin, Cin, P, off, plane, 1, band, 0, N);
-      }
-      t1 = performance.now();
-      conv3x3Stats.gemmMs += t1 - t0;
-      // drop the junk columns; add the residual (torch: shortcut + h, the same sum)
-      for (let co = 0; co < Cout; co++) {
-        const o = ((b * Cout + co) * H + y0) * W;
-        for (let r = 0; r < rows; r++) {
-          const src = co * N + r * Wp, dst = o + r * W;
-          if (inPlace) for (let i = 0; i < W; i++) out[dst + i] += band[src + i];
-          else if (Res) for (let i = 0; i < W; i++) out[dst + i] = Res[dst + i] + band[src + i];
-          else out.set(band.subarray(src, src + W), dst);
-        }
-      }
-      t0 = performance.now();
-      conv3x3Stats.copyOutMs += t0 - t1;
-    }
-    t1 = performance.now();
-  }
-  return new Tensor(out, [B, Cout, H, W]);
 }
 
 function getParam(ctx: ModuleCtx, key: string): Tensor {
@@ -385,11 +88,11 @@ export class Conv2d {
   }
   private get isSame3x3(): boolean {
     const p = this.opts.padding ?? 0;
-    return fastPathEnabled && this.k === 3 && (this.opts.stride ?? 1) === 1 && (p === 1 || (Array.isArray(p) && p.every((v) => v === 1)));
+    return conv3x3Enabled() && this.k === 3 && (this.opts.stride ?? 1) === 1 && (p === 1 || (Array.isArray(p) && p.every((v) => v === 1)));
   }
 }
 
-/** `Normalize(c)` = GroupNorm(groups, c, eps=1e-6, affine) (var-reference §4). */
+/** `Normalize(c)` = GroupNorm(groups, c, eps=1e-6, affine) (docs/VAR.md §4). */
 export class Normalize {
   readonly eps = 1e-6;
   constructor(private readonly ctx: ModuleCtx, readonly prefix: string, readonly channels: number) {
@@ -431,7 +134,7 @@ export class ResnetBlock {
 }
 
 /**
- * Single-head self-attention over the H·W positions (var-reference §4): qkv = Conv1×1(c→3c)(norm(x)),
+ * Single-head self-attention over the H·W positions (docs/VAR.md §4): qkv = Conv1×1(c→3c)(norm(x)),
  * w = softmax_j(q_i·k_j · c^−½), h_i = Σ_j w_ij v_j, out = x + proj_out(h). The 1×1 convs run as GEMMs
  * on the [B, HW, C] layout.
  */
@@ -564,7 +267,7 @@ export class Encoder {
     }
     h = this.mid.forward(h, true);
     const out = this.convOut.forwardNormSilu(this.normOut, h);
-    spareOutput = null;
+    dropSpareActivation();
     return out;
   }
 }
@@ -610,7 +313,7 @@ export class Decoder {
       if (lvl.resample) h = lvl.resample.forward(h);
     }
     const out = this.convOut.forwardNormSilu(this.normOut, h);
-    spareOutput = null; // keep no activation-sized buffer after the forward
+    dropSpareActivation(); // keep no activation-sized buffer after the forward
     return out;
   }
 }

@@ -1,5 +1,5 @@
 /**
- * VQVAE hyper-parameters, and inferring them from a state dict (var-reference.md §4, §8, Appendix B).
+ * VQVAE hyper-parameters, and inferring them from a state dict (docs/VAR.md §4, §8, Appendix B).
  *
  * Everything architectural is read off the tensors: ch and inChannels from `encoder.conv_in`, ch_mult from
  * the widths of the `encoder.down.{i}` levels, num_res_blocks from the blocks of level 0, attention from
@@ -51,7 +51,7 @@ export type VqvaeConfigInput = Partial<Omit<VqvaeConfig, 'downsample' | 'imgSize
 
 export const OFFICIAL_PATCH_NUMS: readonly number[] = Object.freeze([1, 2, 3, 4, 5, 6, 8, 10, 13, 16]);
 
-/** The released `vae_ch160v4096z32.pth` (var-reference §4). */
+/** The released `vae_ch160v4096z32.pth` (docs/VAR.md §4). */
 export const OFFICIAL_VQVAE: Readonly<VqvaeConfigInput> = Object.freeze({
   vocabSize: 4096, Cvae: 32, ch: 160, chMult: [1, 1, 2, 2, 4], numResBlocks: 2, usingSa: true, usingMidSa: true,
   quantResi: 0.5, shareQuantResi: 4, patchNums: OFFICIAL_PATCH_NUMS.slice(), inChannels: 3, normGroups: 32, quantConvKs: 3, beta: 0.25,

@@ -1,5 +1,5 @@
 /**
- * The residual multi-scale vector quantiser (official `VectorQuantizer2`, var-reference.md §4.1, §4.3, §5, §6).
+ * The residual multi-scale vector quantiser (official `VectorQuantizer2`, docs/VAR.md §4.1, §4.3, §5, §6).
  *
  * Parameters are read by their official state-dict names from a shared `Map<string, Tensor>`:
  *   quantize.embedding.weight            codebook [V, Cvae]
@@ -11,9 +11,8 @@
  * Everything is built from differentiable tensor ops (conv2d, bicubic, area, embedding) so the
  * tokenizer can be trained; the nearest-code search itself is discrete and runs outside the graph.
  */
-import { backend } from '../backend/index.js';
 import {
-  Tensor, noGrad, zeros, add, sub, scale, mean, square, reshape, permute, transpose, concat, recordFlops, isDryRun,
+  Tensor, noGrad, zeros, add, sub, scale, mean, square, reshape, permute, transpose, concat, gemmCounted, flopsTag,
 } from '../tensor/index.js';
 import { conv2d } from '../tensor/ops/conv.js';
 import { embedding } from '../tensor/ops/indexing.js';
@@ -38,7 +37,7 @@ export interface QuantizerConfig {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Phi selection (var-reference §4.1)
+// Phi selection (docs/VAR.md §4.1)
 
 /**
  * numpy.linspace(start, stop, num) in float64 exactly as numpy computes it:
@@ -64,7 +63,7 @@ export function phiTicks(K: number): number[] {
 
 /**
  * Index of the Phi used at scale `si` of `SN` scales, given `numPhis` Phi convs (K; 1 for the fully
- * shared case): argmin_k |ticks_k − si/(SN−1)|, first minimum wins, all in float64 (var-reference §4.1).
+ * shared case): argmin_k |ticks_k − si/(SN−1)|, first minimum wins, all in float64 (docs/VAR.md §4.1).
  * SN = 1 (where the official code divides by zero) uses position 0.
  */
 export function phiIndex(si: number, SN: number, numPhis: number): number {
@@ -166,7 +165,7 @@ export class VectorQuantizer {
     const k = phiIndex(si, SN, this.numPhis);
     const pre = phiKeyPrefix(this.shareQuantResi, k);
     const r = Math.abs(this.quantResi);
-    const conv = conv2d(h, this.param(`${pre}.weight`), this.sd.get(`${pre}.bias`) ?? null, { padding: 1 });
+    const conv = conv2d(h, flopsTag(this.param(`${pre}.weight`), 'phi'), this.sd.get(`${pre}.bias`) ?? null, { padding: 1 });
     return add(scale(h, Math.fround(1 - r)), scale(conv, Math.fround(r)));
   }
 
@@ -194,7 +193,6 @@ export class VectorQuantizer {
     const out = new Int32Array(N);
     const rowsPer = Math.max(1, Math.min(N, Math.floor((4 << 20) / V)));
     const d = new Float32Array(rowsPer * V);
-    const be = backend();
     for (let n0 = 0; n0 < N; n0 += rowsPer) {
       const rows = Math.min(rowsPer, N - n0);
       for (let i = 0; i < rows; i++) {
@@ -204,8 +202,7 @@ export class VectorQuantizer {
         const zz = Math.fround(s);
         for (let v = 0; v < V; v++) d[i * V + v] = zz + ee[v];
       }
-      recordFlops(2 * rows * V * C);
-      if (!isDryRun()) be.sgemm(false, true, rows, V, C, -2, z, n0 * C, C, E, 0, C, 1, d, 0, V);
+      gemmCounted(false, true, rows, V, C, -2, z, n0 * C, C, E, 0, C, 1, d, 0, V);
       for (let i = 0; i < rows; i++) {
         let best = 0, bd = d[i * V];
         for (let v = 1; v < V; v++) { const x = d[i * V + v]; if (x < bd) { bd = x; best = v; } }
@@ -241,7 +238,7 @@ export class VectorQuantizer {
   }
 
   /**
-   * Official `f_to_idxBl_or_fhat` (var-reference §4.3): the residual multi-scale quantisation of f.
+   * Official `f_to_idxBl_or_fhat` (docs/VAR.md §4.3): the residual multi-scale quantisation of f.
    * Returns per scale either the tokens (int32 [B, pn²]) or the cumulative f̂ after that scale ([B, C, H, W]).
    * Runs without a graph (the official code detaches f; the outputs are targets, not trainable paths).
    */
@@ -265,7 +262,7 @@ export class VectorQuantizer {
   }
 
   /**
-   * Official `idxBl_to_var_input` (var-reference §5): teacher-forcing input [B, L − first_l, Cvae] from the
+   * Official `idxBl_to_var_input` (docs/VAR.md §5): teacher-forcing input [B, L − first_l, Cvae] from the
    * tokens of all scales. Differentiable in the codebook and Phi (it is a pure function of them).
    */
   idxBlToVarInput(idx: readonly Tensor[]): Tensor {
@@ -287,7 +284,7 @@ export class VectorQuantizer {
   }
 
   /**
-   * Official `get_next_autoregressive_input` (var-reference §6): add scale si's h_BChw ([B, C, pn, pn]) to f̂
+   * Official `get_next_autoregressive_input` (docs/VAR.md §6): add scale si's h_BChw ([B, C, pn, pn]) to f̂
    * through Phi (after bicubic upsampling to the latent size, except at the last scale) and return the
    * new f̂ with the next scale's input map area(f̂ → pn_{si+1}) ([B, C, pn', pn']; f̂ itself at the last
    * scale). f̂ is not modified in place: the returned fHat is a new tensor.

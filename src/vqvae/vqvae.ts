@@ -1,9 +1,9 @@
 /**
- * The multi-scale VQVAE (official `models/vqvae.py`, var-reference.md §4–6):
+ * The multi-scale VQVAE (official `models/vqvae.py`, docs/VAR.md §4–6):
  *   encode(img)      = quant_conv(encoder(img))
- *   imgToIdxBl(img)  = residual multi-scale tokens of encode(img)            (§4.3)
- *   idxBlToVarInput  = teacher-forcing input of the VAR                         (§5)
- *   getNextAutoregressiveInput / embedIdx = the f̂ update during sampling       (§6)
+ *   imgToIdxBl(img)  = residual multi-scale tokens of encode(img)            (docs/VAR.md §4.3)
+ *   idxBlToVarInput  = teacher-forcing input of the VAR                         (docs/VAR.md §5)
+ *   getNextAutoregressiveInput / embedIdx = the f̂ update during sampling       (docs/VAR.md §6)
  *   fhatToImg(f̂)     = clamp(decoder(post_quant_conv(f̂)), −1, 1)
  * Parameters live in one `Map<string, Tensor>` under the official state-dict names (Appendix B).
  */
@@ -16,7 +16,7 @@ import {
 import { VectorQuantizer, phiCount, phiKeyPrefix, type QuantizerOutput } from './quant.js';
 import { completeVqvaeConfig, inferVqvaeConfig, type VqvaeConfig, type VqvaeConfigInput } from './config.js';
 
-/** State-dict entries that are training statistics, accepted and ignored by the loader (§4.1). */
+/** State-dict entries that are training statistics, accepted and ignored by the loader (docs/VAR.md §4.1). */
 export const VQVAE_IGNORED_KEYS: ReadonlySet<string> = new Set(['quantize.ema_vocab_hit_SV']);
 
 /** Output of the training forward (official `VQVAE.forward`). */
@@ -152,13 +152,13 @@ export class VQVAE {
     return noGrad(() => this.quantize.fToIdxBlOrFhat(this.encode(img), true));
   }
 
-  /** Teacher-forcing input [B, L − 1, Cvae] from the tokens of every scale (§5). */
+  /** Teacher-forcing input [B, L − 1, Cvae] from the tokens of every scale (docs/VAR.md §5). */
   idxBlToVarInput(idx: readonly Tensor[]): Tensor { return this.quantize.idxBlToVarInput(idx); }
 
   /** Codebook vectors of int32 [B, pn²] tokens as [B, Cvae, pn, pn]. */
   embedIdx(idx: Tensor, pn: number): Tensor { return this.quantize.embedIdx(idx, pn); }
 
-  /** f̂ update of sampling step si (§6): returns the new f̂ and the next scale's input map [B, Cvae, pn', pn']. */
+  /** f̂ update of sampling step si (docs/VAR.md §6): returns the new f̂ and the next scale's input map [B, Cvae, pn', pn']. */
   getNextAutoregressiveInput(si: number, SN: number, fHat: Tensor, hBChw: Tensor): { fHat: Tensor; next: Tensor } {
     return this.quantize.getNextAutoregressiveInput(si, SN, fHat, hBChw);
   }

@@ -19,7 +19,7 @@ import type { VAR, VarVqvae, InferResult } from '../../var/var.js';
 import { ActVAR } from '../../actvar/actvar.js';
 import { ActivationMaps } from '../../actvar/actmaps.js';
 import { ActVarConfigError, type ActVarConfig, type ExpertGrouping } from '../../actvar/config.js';
-import { benchActVar, type ActVarBenchResult } from '../../actvar/bench.js';
+import { benchActVar, type ActVarBenchResult } from '../../../bench/actvar.js';
 import { encodeSafetensors } from '../../io/safetensors.js';
 import { configToMetadata } from '../../actvar/config.js';
 import { encodePng } from '../../image/png.js';

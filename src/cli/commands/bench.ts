@@ -5,7 +5,8 @@
  * (`intOption`, `shapeOption`) turn bad values into clear commander errors.
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { backend, announceBackend } from '../../backend/index.js';
+import { backend } from '../../backend/index.js';
+import { announceBackend } from '../../backend/node.js';
 import { Tensor, noGrad, linear } from '../../tensor/index.js';
 import { Rng } from '../../tensor/rng.js';
 import { UserError } from '../errors.js';
@@ -45,7 +46,7 @@ export function shapeOption(count: number): (value: string) => number[] {
 // -------------------------------------------------------------------------------------------
 // gemm
 
-/** The transformer's FFN GEMM at 680 tokens (var-reference.md, "680x1024x4096" = M×N×K). */
+/** The transformer's FFN GEMM at 680 tokens (docs/VAR.md, "680x1024x4096" = M×N×K). */
 export const DEFAULT_GEMM_SHAPE: readonly [number, number, number] = [680, 1024, 4096];
 
 export interface GemmBenchResult {

@@ -2,7 +2,7 @@
  * `actvar flops`: FLOPs per generated image, dense VAR vs ActVAR (transformer only, CFG on), counted
  * by running the real inference code in dry-run mode (no arithmetic, weights = shared zero buffers,
  * so d30 needs a few hundred MB), next to the paper's eq. (12) as printed and corrected
- * (var-reference §10–11).
+ * (docs/VAR.md §10–11).
  *
  *   actvar flops --preset d20 --token-rates 0.75,0.75 --expert-rate 0.75 --json
  *   actvar flops --table            (d16–d30 at (75,75;75), and d20 at the paper's Table 2 settings)

@@ -1,5 +1,5 @@
 /**
- * `actvar generate`: class-conditional images from a VAR + VQVAE (var-reference.md §6).
+ * `actvar generate`: class-conditional images from a VAR + VQVAE (docs/VAR.md §6).
  *
  *   actvar generate --var var_d16.pth --vae vae_ch160v4096z32.pth --classes 207,360 [--per-class N]
  *     [--cfg 1.5] [--top-k 900] [--top-p 0.96] [--more-smooth] [--seed 0] [--out grid.png]
@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
-import { announceBackend } from '../../backend/index.js';
+import { announceBackend } from '../../backend/node.js';
 import { Rng } from '../../tensor/index.js';
 import { UserError } from '../errors.js';
 import { unreadableFile, unwritableTarget } from '../../io/files.js';

@@ -1,10 +1,10 @@
 /**
  * `actvar train-var`: train a class-conditional VAR by teacher forcing on a trained tokenizer
- * (var-reference.md §7; src/train/train-var.ts does the work; the shared flags are in train-common.ts).
+ * (docs/VAR.md §7; src/train/train-var.ts does the work; the shared flags are in train-common.ts).
  */
 import { Command } from 'commander';
 import { trainVar } from '../../train/train-var.js';
-import { announceBackend } from '../../backend/index.js';
+import { announceBackend } from '../../backend/node.js';
 import { addTrainRunOptions, floatArg, intArg, parseTrainRunOptions, writeRunSummary, type TrainRunFlags, type TrainRunFlagSpec } from './train-common.js';
 
 interface Flags extends TrainRunFlags {

@@ -8,7 +8,7 @@
  * - `attention(qkv, heads)`: the fused projection qkv [B, L, 3·C] = x·W_qkvᵀ with W_qkv = [W_q; W_k; W_v]
  *   (C = H·D; head h of q at columns h·D … (h+1)·D, as PyTorch/timm reshape it to (B, L, 3, H, D));
  * - `attentionHeads(q, k, v)`: separate q [B, H, Lq, D], k and v [B, H, Lk, D] (VAR's training path,
- *   after its per-head normalisation; var-reference.md §3.3).
+ *   after its per-head normalisation; docs/VAR.md §3.3).
  *
  * QKᵀ and PV record 4·B·H·Lq·Lk·D FLOPs (the caller picks the category).
  */
@@ -84,7 +84,7 @@ function run(pr: Problem, Q: Float32Array, K: Float32Array, V: Float32Array, inp
   const PP = Lq * Lk;
   const P = new Float32Array(needGrad ? B * H * PP : PP);
   const out = new Float32Array(B * Lq * C);
-  recordFlops(4 * B * H * Lq * Lk * D);
+  recordFlops(4 * B * H * Lq * Lk * D, 'attn_scores');
   if (!isDryRun()) {
     for (let b = 0; b < B; b++) for (let h = 0; h < H; h++) {
       const po = needGrad ? (b * H + h) * PP : 0;

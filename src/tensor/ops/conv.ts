@@ -20,7 +20,7 @@
  *   stacked tap weights [kh·kw·Cout, Cin] with the input, then the kh·kw partial maps are shift-added into
  *   the output; its buffer holds kh·kw·Cout·H·W floats instead of kh·kw·Cin·Ho·Wo.
  */
-import { backend } from '../../backend/index.js';
+import { backend, workspace } from '../../backend/index.js';
 import { Tensor, result, assertFloat } from '../tensor.js';
 import { recordFlops, isDryRun } from '../flops.js';
 
@@ -44,7 +44,6 @@ interface Geometry {
 
 /** Workspace bound for one im2col band, in floats (32 MB by default). */
 let chunkFloats = 8 * 1024 * 1024;
-let workspace: Float32Array | null = null;
 
 /**
  * Set the im2col workspace bound (in float32 elements); returns the previous value. The band height
@@ -54,13 +53,13 @@ export function setConvWorkspaceFloats(n: number): number {
   if (!Number.isInteger(n) || n <= 0) throw new RangeError(`conv workspace must be a positive integer number of floats, got ${n}`);
   const prev = chunkFloats;
   chunkFloats = n;
-  workspace = null;
+  workspace().release('conv.');
   return prev;
 }
 
+/** The band buffer, from the backend's workspace. */
 function getWorkspace(n: number): Float32Array {
-  if (!workspace || workspace.length < n) workspace = new Float32Array(n);
-  return workspace;
+  return workspace().float32('conv.band', n);
 }
 
 function geometry(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOptions): Geometry {
@@ -292,7 +291,7 @@ export function conv2d(x: Tensor, w: Tensor, bias: Tensor | null, opts: Conv2dOp
   const { B, Cin, Cout, K, P, Wo } = g;
   const path = convPath(g), pointwise = path === 'pointwise';
   const out = new Float32Array(B * Cout * P);
-  recordFlops(2 * B * Cout * P * K);
+  recordFlops(2 * B * Cout * P * K, w);
   const be = backend();
   const Bias = bias ? assertFloat(bias, 'conv2d') : null;
   // the GEMMs accumulate onto the bias (beta = 1) or overwrite (beta = 0)

@@ -1,5 +1,5 @@
 /**
- * GELU with the tanh approximation, the FFN activation of VAR (var-reference.md §3.4).
+ * GELU with the tanh approximation, the FFN activation of VAR (docs/VAR.md §3.4).
  * Forward and backward by cubic Hermite tables (exact values and slopes at the knots, error < 1e-9),
  * or, with the native kernels (backend().native), by the formula itself in float64 (native/kernels.c;
  * equal up to one float32 rounding). `geluExact` and `geluDeriv` are the float64 reference formulas.
@@ -10,7 +10,7 @@ import { isDryRun } from '../flops.js';
 
 const GELU_C = Math.sqrt(2 / Math.PI);
 
-/** GELU_tanh(x) in float64: 0.5·x·(1+tanh(√(2/π)·(x+0.044715x³))) (var-reference.md §3.4). */
+/** GELU_tanh(x) in float64: 0.5·x·(1+tanh(√(2/π)·(x+0.044715x³))) (docs/VAR.md §3.4). */
 export function geluExact(x: number): number {
   return 0.5 * x * (1 + Math.tanh(GELU_C * (x + 0.044715 * x * x * x)));
 }
@@ -99,7 +99,7 @@ export function geluFast(a: number): number {
 }
 
 /**
- * GELU with the tanh approximation (§3.4), 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), via the
+ * GELU with the tanh approximation (docs/VAR.md §3.4), 0.5·x·(1 + tanh(√(2/π)(x + 0.044715x³))), via the
  * interpolation table above (the gradient by the derivative table). `inPlace` (inference only)
  * overwrites x instead of allocating.
  */

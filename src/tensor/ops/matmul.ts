@@ -4,6 +4,29 @@ import { Tensor, result, assertFloat, sizeOf } from '../tensor.js';
 import { recordFlops, isDryRun } from '../flops.js';
 
 /**
+ * The backend's GEMM on arrays, row-major: C = alpha·op(A)·op(B) + beta·C with offsets and leading
+ * dimensions as in cblas (src/backend/backend.ts). Not counted in FLOPs: for backward passes and
+ * calibration statistics; forward work uses `gemmCounted`.
+ */
+export function sgemm(
+  transA: boolean, transB: boolean, M: number, N: number, K: number,
+  alpha: number, A: Float32Array, aOff: number, lda: number, B: Float32Array, bOff: number, ldb: number,
+  beta: number, C: Float32Array, cOff: number, ldc: number,
+): void {
+  backend().sgemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc);
+}
+
+/** `sgemm` as forward work: records 2·M·N·K FLOPs and does no arithmetic in a dry run. */
+export function gemmCounted(
+  transA: boolean, transB: boolean, M: number, N: number, K: number,
+  alpha: number, A: Float32Array, aOff: number, lda: number, B: Float32Array, bOff: number, ldb: number,
+  beta: number, C: Float32Array, cOff: number, ldc: number,
+): void {
+  recordFlops(2 * M * N * K);
+  if (!isDryRun()) backend().sgemm(transA, transB, M, N, K, alpha, A, aOff, lda, B, bOff, ldb, beta, C, cOff, ldc);
+}
+
+/**
  * Batched C[b] = op(A[b]) · op(B[b]). A is [..., M, K] (or [..., K, M] with transA), B is [..., K, N]
  * (or [..., N, K] with transB). Batch dims must match, or B may have none (shared weight).
  */
@@ -23,7 +46,7 @@ export function matmul(a: Tensor, b: Tensor, transA = false, transB = false): Te
   const be = backend();
   const out = new Float32Array(nb * M * N);
   const lda = transA ? M : K, ldb = transB ? K : N;
-  recordFlops(2 * nb * M * N * K);
+  recordFlops(2 * nb * M * N * K, b);
   if (isDryRun()) {
     // shape-only execution: no arithmetic
   } else if (shared && !transA) {
@@ -80,16 +103,18 @@ export function columnSumsInto(g: Float32Array, rows: number, cols: number, out:
 
 /**
  * y[rows, out] = X[rows, inF]·Wᵀ + bias into a given buffer (W stored (out, inF)): the bias rows are preset
- * and the GEMM accumulates into them (beta = 1). Records the FLOPs; no arithmetic in a dry run.
+ * and the GEMM accumulates into them (beta = 1). Records the FLOPs (as the work of the tensor `weight`, for its
+ * FLOP category, when given); no arithmetic in a dry run.
  */
-export function linearInto(X: Float32Array, rows: number, W: Float32Array, out: number, inF: number, bias: Float32Array | null, y: Float32Array): void {
+export function linearInto(X: Float32Array, rows: number, W: Float32Array, out: number, inF: number, bias: Float32Array | null, y: Float32Array,
+  weight: object | null = null): void {
   if (bias) for (let r = 0; r < rows; r++) y.set(bias, r * out);
-  recordFlops(2 * rows * out * inF);
+  recordFlops(2 * rows * out * inF, weight);
   if (!isDryRun()) backend().sgemm(false, true, rows, out, inF, 1, X, 0, inF, W, 0, inF, bias ? 1 : 0, y, 0, out);
 }
 
 /**
- * y = x·Wᵀ + bias, with W stored (out, in) as in PyTorch's Linear (var-reference.md notation).
+ * y = x·Wᵀ + bias, with W stored (out, in) as in PyTorch's Linear (docs/VAR.md notation).
  * x is [..., in]; y is [..., out].
  */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
@@ -101,7 +126,7 @@ export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor 
   const rows = x.size / inF;
   const y = new Float32Array(rows * out);
   const be = backend();
-  linearInto(X, rows, W, out, inF, bias ? bias.f32 : null, y);
+  linearInto(X, rows, W, out, inF, bias ? bias.f32 : null, y, weight);
   const shape = [...x.shape.slice(0, -1), out];
   const inputs = bias ? [x, weight, bias] : [x, weight];
   return result(y, shape, 'linear', inputs, (g) => {

@@ -7,6 +7,7 @@
  */
 import { Tensor, result, assertFloat, normAxis, sizeOf } from '../tensor.js';
 import { backend } from '../../backend/index.js';
+import { rowStatsInto } from './row-stats.js';
 
 // exp for x ≤ 0 (softmax after max subtraction): e^x = 2^(j/64)·e^r with j = round(x·64/ln 2) and
 // |r| ≤ ln2/128, 2^(j/64) from two small tables and e^r from a degree-6 Taylor polynomial
@@ -149,15 +150,7 @@ interface NormLayout { rows: number; groups: number; cpg: number; hw: number }
 function rowStats(X: Float32Array, L: NormLayout, eps: number): { mean: Float64Array; rstd: Float64Array } {
   const len = L.cpg * L.hw;
   const mean = new Float64Array(L.rows), rstd = new Float64Array(L.rows);
-  for (let r = 0; r < L.rows; r++) {
-    const b = r * len, k = len > 0 ? X[b] : 0;
-    let s = 0, s2 = 0;
-    for (let j = 0; j < len; j++) { const d = X[b + j] - k; s += d; s2 += d * d; }
-    const md = s / len;
-    const v = Math.max(0, s2 / len - md * md);
-    mean[r] = k + md;
-    rstd[r] = 1 / Math.sqrt(v + eps);
-  }
+  for (let r = 0; r < L.rows; r++) rowStatsInto(X, r * len, len, eps, mean, rstd, r);
   return { mean, rstd };
 }
 
@@ -268,7 +261,7 @@ function affineNorm(op: string, x: Tensor, L: NormLayout, C: number, eps: number
 
 /**
  * LayerNorm over the last axis with biased variance (torch.nn.LayerNorm):
- * y = (x − μ)/√(σ² + eps) · weight + bias. VAR uses it without affine, eps = 1e-6 (var-reference §3.2).
+ * y = (x − μ)/√(σ² + eps) · weight + bias. VAR uses it without affine, eps = 1e-6 (docs/VAR.md §3.2).
  */
 export function layerNorm(x: Tensor, eps: number, weight?: Tensor | null, bias?: Tensor | null): Tensor {
   if (x.ndim < 1) throw new RangeError('layerNorm: needs at least a 1-d tensor, got a scalar');
@@ -279,7 +272,7 @@ export function layerNorm(x: Tensor, eps: number, weight?: Tensor | null, bias?:
 /**
  * GroupNorm (torch.nn.GroupNorm) over x [B, C, H, W] (any trailing spatial dims): channels are
  * split into `groups` groups; each (batch, group) is normalised with its own mean and biased
- * variance, then the per-channel affine is applied. The VQVAE uses 32 groups, eps 1e-6 (var-reference §4).
+ * variance, then the per-channel affine is applied. The VQVAE uses 32 groups, eps 1e-6 (docs/VAR.md §4).
  */
 export function groupNorm(x: Tensor, groups: number, weight: Tensor | null, bias: Tensor | null, eps: number): Tensor {
   if (x.ndim < 2) throw new RangeError(`groupNorm: expected [B, C, ...], got [${x.shape.join(', ')}]`);

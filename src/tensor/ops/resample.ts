@@ -1,5 +1,5 @@
 /**
- * Resampling of [B, C, H, W] maps (var-reference.md §4.2): nearest ×2 (decoder upsampling),
+ * Resampling of [B, C, H, W] maps (docs/VAR.md §4.2): nearest ×2 (decoder upsampling),
  * area (= adaptive average pooling) and bicubic (A = −0.75, align_corners=False, unclamped source
  * coordinate). Area and bicubic are separable linear maps, applied along x then along y as torch does;
  * their backward is the transposed map.
@@ -27,7 +27,7 @@ function checkOutSize(op: string, outH: number, outW: number): void {
 }
 
 /**
- * Area weights (var-reference §4.2): output o averages input [floor(o·in/out), ceil((o+1)·in/out)).
+ * Area weights (docs/VAR.md §4.2): output o averages input [floor(o·in/out), ceil((o+1)·in/out)).
  * This is torch's adaptive_avg_pool start/end index (integer arithmetic; exact in doubles here).
  */
 export function areaWindows(inSize: number, outSize: number): [number, number][] {
@@ -54,7 +54,7 @@ function cc1(x: number): number { return f(f(f(f(f(A + 2) * x) - f(A + 3)) * x) 
 function cc2(x: number): number { return f(f(f(f(f(f(A * x) - f(5 * A)) * x) + f(8 * A)) * x) - f(4 * A)); }
 
 /**
- * Bicubic weights (var-reference §4.2): src = (o+0.5)·(in/out) − 0.5, not clamped; x0 = floor(src),
+ * Bicubic weights (docs/VAR.md §4.2): src = (o+0.5)·(in/out) − 0.5, not clamped; x0 = floor(src),
  * t = src − x0; weights [cc2(t+1), cc1(t), cc1(1−t), cc2(2−t)] on x0−1 … x0+2 clamped to [0, in−1].
  * Scale, src, t and the weights are rounded to float32 at each step, as torch's float kernel does.
  */
@@ -145,7 +145,7 @@ function separable(x: Tensor, op: string, my: Map1d, mx: Map1d): Tensor {
   return result(out, [B, C, my.outSize, mx.outSize], op, [x], (g) => [applySeparableT(g, planes, my, mx)]);
 }
 
-/** Nearest-neighbour ×2 upsampling: out[y, x] = in[⌊y/2⌋, ⌊x/2⌋] (VQVAE decoder Upsample, var-reference §4). */
+/** Nearest-neighbour ×2 upsampling: out[y, x] = in[⌊y/2⌋, ⌊x/2⌋] (VQVAE decoder Upsample, docs/VAR.md §4). */
 export function upsampleNearest2x(x: Tensor): Tensor {
   const X = assertFloat(x, 'upsampleNearest2x');
   const [B, C, H, W] = check4d(x, 'upsampleNearest2x');
@@ -171,7 +171,7 @@ export function upsampleNearest2x(x: Tensor): Tensor {
 }
 
 /**
- * torch F.interpolate(mode='area') to outH×outW = adaptive average pooling (var-reference §4.2).
+ * torch F.interpolate(mode='area') to outH×outW = adaptive average pooling (docs/VAR.md §4.2).
  * Works for any sizes (windows may overlap and differ in length).
  */
 export function areaDownsample(x: Tensor, outH: number, outW: number): Tensor {
@@ -182,7 +182,7 @@ export function areaDownsample(x: Tensor, outH: number, outW: number): Tensor {
 }
 
 /**
- * torch F.interpolate(mode='bicubic', align_corners=False) to outH×outW (var-reference §4.2):
+ * torch F.interpolate(mode='bicubic', align_corners=False) to outH×outW (docs/VAR.md §4.2):
  * Keys' cubic with A = −0.75, unclamped source coordinate, edge-replicated taps. Any in/out sizes.
  */
 export function bicubicUpsample(x: Tensor, outH: number, outW: number): Tensor {

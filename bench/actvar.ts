@@ -1,12 +1,12 @@
 /**
- * `actvar bench actvar`: wall-clock seconds of the transformer part of one generation (all scales:
+ * `actvar bench actvar` (the CLI runs this benchmark; it is not part of the library): wall-clock seconds of the transformer part of one generation (all scales:
  * blocks and head, KV-cache inference, CFG on), dense vs ActVAR, with random weights.
  *
- * Method: one seeded random VAR (official init, §3.7 of var-reference) and random VQ features as
+ * Method: one seeded random VAR (official init, docs/VAR.md §3.7) and random VQ features as
  * the per-scale inputs (the same for both runs; sampling and the VQVAE are not part of the timed
  * transformer and do not change with ActVAR). Router and selector get seeded random weights
  * (N(0, 1/C)), which spreads tokens over experts roughly evenly, as the load-balancing loss of a
- * trained router does (eq. 7). One warm-up of each, then `repeats` interleaved dense / ActVAR runs;
+ * trained router does (paper eq. (7)). One warm-up of each, then `repeats` interleaved dense / ActVAR runs;
  * the best time of each is reported (robust against other load on the machine). FLOPs come from the
  * FLOPs counter on the same code. With `profile`, one more run of each gives seconds per scale, the
  * part of them spent in sgemm (the native attention and expert kernels call BLAS themselves and are
@@ -15,14 +15,14 @@
  * be the activated scales' share of the dense time divided by their share of the dense FLOPs (the
  * other scales run the same code in both models).
  */
-import { Tensor, Rng, countFlops, FlopsCounter } from '../tensor/index.js';
-import { backend, setBackend, type Backend } from '../backend/index.js';
-import { varPreset } from '../var/config.js';
-import { randomVar } from '../var/init.js';
-import { attnBranch, ffnBranch } from '../var/basic-var.js';
-import type { VAR, VarHooks, BlockContext } from '../var/var.js';
-import { ActVAR, runTransformer } from './actvar.js';
-import { tokenRateAt, type ActVarConfig } from './config.js';
+import { Tensor, Rng, countFlops, FlopsCounter } from '../src/tensor/index.js';
+import { backend, setBackend, type Backend } from '../src/backend/index.js';
+import { varPreset } from '../src/var/config.js';
+import { randomVar } from '../src/var/init.js';
+import { attnBranch, ffnBranch } from '../src/var/basic-var.js';
+import type { VAR, VarHooks, BlockContext } from '../src/var/var.js';
+import { ActVAR, runTransformer } from '../src/actvar/actvar.js';
+import { tokenRateAt, type ActVarConfig } from '../src/actvar/config.js';
 
 export interface ActVarBenchOptions {
   preset?: string;
