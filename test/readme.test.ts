@@ -2,10 +2,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadVar, loadVqvae, ActVAR, Rng, noGrad } from '../src/index.js';
-import { fixturesDir } from './util/fixtures.js';
+import { fixturesDir, needsFixtures } from './util/fixtures.js';
 import path from 'node:path';
 
-test('README library example runs (dense and ActVAR)', () => {
+test('README library example runs (dense and ActVAR)', needsFixtures(path.join(fixturesDir, 'var-tiny-pth/var_tiny.pth'), path.join(fixturesDir, 'var-tiny/vqvae_state_dict.safetensors')), () => {
   const model = loadVar(path.join(fixturesDir, 'var-tiny-pth/var_tiny.pth'));
   const vqvae = loadVqvae(path.join(fixturesDir, 'var-tiny/vqvae_state_dict.safetensors'), { patchNums: model.config.patchNums });
   const dense = noGrad(() => model.autoregressiveInfer({ labels: [3, 7], vqvae, cfg: 1.5, topK: 1, rng: new Rng(0) }));
