@@ -13,8 +13,10 @@ import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import path from 'node:path';
 import * as T from '../src/tensor/index.js';
-import { backend } from '../src/backend/index.js';
+import { backend, useNodeBackend } from '../src/backend/node.js';
 import { AdamW } from '../src/optim/index.js';
+
+useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
 export interface BlockTrainOptions {
   batch?: number; seq?: number; width?: number; heads?: number; ffn?: number;

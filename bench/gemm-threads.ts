@@ -8,7 +8,9 @@
  * Weights rotate through 24 matrices (~400 MB) so that each call reads its W from memory.
  * `node dist/bench/gemm-threads.js [threads]`.
  */
-import { backend, OpenBlasBackend, announceBackend } from '../src/backend/index.js';
+import { backend, OpenBlasBackend, announceBackend, useNodeBackend } from '../src/backend/node.js';
+
+useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
 export function gemmThreadsBench(threads = backend().threads): void {
   announceBackend();

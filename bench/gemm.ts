@@ -3,7 +3,9 @@
  * API and as a raw backend sgemm, plus the TypeScript fallback at 256³ for reference.
  */
 import { measureGemm, formatGemmTable } from '../src/cli/commands/bench.js';
-import { announceBackend, backend, setBackend, TsBackend } from '../src/backend/index.js';
+import { announceBackend, backend, setBackend, TsBackend, useNodeBackend } from '../src/backend/node.js';
+
+useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
 export function gemmBench(): void {
   announceBackend();

@@ -10,13 +10,15 @@
  */
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { announceBackend, backend } from '../src/backend/index.js';
+import { announceBackend, backend, useNodeBackend } from '../src/backend/node.js';
 import { Rng } from '../src/tensor/index.js';
 import { varPreset } from '../src/var/config.js';
 import { randomVar } from '../src/var/init.js';
 import { setAttentionThreads } from '../src/var/basic-var.js';
 import { VQVAE } from '../src/vqvae/vqvae.js';
 import { OFFICIAL_VQVAE } from '../src/vqvae/config.js';
+
+useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
 export interface VarGenerateBenchOptions {
   preset?: string;

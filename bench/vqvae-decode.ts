@@ -7,11 +7,13 @@
  *   node dist/bench/vqvae-decode.js [repeats]        (or via bench/run.ts once registered)
  */
 import { fileURLToPath } from 'node:url';
-import { announceBackend, backend } from '../src/backend/index.js';
+import { announceBackend, backend, useNodeBackend } from '../src/backend/node.js';
 import { Tensor, Rng, noGrad, countFlops } from '../src/tensor/index.js';
 import { VQVAE } from '../src/vqvae/vqvae.js';
 import { OFFICIAL_VQVAE } from '../src/vqvae/config.js';
 import { conv3x3Stats, setConv3x3Options } from '../src/vqvae/basic-vae.js';
+
+useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
 export interface VqvaeDecodeResult { seconds: number[]; gflops: number; peakRssMB: number; weightMB: number; sgemmSeconds: number }
 

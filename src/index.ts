@@ -2,7 +2,7 @@
  * actvar's library API. Layers, bottom to top: backend → tensor → io/optim → vqvae → var → actvar
  * → data/train/eval. The CLI (src/cli) is a thin shell over these exports.
  */
-export * from './backend/index.js';
+export * from './backend/node.js';
 export * from './tensor/index.js';
 export * from './io/index.js';
 export * from './optim/index.js';
@@ -11,3 +11,7 @@ export * from './var/index.js';
 export * from './actvar/index.js';
 export { loadClassifier, Classifier } from './eval/classifier.js';
 export { loadDataset } from './data/datasets.js';
+
+// the Node library: the backend is chosen from the environment (ACTVAR_BACKEND, …) on first use
+import { useNodeBackend } from './backend/node.js';
+useNodeBackend();

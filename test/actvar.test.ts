@@ -1,9 +1,10 @@
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
-import { backend } from '../src/backend/index.js';
+import { backend } from '../src/backend/node.js';
 import { ExpertFFN, groupByExpert, coactivationPermutation } from '../src/actvar/experts.js';
 import { Router, topKRows } from '../src/actvar/router.js';
 import { Selector, topKPositions } from '../src/actvar/selector.js';

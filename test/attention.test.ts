@@ -2,11 +2,12 @@
  * The fused attention op against the same attention composed from reshape/permute/matmul/softmax,
  * finite-difference gradient checks, and both kernel backends.
  */
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
-import { TsBackend, loadOpenBlas, setBackend } from '../src/backend/index.js';
+import { TsBackend, loadOpenBlas, setBackend } from '../src/backend/node.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
 
 const rng = new Rng(11);

@@ -3,6 +3,7 @@
  * (all transposes, alpha/beta, offsets, padded leading dimensions, ragged sizes), argument
  * checks, backend selection by environment, and the CLI skeleton (`actvar bench gemm`).
  */
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -10,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { readFileSync } from 'node:fs';
 import type { Backend } from '../src/backend/backend.js';
-import { TsBackend, loadOpenBlas, loadNativeKernels, setBackend, checkSgemmArgs, type OpenBlasBackend } from '../src/backend/index.js';
+import { TsBackend, loadOpenBlas, loadNativeKernels, setBackend, checkSgemmArgs, parseSettings, DEFAULT_SETTINGS, type OpenBlasBackend } from '../src/backend/node.js';
 import { Rng } from '../src/tensor/rng.js';
 
 // dist/test/backend.test.js → repo root
@@ -246,11 +247,31 @@ test('ACTVAR_BACKEND=openblas with --threads: announced and reported', { skip: n
   assert.match(off.stderr, /^actvar: kernels on openblas \(.+\), \d+ threads? \(elementwise in TypeScript: ACTVAR_NATIVE=0\)$/m);
 });
 
+test('parseSettings: one object from the ACTVAR_* variables; bad values name the allowed ones', () => {
+  assert.deepEqual(parseSettings({}), { ...DEFAULT_SETTINGS });
+  assert.deepEqual(parseSettings({
+    ACTVAR_BACKEND: ' TypeScript ', ACTVAR_THREADS: '3', ACTVAR_NATIVE: '0', ACTVAR_SPLIT_GEMM: '0',
+    ACTVAR_BLAS_LIB: '/x/libopenblas.so', ACTVAR_ATTN_THREADS: '1',
+  }), { backend: 'ts', threads: 3, native: false, splitGemm: false, blasLib: '/x/libopenblas.so', attentionThreads: 1 });
+  assert.equal(parseSettings({ ACTVAR_BACKEND: 'blas', ACTVAR_NATIVE: '' }).backend, 'openblas');
+  assert.equal(parseSettings({ ACTVAR_NATIVE: '' }).native, true, 'empty = unset');
+  for (const [env, pattern] of [
+    [{ ACTVAR_NATIVE: 'abc' }, /ACTVAR_NATIVE='abc' is not allowed; use 1 \(on\) or 0 \(off\)/],
+    [{ ACTVAR_SPLIT_GEMM: 'no' }, /ACTVAR_SPLIT_GEMM='no' is not allowed; use 1 \(on\) or 0 \(off\)/],
+    [{ ACTVAR_THREADS: '0' }, /ACTVAR_THREADS must be a positive integer, got '0'/],
+    [{ ACTVAR_ATTN_THREADS: '-1' }, /ACTVAR_ATTN_THREADS must be a non-negative integer, got '-1'/],
+    [{ ACTVAR_BACKEND: 'cuda' }, /ACTVAR_BACKEND='cuda' is not a backend; use 'openblas', 'ts' or 'auto'/],
+  ] as const) {
+    assert.throws(() => parseSettings(env), (e: Error & { userError?: boolean }) => pattern.test(e.message) && e.userError === true, JSON.stringify(env));
+  }
+});
+
 test('bad configuration exits 2 with one clear line', () => {
   const cases: [Record<string, string>, string[], RegExp][] = [
     [{ ACTVAR_BACKEND: 'cuda' }, [], /^actvar: error: ACTVAR_BACKEND='cuda' is not a backend; use 'openblas', 'ts' or 'auto'/m],
     [{ ACTVAR_BACKEND: 'openblas', ACTVAR_BLAS_LIB: '/nonexistent/libopenblas.so' }, [], /^actvar: error: ACTVAR_BLAS_LIB=\/nonexistent\/libopenblas.so could not be used/m],
     [{ ACTVAR_BACKEND: 'ts', ACTVAR_THREADS: 'many' }, [], /^actvar: error: ACTVAR_THREADS must be a positive integer, got 'many'/m],
+    [{ ACTVAR_NATIVE: 'abc' }, [], /^actvar: error: ACTVAR_NATIVE='abc' is not allowed; use 1 \(on\) or 0 \(off\)/m],
     [{ ACTVAR_BACKEND: 'ts' }, ['--shape', '1,2'], /^actvar: error: option '--shape <M,N,K>' argument '1,2' is invalid/m],
     [{ ACTVAR_BACKEND: 'ts' }, ['--repeats', '0'], /^actvar: error: option '--repeats <r>' argument '0' is invalid/m],
     [{ ACTVAR_BACKEND: 'ts' }, ['--frobnicate'], /^actvar: error: unknown option '--frobnicate'/m],

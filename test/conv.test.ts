@@ -1,7 +1,8 @@
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as T from '../src/tensor/index.js';
-import { backend, setBackend, type Backend } from '../src/backend/index.js';
+import { backend, setBackend, type Backend } from '../src/backend/node.js';
 import { Rng } from '../src/tensor/rng.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
 

@@ -4,6 +4,7 @@
  * fields, the PNGs, pairing of the two modes (full activation reproduces the dense samples), the
  * dense-only mode, and missing or unsuitable inputs (exit 2, nothing written).
  */
+import './util/setup.js';
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';

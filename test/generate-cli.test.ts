@@ -4,6 +4,7 @@
  * image (truncated to uint8), per-image PNGs, batching does not change results, and bad input exits
  * non-zero with a clear message and writes nothing.
  */
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';

@@ -3,6 +3,7 @@
  * embedding + MLP model must not grow the number of live tensors, the JS heap or the ArrayBuffer
  * memory. Needs --expose-gc (the test script passes it).
  */
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as T from '../src/tensor/index.js';

@@ -3,6 +3,7 @@
  * the shipped models (actvar's own files, architecture in the metadata) load from a path and from bytes, with their
  * metadata reachable; non-finite weights are refused naming the tensor; `actvar generate` accepts the shipped models.
  */
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';

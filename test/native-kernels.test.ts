@@ -5,12 +5,13 @@
  * must agree. The wrappers' length checks are tested too (native code must never run past an array).
  * Skipped, with the reason, where the library was not built (no C compiler).
  */
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
-import { backend, bindNativeKernels, loadNativeKernels, nativeLibraryPath } from '../src/backend/index.js';
-import type { NativeKernels } from '../src/backend/index.js';
+import { backend, bindNativeKernels, loadNativeKernels, nativeLibraryPath } from '../src/backend/node.js';
+import type { NativeKernels } from '../src/backend/node.js';
 import { AdamW } from '../src/optim/index.js';
 import { expRowsInPlace } from '../src/var/basic-var.js';
 import { assertClose, assertSameBits, bothWays as bothWaysWith, randn as randnOf } from './util/compare.js';

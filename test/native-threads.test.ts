@@ -5,11 +5,12 @@
  * KV-cache attention against the TypeScript head loop (bit for bit), the row kernels of VAR inference against their TypeScript twins, and a whole tiny-VAR
  * generation both ways. Skipped, with the reason, without OpenBLAS or the native library.
  */
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
-import { backend, loadNativeKernels, OpenBlasBackend, TsBackend } from '../src/backend/index.js';
+import { backend, loadNativeKernels, OpenBlasBackend, TsBackend } from '../src/backend/node.js';
 import { ExpertFFN, groupByExpert } from '../src/actvar/experts.js';
 import { Selector } from '../src/actvar/selector.js';
 import { adaLNModulate, gatedResidual, attendWithCache, createKVCache, type VarBlock } from '../src/var/basic-var.js';

@@ -1,4 +1,5 @@
 /** The README's library example, run on the fixture weights through the package entry point. */
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadVar, loadVqvae, ActVAR, Rng, noGrad } from '../src/index.js';

@@ -3,6 +3,7 @@
  * cases, −inf positions exactly), ties, the always-kept largest entry, seeded multinomial draws,
  * and the more_smooth Gumbel mixture.
  */
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Tensor, Rng } from '../src/tensor/index.js';

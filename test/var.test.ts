@@ -5,6 +5,7 @@
  * loader, loader errors, gradients of the teacher-forced forward, the ActVAR hooks, and the FLOPs
  * count of a d16 generation against var-reference §10.
  */
+import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';

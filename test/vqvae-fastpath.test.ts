@@ -7,6 +7,7 @@
  * Everything goes through the exported API: the Conv2d/Normalize/ResnetBlock/Upsample2x/Decoder
  * modules and setConv3x3Options / conv3x3Stats / releaseConv3x3Workspaces.
  */
+import './util/setup.js';
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as T from '../src/tensor/index.js';

@@ -3,8 +3,10 @@
 // 4096) against the dense FFN's GEMMs at the same M (M×4096×1024, M×1024×4096), as each thread of the grouped
 // expert FFN runs them. Weights of 16 experts in rotation (from memory, as in a block); best of 5 passes.
 // Run after `npm run build`:  ACTVAR_THREADS=1 node bench/experiments/expert-gemm-shapes.mjs
-import { backend } from '../../dist/src/backend/index.js';
+import { backend, useNodeBackend } from '../../dist/src/backend/node.js';
 import { Rng } from '../../dist/src/tensor/index.js';
+
+useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
 const be = backend();
 be.setThreads(1);

@@ -4,7 +4,9 @@
 import { parentPort } from 'node:worker_threads';
 import koffi from 'koffi';
 import { runExperts } from '../../dist/src/actvar/experts.js';
-import { OpenBlasBackend } from '../../dist/src/backend/index.js';
+import { OpenBlasBackend, useNodeBackend } from '../../dist/src/backend/node.js';
+
+useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
 const lib = koffi.load('libopenblas.so.0');
 const sgemm = lib.func('void cblas_sgemm(int order, int transA, int transB, int M, int N, int K, float alpha, const float *A, int lda, const float *B, int ldb, float beta, float *C, int ldc)');

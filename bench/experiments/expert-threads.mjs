@@ -7,7 +7,9 @@ import { Worker } from 'node:worker_threads';
 import koffi from 'koffi';
 import { ExpertFFN, groupByExpert, runExperts } from '../../dist/src/actvar/experts.js';
 import { Tensor, Rng, noGrad, linear, gelu } from '../../dist/src/tensor/index.js';
-import { backend } from '../../dist/src/backend/index.js';
+import { backend, useNodeBackend } from '../../dist/src/backend/node.js';
+
+useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
 const be = backend();
 const rng = new Rng(0);

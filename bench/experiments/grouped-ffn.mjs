@@ -3,8 +3,10 @@
 // grouped FFN (experts in parallel on the thread pool) against the TypeScript expert loop (its GEMMs split by
 // the pool). Best of 4 passes, alternating, twice. Run after `npm run build`: node bench/experiments/grouped-ffn.mjs
 import { Tensor, Rng, noGrad } from '../../dist/src/tensor/index.js';
-import { backend } from '../../dist/src/backend/index.js';
+import { backend, useNodeBackend } from '../../dist/src/backend/node.js';
 import { ExpertFFN } from '../../dist/src/actvar/experts.js';
+
+useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
 const be = backend(), nat = be.native;
 if (!nat) throw new Error('needs the native kernels (npm run build with a C compiler)');

@@ -9,7 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import koffi from 'koffi';
-import { backend } from '../../dist/src/backend/index.js';
+import { backend, useNodeBackend } from '../../dist/src/backend/node.js';
+
+useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
 const src = path.join(path.dirname(fileURLToPath(import.meta.url)), 'small-m-nt-gemm.c');
 const lib = path.join(mkdtempSync(path.join(os.tmpdir(), 'actvar-ntgemm-')), 'ntgemm.so');

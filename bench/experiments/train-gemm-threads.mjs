@@ -2,7 +2,9 @@
 // 256–1024, every transpose the forward and backward use; operands in cache) on actvar's thread pool against
 // OpenBLAS's own threads, 2 threads, GFLOP/s best of 5×10 calls, alternating twice.
 // Run after `npm run build`: node bench/experiments/train-gemm-threads.mjs
-import { backend, OpenBlasBackend } from '../../dist/src/backend/index.js';
+import { backend, OpenBlasBackend, useNodeBackend } from '../../dist/src/backend/node.js';
+
+useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
 const be = backend();
 if (!(be instanceof OpenBlasBackend) || !be.threadPool) throw new Error('needs OpenBLAS and the native kernels with the thread pool');

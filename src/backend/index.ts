@@ -1,78 +1,61 @@
+/**
+ * The active backend and settings (the core side: no Node module, no FFI). `backend()` returns the
+ * installed backend, made on first use by the provider that the edge installed (`installBackend`;
+ * the Node edge, backend/node.ts, installs the OpenBLAS / native-kernel chooser), else the
+ * TypeScript backend. The model and tensor code call only `backend()` and `settings()`.
+ */
 import type { Backend } from './backend.js';
 import { TsBackend } from './ts.js';
-import { OpenBlasBackend, loadOpenBlas, configError, defaultThreads } from './openblas.js';
-import { loadNativeKernels } from './native.js';
+import { DEFAULT_SETTINGS, type Settings } from './settings.js';
 
-export type { Backend } from './backend.js';
+export type { Backend, JsWorkerPool } from './backend.js';
+export type { NativeKernels } from './native.js';
 export { TsBackend, checkSgemmArgs } from './ts.js';
-export { OpenBlasBackend, loadOpenBlas, blasCandidates, defaultThreads } from './openblas.js';
-export type { BlasKind, BlasLoadResult } from './openblas.js';
-export { loadNativeKernels, bindNativeKernels, nativeLibraryPath } from './native.js';
-export type { NativeKernels, NativeLoadResult } from './native.js';
+export { parseSettings, configError, DEFAULT_SETTINGS } from './settings.js';
+export type { Settings, BackendChoice, SettingsSource } from './settings.js';
+
+/** What an edge installs: a backend made from the settings it read, and those settings. */
+export interface BackendProvider { (): { backend: Backend; settings: Settings } }
 
 let current: Backend | null = null;
-/** Why the current backend was chosen, for the announcement. */
-let reason = '';
-let announced = false;
+let provider: BackendProvider | null = null;
+let active: Settings = { ...DEFAULT_SETTINGS };
 
-const NO_BLAS_HINT = 'no OpenBLAS found; apt-get install libopenblas0 (macOS: brew install openblas) for >10x faster matmul';
-
-/**
- * The active backend, chosen on first use:
- * - ACTVAR_BACKEND=ts (or typescript): the TypeScript fallback, everything in TypeScript;
- * - ACTVAR_BACKEND=openblas (or blas): a BLAS library, error if none loads;
- * - unset / auto: OpenBLAS if found (see openblas.ts for the search order), else the fallback.
- * Except under ACTVAR_BACKEND=ts, the native elementwise kernels (native.ts) are attached when they
- * were built (ACTVAR_NATIVE=0 turns them off).
- * With OpenBLAS and the native kernels, actvar's own thread pool splits the GEMMs (native/threads.c;
- * ACTVAR_SPLIT_GEMM=0 leaves the threading to OpenBLAS).
- * ACTVAR_THREADS sets the thread count (default: all cores), ACTVAR_BLAS_LIB the library path.
- */
+/** The active backend: the installed provider's (made on first use), else the TypeScript backend. */
 export function backend(): Backend {
   if (current) return current;
-  const choice = (process.env.ACTVAR_BACKEND ?? '').trim().toLowerCase();
-  if (choice === 'ts' || choice === 'typescript') {
-    defaultThreads(); // still validate ACTVAR_THREADS
-    current = new TsBackend();
-    reason = 'ACTVAR_BACKEND=ts';
-  } else if (choice === 'openblas' || choice === 'blas') {
-    const { backend: blas, tried } = loadOpenBlas();
-    if (!blas) {
-      throw configError(`ACTVAR_BACKEND=${process.env.ACTVAR_BACKEND} but no BLAS library could be loaded (tried ${tried.map((t) => t.library).join(', ')}). ` +
-        'Install one (apt-get install libopenblas0), point ACTVAR_BLAS_LIB at it, or unset ACTVAR_BACKEND to use the TypeScript fallback.');
-    }
-    current = blas;
-    reason = '';
-  } else if (choice === '' || choice === 'auto') {
-    const { backend: blas } = loadOpenBlas();
-    if (blas) { current = blas; reason = ''; } else { current = new TsBackend(); reason = NO_BLAS_HINT; }
+  if (provider) {
+    const made = provider();
+    active = made.settings;
+    current = made.backend;
   } else {
-    throw configError(`ACTVAR_BACKEND='${process.env.ACTVAR_BACKEND}' is not a backend; use 'openblas', 'ts' or 'auto' (or leave it unset)`);
+    current = new TsBackend();
   }
-  if (!(choice === 'ts' || choice === 'typescript')) current.native = loadNativeKernels().kernels;
-  if (current instanceof OpenBlasBackend && current.native && process.env.ACTVAR_SPLIT_GEMM !== '0') current.useThreadPool(current.native);
   return current;
 }
+
+/** The active settings (those the installed provider read, once it has run). */
+export function settings(): Readonly<Settings> {
+  backend();
+  return active;
+}
+
+/** Change settings that apply at run time (today `attentionThreads`); the backend is not remade. */
+export function configure(change: Partial<Pick<Settings, 'attentionThreads'>>): void {
+  backend();
+  active = { ...active, ...change };
+}
+
+/** Install how the backend is made on first use (the Node edge's chooser); the next `backend()` runs it. */
+export function installBackend(p: BackendProvider | null): void {
+  provider = p;
+  current = null;
+}
+
+/** True when a provider is installed. */
+export function backendInstalled(): boolean { return provider !== null; }
 
 /** Replace the active backend (tests compare backends); null makes the next `backend()` choose again. */
 export function setBackend(b: Backend | null): void {
   current = b;
-  reason = '';
-}
-
-/** The announcement text without the "actvar: " prefix, e.g. "kernels on openblas (libopenblas.so.0), 2 threads". */
-export function describeBackend(): string {
-  const b = backend();
-  const native = b.native ? ' + native elementwise' : '';
-  if (b instanceof TsBackend) return `kernels on ${b.name}${native}${reason ? ` (${reason})` : ''}`;
-  const why = b.native ? '' : ` (elementwise in TypeScript: ${loadNativeKernels().why})`;
-  const pool = b instanceof OpenBlasBackend && b.threadPool ? " on actvar's thread pool" : '';
-  return `kernels on ${b.name}${native}, ${b.threads} thread${b.threads === 1 ? '' : 's'}${pool}${why}`;
-}
-
-/** Print once per process, to stderr, which backend runs the kernels (also warns about a slow generic BLAS). */
-export function announceBackend(): void {
-  if (announced) return;
-  announced = true;
-  process.stderr.write(`actvar: ${describeBackend()}\n`);
 }

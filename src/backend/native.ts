@@ -12,6 +12,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseSettings, type Settings } from './settings.js';
 
 export interface NativeKernels {
   /** The shared library's path. */
@@ -306,9 +307,9 @@ let cached: NativeLoadResult | null = null;
  * The native kernels, once per process: none when ACTVAR_NATIVE=0, or when the library was not
  * built (no C compiler at install) or fails to load — then `why` says so and the TypeScript loops run.
  */
-export function loadNativeKernels(env: NodeJS.ProcessEnv = process.env): NativeLoadResult {
+export function loadNativeKernels(s: Pick<Settings, 'native'> = parseSettings(process.env)): NativeLoadResult {
   if (cached) return cached;
-  if (env.ACTVAR_NATIVE === '0') return (cached = { kernels: null, why: 'ACTVAR_NATIVE=0' });
+  if (!s.native) return (cached = { kernels: null, why: 'ACTVAR_NATIVE=0' });
   const library = nativeLibraryPath();
   if (!existsSync(library)) return (cached = { kernels: null, why: 'native kernels not built: npm run build with a C compiler (apt-get install gcc)' });
   try {

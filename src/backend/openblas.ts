@@ -8,9 +8,12 @@
  */
 import { createRequire } from 'node:module';
 import os from 'node:os';
-import type { Backend } from './backend.js';
+import type { Backend, JsWorkerPool } from './backend.js';
 import type { NativeKernels } from './native.js';
 import { checkSgemmArgs } from './ts.js';
+import { configError, parseSettings, type Settings } from './settings.js';
+
+export { configError };
 
 // cblas.h enum values
 const CblasRowMajor = 101;
@@ -43,6 +46,8 @@ export class OpenBlasBackend implements Backend {
   /** The name or path the library was loaded from. */
   readonly library: string;
   threads: number;
+  /** Helper threads for JavaScript kernels, attached by the Node edge (backend/node.ts). */
+  workers: JsWorkerPool | null = null;
   /** Set by `backend()` when the native elementwise kernels are built. */
   native: NativeKernels | null = null;
   private readonly sgemmFn: SgemmFn;
@@ -129,21 +134,17 @@ type KoffiLib = ReturnType<KoffiModule['load']>;
 
 let cached: BlasLoadResult | null = null;
 
-/** Default thread count: $ACTVAR_THREADS, else every core (os.availableParallelism()). */
-export function defaultThreads(env: NodeJS.ProcessEnv = process.env): number {
-  const raw = env.ACTVAR_THREADS;
-  if (raw === undefined || raw === '') return os.availableParallelism();
-  const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) throw configError(`ACTVAR_THREADS must be a positive integer, got '${raw}'`);
-  return n;
+/** The thread count the settings ask for: ACTVAR_THREADS, else every core (os.availableParallelism()). */
+export function defaultThreads(s: Pick<Settings, 'threads'> = parseSettings(process.env)): number {
+  return s.threads ?? os.availableParallelism();
 }
 
 /**
  * Finds and binds a BLAS library, once per process (later calls return the same result).
- * Tries $ACTVAR_BLAS_LIB alone when set (an explicit choice that fails is an error),
- * else the `blasCandidates()` in order.
+ * Tries the settings' `blasLib` (ACTVAR_BLAS_LIB) alone when set (an explicit choice that fails is an
+ * error), else the `blasCandidates()` in order.
  */
-export function loadOpenBlas(env: NodeJS.ProcessEnv = process.env): BlasLoadResult {
+export function loadOpenBlas(s: Pick<Settings, 'threads' | 'blasLib'> = parseSettings(process.env)): BlasLoadResult {
   if (cached) return cached;
   const tried: BlasLoadResult['tried'] = [];
   let koffi: KoffiModule;
@@ -153,13 +154,13 @@ export function loadOpenBlas(env: NodeJS.ProcessEnv = process.env): BlasLoadResu
     tried.push({ library: 'koffi', error: `the koffi FFI module failed to load: ${(e as Error).message}` });
     return (cached = { backend: null, tried });
   }
-  const explicit = env.ACTVAR_BLAS_LIB;
+  const explicit = s.blasLib;
   const candidates = explicit ? [explicit] : blasCandidates();
   for (const library of candidates) {
     let lib: KoffiLib | null = null;
     try {
       lib = koffi.load(library);
-      const backend = bind(library, lib, defaultThreads(env));
+      const backend = bind(library, lib, defaultThreads(s));
       return (cached = { backend, tried });
     } catch (e) {
       try { lib?.unload(); } catch { /* keep the first error */ }
@@ -188,9 +189,4 @@ function bind(library: string, lib: KoffiLib, threads: number): OpenBlasBackend 
   const isOpenBlas = setN !== null || optional('const char *openblas_get_config()') !== null;
   const kind: BlasKind = isOpenBlas ? 'openblas' : library.includes('Accelerate') ? 'accelerate' : 'cblas';
   return new OpenBlasBackend(library, kind, sgemm, setN, getN ? () => getN() : null, threads);
-}
-
-/** An error the CLI reports as a user mistake (exit 2, no stack); see src/cli/errors.ts. */
-export function configError(message: string): Error {
-  return Object.assign(new Error(message), { userError: true });
 }

@@ -1,4 +1,4 @@
-import type { Backend } from './backend.js';
+import type { Backend, JsWorkerPool } from './backend.js';
 import type { NativeKernels } from './native.js';
 
 /**
@@ -70,6 +70,8 @@ function checkMatrix(name: string, X: Float32Array, off: number, ld: number, r: 
 
 export class TsBackend implements Backend {
   readonly name = 'typescript fallback';
+  /** Helper threads for JavaScript kernels, attached by the Node edge (backend/node.ts). */
+  workers: JsWorkerPool | null = null;
   /** Set by `backend()` when the native elementwise kernels are built; a bare TsBackend is pure TypeScript. */
   native: NativeKernels | null = null;
   /** Always 1: the fallback runs on the main thread. */

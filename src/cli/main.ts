@@ -7,6 +7,7 @@
 import { readFileSync } from 'node:fs';
 import { Command } from 'commander';
 import { runCli } from './errors.js';
+import { useNodeBackend } from '../backend/node.js';
 import * as bench from './commands/bench.js';
 import * as trainClassifier from './commands/train-classifier.js';
 import * as trainVae from './commands/train-vae.js';
@@ -34,6 +35,8 @@ function buildProgram(): Command {
   for (const c of commands) c.register(program);
   return program;
 }
+
+useNodeBackend(); // the backend is chosen from the environment on first use
 
 await runCli(async () => {
   await buildProgram().parseAsync(process.argv);

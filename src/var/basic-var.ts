@@ -21,7 +21,7 @@ import {
   Tensor, result, isGradEnabled, assertFloat, linear, linearInto, silu, gelu, reshape, slice, add, attentionHeads,
   flopsCategory, recordFlops, isDryRun, type Rng,
 } from '../tensor/index.js';
-import { backend } from '../backend/index.js';
+import { backend, settings, configure } from '../backend/index.js';
 import type { VarConfig } from './config.js';
 
 const fr = Math.fround;
@@ -416,12 +416,10 @@ export function tableExpNonPositive(x: number): number {
  * GEMMs are small (K or N = head_dim = 64). Under OpenBLAS's own threading a busy machine made each
  * call wait for the BLAS worker (2.6–8.5 GFLOP/s with 2 threads vs ~30 with 1, so the default used to
  * be 1); actvar's thread pool (native/threads.c) splits only the larger ones and is faster on both
- * threads (d16 generation, docs/BENCHMARKS.md). ACTVAR_ATTN_THREADS=n (or `setAttentionThreads(n)`)
- * pins them to n threads.
+ * threads (d16 generation, docs/BENCHMARKS.md). The setting `attentionThreads` (ACTVAR_ATTN_THREADS=n,
+ * or `setAttentionThreads(n)`) pins them to n threads.
  */
-let attnThreads = process.env.ACTVAR_ATTN_THREADS !== undefined && process.env.ACTVAR_ATTN_THREADS !== ''
-  ? Math.max(0, Math.floor(Number(process.env.ACTVAR_ATTN_THREADS) || 0)) : 0;
-export function setAttentionThreads(n: number): void { attnThreads = Math.max(0, Math.floor(n)); }
+export function setAttentionThreads(n: number): void { configure({ attentionThreads: Math.max(0, Math.floor(n)) }); }
 
 /** Scores buffer reused across calls (inference only; grows to the largest l·Lcum seen). */
 let scoreBuf = new Float32Array(0);
@@ -502,7 +500,7 @@ export function attendWithCache(block: VarBlock, q: Tensor, k: Tensor, v: Tensor
 function attendCachedInto(block: VarBlock, Qd: Float32Array, B: number, H: number, l: number, hd: number, cache: KVCache, out: Float32Array,
   sH: Float64Array | null = blockTemperatures(block)): void {
   const Lc = cache.len, cap = cache.capacity, C = H * hd, scale = attnScale(block);
-  const be = backend();
+  const be = backend(), attnThreads = settings().attentionThreads;
   const prevThreads = be.threads, switchThreads = attnThreads > 0 && attnThreads !== prevThreads;
   if (switchThreads) be.setThreads(attnThreads);
   try {

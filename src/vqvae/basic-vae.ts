@@ -11,8 +11,7 @@
  * a fast path (shifted GEMMs, with GroupNorm+SiLU, upsampling and the residual add fused into the
  * copies around them; see conv3x3Same).
  */
-import { Worker } from 'node:worker_threads';
-import { backend } from '../backend/index.js';
+import { backend, type JsWorkerPool } from '../backend/index.js';
 import {
   Tensor, isGradEnabled, add, silu, scale, reshape, transpose, split, matmul, linear,
   recordFlops, isDryRun,
@@ -106,36 +105,20 @@ function fillKernel(P: Float32Array, X: Float32Array, xOff: number, Cin: number,
   }
 }
 
-// A small pool of worker threads shares the SiLU-heavy fills (about 10⁸ exp() per 256×256 decode) with
-// the main thread. They read and write two persistent SharedArrayBuffer workspaces; the main thread
-// does its share, then blocks on Atomics.wait until they are done.
-interface PoolWorker { worker: Worker; ctrl: Int32Array }
-let pool: PoolWorker[] | null = null;
+// The backend's helper threads (`backend().workers`, worker_threads under Node) share the SiLU-heavy
+// fills (about 10⁸ exp() per 256×256 decode) with the main thread. They read and write two persistent
+// SharedArrayBuffer workspaces; the main thread does its share, then waits for them.
 let poolSize = -1; // −1: backend threads − 1
 let parallelMinFloats = 1 << 18;
-const WORKER_TIMEOUT_MS = 120_000;
 /** Counters of the fast path (for tests and benchmarks): calls, split fills, milliseconds per phase. */
 export const conv3x3Stats = { calls: 0, parallelFills: 0, fillMs: 0, tapsMs: 0, gemmMs: 0, copyOutMs: 0 };
 
-const WORKER_SOURCE = `
-const { parentPort } = require('node:worker_threads');
-const fillKernel = ${fillKernel.toString()};
-parentPort.on('message', (m) => {
-  try { fillKernel(...m.args); Atomics.store(m.ctrl, 0, 1); }
-  catch (e) { Atomics.store(m.ctrl, 0, 2); }
-  Atomics.notify(m.ctrl, 0);
-});`;
-
-function getPool(): PoolWorker[] {
-  const want = poolSize >= 0 ? poolSize : Math.max(0, backend().threads - 1);
-  if (pool && pool.length === want) return pool;
-  if (pool) for (const p of pool) void p.worker.terminate();
-  pool = [];
-  for (let i = 0; i < want; i++) {
-    const worker = new Worker(WORKER_SOURCE, { eval: true });
-    worker.unref();
-    pool.push({ worker, ctrl: new Int32Array(new SharedArrayBuffer(4)) });
-  }
+/** The helper threads for this fill, sized to the wanted count; null when the backend has none. */
+function getPool(): JsWorkerPool | null {
+  const be = backend(), pool = be.workers ?? null;
+  if (!pool) return null;
+  const want = poolSize >= 0 ? poolSize : Math.max(0, be.threads - 1);
+  if (pool.size !== want) pool.resize(want);
   return pool;
 }
 
@@ -189,7 +172,8 @@ export function releaseConv3x3Workspaces(): void {
 let spareOutput: Float32Array | null = null;
 /** Outputs live in shared memory when the fill pool has workers, so they read them without a copy. */
 function sharedOutputs(): boolean {
-  return poolSize > 0 || (poolSize < 0 && backend().threads > 1);
+  const be = backend();
+  return !!be.workers && (poolSize > 0 || (poolSize < 0 && be.threads > 1));
 }
 /** A buffer for n output floats (every element is overwritten by the caller). */
 function takeOutput(n: number): Float32Array {
@@ -214,8 +198,8 @@ function fillPadded(X: Float32Array, xOff: number, Cin: number, Hin: number, Win
   const mode = MODE[pro.kind];
   const gn = pro.kind === 'gnSilu' ? pro : null;
   const groups = gn ? gn.groups : Cin;
-  const workers = (mode === 1 || mode === 3) && Cin * plane >= parallelMinFloats ? getPool() : [];
-  const parts = Math.min(workers.length + 1, groups);
+  const pool = (mode === 1 || mode === 3) && Cin * plane >= parallelMinFloats ? getPool() : null;
+  const parts = Math.min((pool ? pool.size : 0) + 1, groups);
   // shared whenever a pool may run (not only for this fill), so it is not reallocated between kinds of fill
   const P = padWorkspace = sharedBuffer(padWorkspace, Cin * plane + 2, parts > 1 || sharedOutputs());
   const hw = Hin * Win;
@@ -226,6 +210,7 @@ function fillPadded(X: Float32Array, xOff: number, Cin: number, Hin: number, Win
   const gnCopies = gn && parts > 1 ? [gn.weight.slice(), gn.bias.slice()] : null;
   const args = (src: Float32Array, off: number, c0: number, c1: number, toWorker: boolean): Parameters<typeof fillKernel> => [P, src, off, Cin, Hin, Win, Wp, plane, mode,
     c0, c1, groups, gn ? (toWorker ? gnCopies![0] : gn.weight) : null, gn ? (toWorker ? gnCopies![1] : gn.bias) : null, gn ? gn.eps : 0];
+  let wait: (() => void) | null = null;
   if (parts > 1) {
     conv3x3Stats.parallelFills++;
     // The workers read X in place when it already lives in shared memory (the outputs of this fast
@@ -236,28 +221,12 @@ function fillPadded(X: Float32Array, xOff: number, Cin: number, Hin: number, Win
       srcOff = 0;
       src.set(X.subarray(xOff + cut(1) * hw, xOff + Cin * hw), cut(1) * hw);
     }
-    for (let i = 1; i < parts; i++) {
-      const { worker, ctrl } = workers[i - 1];
-      Atomics.store(ctrl, 0, 0);
-      worker.postMessage({ args: args(src, srcOff, cut(i), cut(i + 1), true), ctrl });
-    }
+    const jobs: unknown[][] = [];
+    for (let i = 1; i < parts; i++) jobs.push(args(src, srcOff, cut(i), cut(i + 1), true));
+    wait = pool!.start(fillKernel, jobs);
   }
   fillKernel(...args(X, xOff, 0, cut(1), false));
-  let failed = false;
-  const deadline = Date.now() + WORKER_TIMEOUT_MS;
-  for (let i = 1; i < parts; i++) {
-    const { ctrl } = workers[i - 1];
-    while (Atomics.load(ctrl, 0) === 0) {
-      if (Date.now() > deadline) {
-        for (const p of pool ?? []) void p.worker.terminate();
-        pool = null; // do not reuse a pool with a lost worker
-        throw new Error(`conv3x3: a worker thread did not finish its fill within ${WORKER_TIMEOUT_MS / 1000} s`);
-      }
-      Atomics.wait(ctrl, 0, 0, 1000);
-    }
-    if (Atomics.load(ctrl, 0) === 2) failed = true;
-  }
-  if (failed) throw new Error('conv3x3: a worker thread failed while filling the padded input');
+  wait?.();
   P[Cin * plane] = 0; P[Cin * plane + 1] = 0;
   return P;
 }

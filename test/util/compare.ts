@@ -1,7 +1,7 @@
 /** Array comparisons and random inputs shared by the tests of the native kernels. */
 import assert from 'node:assert/strict';
 import type { Rng } from '../../src/tensor/rng.js';
-import { backend, type NativeKernels } from '../../src/backend/index.js';
+import { backend, type NativeKernels } from '../../src/backend/node.js';
 
 /** Runs f with `kernels` attached to the active backend, then with none; returns both results. */
 export function bothWays<R>(kernels: NativeKernels | null, f: () => R): { native: R; ts: R } {

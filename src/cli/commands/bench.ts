@@ -5,7 +5,8 @@
  * (`intOption`, `shapeOption`) turn bad values into clear commander errors.
  */
 import { Command, InvalidArgumentError } from 'commander';
-import { backend, announceBackend } from '../../backend/index.js';
+import { backend } from '../../backend/index.js';
+import { announceBackend } from '../../backend/node.js';
 import { Tensor, noGrad, linear } from '../../tensor/index.js';
 import { Rng } from '../../tensor/rng.js';
 import { UserError } from '../errors.js';

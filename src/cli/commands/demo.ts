@@ -9,7 +9,7 @@
  * The summary table goes to stdout; with --json it goes to stderr and stdout holds one JSON line.
  */
 import { Command } from 'commander';
-import { announceBackend } from '../../backend/index.js';
+import { announceBackend } from '../../backend/node.js';
 import { runDemo, demoJson, formatDemo, DEMO_DEFAULTS, DEMO_MODEL_FILES } from '../../app/demo.js';
 import { listOption, numberOption, intOpt, nonNegInt } from './flops.js';
 

@@ -15,7 +15,7 @@ import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
 import { Command, InvalidArgumentError } from 'commander';
 import cliProgress from 'cli-progress';
-import { announceBackend } from '../../backend/index.js';
+import { announceBackend } from '../../backend/node.js';
 import { Rng } from '../../tensor/index.js';
 import { UserError } from '../errors.js';
 import { unreadableFile, unwritableTarget } from '../../io/files.js';

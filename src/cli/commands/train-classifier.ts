@@ -6,7 +6,7 @@
 import { Command } from 'commander';
 import { trainClassifier } from '../../train/train-classifier.js';
 import { DEFAULT_CLASSIFIER_CONFIG } from '../../eval/classifier.js';
-import { announceBackend } from '../../backend/index.js';
+import { announceBackend } from '../../backend/node.js';
 import { addTrainRunOptions, intArg, parseTrainRunOptions, writeRunSummary, type TrainRunFlags, type TrainRunFlagSpec } from './train-common.js';
 
 interface Flags extends TrainRunFlags { augmentShift: number; c1: number; c2: number; hidden: number; kernel: number }

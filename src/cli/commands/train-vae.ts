@@ -5,7 +5,7 @@
  */
 import { Command } from 'commander';
 import { trainVae, DEFAULT_TOKENIZER_CONFIG } from '../../train/train-vae.js';
-import { announceBackend } from '../../backend/index.js';
+import { announceBackend } from '../../backend/node.js';
 import { addTrainRunOptions, floatArg, intArg, intListArg, parseTrainRunOptions, writeRunSummary, type TrainRunFlags, type TrainRunFlagSpec } from './train-common.js';
 
 interface Flags extends TrainRunFlags {

@@ -4,7 +4,7 @@
  */
 import { Command } from 'commander';
 import { trainVar } from '../../train/train-var.js';
-import { announceBackend } from '../../backend/index.js';
+import { announceBackend } from '../../backend/node.js';
 import { addTrainRunOptions, floatArg, intArg, parseTrainRunOptions, writeRunSummary, type TrainRunFlags, type TrainRunFlagSpec } from './train-common.js';
 
 interface Flags extends TrainRunFlags {
