@@ -18,7 +18,7 @@ import { encodeSafetensors, readSafetensorsFile } from '../src/io/safetensors.js
 import { NonFiniteWeightsError, WeightFileError } from '../src/io/errors.js';
 import { detectWeightFormat, loadedFrom } from '../src/io/weights.js';
 import { decodePng } from '../src/image/png.js';
-import { repoRoot } from './util/fixtures.js';
+import { repoRoot, fixture, pthFixture, needsFixtures } from './util/fixtures.js';
 
 const models = path.join(repoRoot, 'models');
 const VAR_FILE = path.join(models, 'var-fashion-mnist.safetensors');
@@ -83,3 +83,17 @@ test('actvar generate accepts the shipped models (--var / --vae) and writes the 
     fs.rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('official files load through the same loaders, by path and from bytes: .pth and .safetensors',
+  needsFixtures(pthFixture('var_tiny.pth'), fixture('var_state_dict.safetensors'), fixture('vqvae_state_dict.safetensors')), () => {
+    const fromPth = loadVar(pthFixture('var_tiny.pth'));
+    const fromSt = loadVar(fixture('var_state_dict.safetensors'));
+    const fromBytes = loadVar(new Uint8Array(fs.readFileSync(pthFixture('var_tiny.pth'))));
+    assert.deepEqual(fromPth.config, fromSt.config);
+    assert.deepEqual(fromBytes.config, fromSt.config);
+    assert.equal(loadedFrom(fromPth)?.format, 'pth');
+    assert.deepEqual(loadedFrom(fromPth)?.metadata, {});
+    const vae = loadVqvae(new Uint8Array(fs.readFileSync(fixture('vqvae_state_dict.safetensors'))), { patchNums: fromSt.config.patchNums });
+    assert.deepEqual(vae.patchNums, fromSt.config.patchNums);
+    assert.equal(detectWeightFormat(pthFixture('var_tiny.pth')), 'pth');
+  });
