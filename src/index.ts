@@ -9,8 +9,6 @@ export * from './optim/index.js';
 export * from './vqvae/index.js';
 export * from './var/index.js';
 export * from './actvar/index.js';
-export { loadTokenizer } from './train/train-vae.js';
-export { loadTrainedVar } from './train/train-var.js';
 export { loadClassifier, Classifier } from './eval/classifier.js';
 export { loadDataset } from './data/datasets.js';
 

@@ -19,11 +19,13 @@ import { ActVAR, runTransformer, type ActivationRecord } from '../src/actvar/act
 import { benchActVar } from '../bench/actvar.js';
 import { ActivationMaps } from '../src/actvar/actmaps.js';
 import { decodePng } from '../src/image/png.js';
-import { repoRoot, tinyDir } from './util/fixtures.js';
+import { repoRoot, tinyDir, needsFixtures } from './util/fixtures.js';
 import { mkdtempSync, rmSync, readdirSync, readFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawnSync } from 'node:child_process';
+/** The reference fixtures these tests read (skipped when absent, see test/util/fixtures.ts). */
+const TINY = needsFixtures(join(tinyDir, 'var_state_dict.safetensors'), join(tinyDir, 'vqvae_state_dict.safetensors'));
 
 const cli = join(repoRoot, 'dist/src/cli/main.js');
 
@@ -508,7 +510,7 @@ test('CLI: actvar flops --json (d16) reports the measured saving = analytic, and
   assert.match(bad.stderr, /fractions in \(0, 1\]/);
 });
 
-test('CLI: generate --actvar with act maps and --actvar-save; the saved weights reproduce the tokens', () => {
+test('CLI: generate --actvar with act maps and --actvar-save; the saved weights reproduce the tokens', TINY, () => {
   const dir = mkdtempSync(join(tmpdir(), 'actvar-cli-'));
   try {
     const base = ['generate', '--var', join(tinyDir, 'var_state_dict.safetensors'), '--vae', join(tinyDir, 'vqvae_state_dict.safetensors'),

@@ -17,11 +17,12 @@ import { VQVAE } from '../src/vqvae/vqvae.js';
 import { VAR } from '../src/var/var.js';
 import { initVarParams } from '../src/var/init.js';
 import { DEFAULT_TOKENIZER_CONFIG, VQVAE_FORMAT } from '../src/train/train-vae.js';
-import { VAR_FORMAT, varConfigFor, loadTrainedVar } from '../src/train/train-var.js';
+import { VAR_FORMAT, varConfigFor } from '../src/train/train-var.js';
+import { loadVar } from '../src/var/load.js';
 import { Classifier, CLASSIFIER_FORMAT } from '../src/eval/classifier.js';
 import { decodePng } from '../src/image/png.js';
 import { analyticFlops, flopsModelOf } from '../src/actvar/flops.js';
-import { runDemo, demoJson, formatDemo, DemoError, DEMO_MODEL_FILES } from '../src/eval/demo.js';
+import { runDemo, demoJson, formatDemo, DemoError, DEMO_MODEL_FILES } from '../src/app/demo.js';
 import { repoRoot } from './util/fixtures.js';
 
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
@@ -129,7 +130,7 @@ test('runDemo: measured GFLOPs per image equal the analytic count of both modes 
   assert.deepEqual(a.config.scales, [4, 5]);
   assert.match(a.init, /calibrated on 1 dense generation/);
   assert.ok(a.calibSeconds > 0);
-  const fm = flopsModelOf(loadTrainedVar(path.join(models, DEMO_MODEL_FILES.var)).var.config);
+  const fm = flopsModelOf(loadVar(path.join(models, DEMO_MODEL_FILES.var)).config);
   const dense = analyticFlops(fm, null, { adalnPerStep: false }).total / 1e9;
   const sparse = analyticFlops(fm, a.config, { adalnPerStep: false }).total / 1e9;
   assert.ok(Math.abs(r.dense.gflops - dense) <= 1e-9 * dense, `dense: measured ${r.dense.gflops}, analytic ${dense}`);

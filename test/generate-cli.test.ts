@@ -13,11 +13,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { decodePng, toUint8 } from '../src/image/png.js';
-import { repoRoot, tinyDir } from './util/fixtures.js';
+import { repoRoot, tinyDir, needsFixtures } from './util/fixtures.js';
 
 const cli = path.join(repoRoot, 'dist/src/cli/main.js');
 const VAR_FILE = path.join(tinyDir, 'var_state_dict.safetensors');
 const VAE_FILE = path.join(tinyDir, 'vqvae_state_dict.safetensors');
+/** The reference fixtures these tests read (skipped when absent, see test/util/fixtures.ts). */
+const TINY = needsFixtures(VAR_FILE, VAE_FILE, path.join(tinyDir, 'generate_greedy_cfg1.5.safetensors'));
 
 function run(args: string[], cwd: string): { code: number | null; stdout: string; stderr: string } {
   const r = spawnSync(process.execPath, [cli, 'generate', ...args], { cwd, encoding: 'utf8', timeout: 60_000 });
@@ -26,7 +28,7 @@ function run(args: string[], cwd: string): { code: number | null; stdout: string
 
 function tmp(): string { return fs.mkdtempSync(path.join(os.tmpdir(), 'actvar-gen-')); }
 
-test('generate --top-k 1 with the fixture weights writes the official idx_BL, the image grid and per-image PNGs', () => {
+test('generate --top-k 1 with the fixture weights writes the official idx_BL, the image grid and per-image PNGs', TINY, () => {
   const dir = tmp();
   try {
     const r = run(['--var', VAR_FILE, '--vae', VAE_FILE, '--classes', '3,7', '--top-k', '1', '--cfg', '1.5', '--seed', '5',
@@ -58,7 +60,7 @@ test('generate --top-k 1 with the fixture weights writes the official idx_BL, th
   }
 });
 
-test('generate: sampled tokens do not depend on --batch; --per-class repeats classes', () => {
+test('generate: sampled tokens do not depend on --batch; --per-class repeats classes', TINY, () => {
   const dir = tmp();
   try {
     const common = ['--var', VAR_FILE, '--vae', VAE_FILE, '--classes', '2,9', '--per-class', '2', '--top-k', '20', '--top-p', '0.9', '--seed', '11', '--quiet'];
@@ -77,7 +79,7 @@ test('generate: sampled tokens do not depend on --batch; --per-class repeats cla
   }
 });
 
-test('generate: bad input exits non-zero with a clear message and writes nothing', () => {
+test('generate: bad input exits non-zero with a clear message and writes nothing', TINY, () => {
   const dir = tmp();
   try {
     const outs = ['--out', 'g.png', '--tokens-out', 't.json', '--out-dir', 'imgs', '--quiet'];

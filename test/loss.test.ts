@@ -5,7 +5,9 @@ import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
-import { fixture } from './util/fixtures.js';
+import { fixture, needsFixtures } from './util/fixtures.js';
+/** The reference fixtures these tests read (skipped when absent, see test/util/fixtures.ts). */
+const TINY = needsFixtures(fixture('forward.safetensors'));
 
 const rng = new Rng(5);
 
@@ -43,7 +45,7 @@ test('crossEntropy matches a float64 reference, with and without label smoothing
   assert.ok(Math.abs(big.f32[0] - 1000) < 1e-3);
 });
 
-test('crossEntropy reproduces the official VAR training loss on the var-tiny fixture (ls 0 and 0.1)', () => {
+test('crossEntropy reproduces the official VAR training loss on the var-tiny fixture (ls 0 and 0.1)', TINY, () => {
   const fw = readSafetensors(fixture('forward.safetensors'));
   const logits = fw.get('forward_logits_BLV'), gt = fw.get('gt_BL');
   assert.ok(logits && gt, 'fixture tensors missing');

@@ -17,7 +17,7 @@ import { adaLNModulate, gatedResidual, attendWithCache, createKVCache, type VarB
 import { loadVar } from '../src/var/load.js';
 import { VQVAE } from '../src/vqvae/index.js';
 import { readSafetensors } from '../src/io/index.js';
-import { fixture } from './util/fixtures.js';
+import { fixture, needsFixtures } from './util/fixtures.js';
 import { assertClose, assertSameBits, bothWays, randn as randnOf } from './util/compare.js';
 
 const native = loadNativeKernels().kernels;
@@ -185,7 +185,10 @@ test('native row kernels of inference (adaLN modulation, gated residual, head sp
   assert.throws(() => native!.modulate(x.f32, scale.f32, shift.f32, 3, rows, C, 1e-6, new Float32Array(rows * C)), /do not split into 3 samples/);
 });
 
-test('a tiny-VAR generation: bit-identical on 1 and 2 threads; the same tokens as on one thread in TypeScript', { skip: skipNative }, () => {
+/** The reference fixtures the tiny-VAR test reads (skipped when absent, see test/util/fixtures.ts). */
+const TINY = needsFixtures(fixture('var_state_dict.safetensors'), fixture('vqvae_state_dict.safetensors'));
+
+test('a tiny-VAR generation: bit-identical on 1 and 2 threads; the same tokens as on one thread in TypeScript', { skip: skipNative || TINY.skip }, () => {
   const model = loadVar(fixture('var_state_dict.safetensors'));
   const vqvae = VQVAE.fromStateDict(readSafetensors(fixture('vqvae_state_dict.safetensors')), { patchNums: model.config.patchNums });
   const gen = () => model.autoregressiveInfer({ labels: [3, 7], vqvae, cfg: 1.5, topK: 1, decode: false, rng: new Rng(4) });

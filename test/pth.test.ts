@@ -11,7 +11,9 @@ import {
   pickleState, readPth, readPthObject, readSafetensors, type ReadMode,
 } from '../src/io/index.js';
 import { MemorySource } from '../src/io/source.js';
-import { fixture as tinyFixture, pthFixture as fixture } from './util/fixtures.js';
+import { fixture as tinyFixture, pthFixture as fixture, needsFixtures } from './util/fixtures.js';
+/** The reference fixtures these tests read (skipped when absent, see test/util/fixtures.ts). */
+const PTH = needsFixtures(...['var_tiny.pth', 'torch2.11_cuda_ckpt.pth', 'torch2.11_cuda_sd.pth', 'torch2.11_cuda_expected.safetensors', 'pth_index.json'].map(fixture), tinyFixture('var_state_dict.safetensors'));
 
 const tmpDir = fs.mkdtempSync(path.join(os.tmpdir(), 'actvar-pth-'));
 process.on('exit', () => fs.rmSync(tmpDir, { recursive: true, force: true }));
@@ -138,7 +140,7 @@ const f32bytes = (xs: number[]): Uint8Array => new Uint8Array(new Float32Array(x
 // ---------------------------------------------------------------------------------------------
 // the official files
 
-test('var_tiny.pth equals var_state_dict.safetensors bit for bit (same keys, order, dtypes) in every read mode', () => {
+test('var_tiny.pth equals var_state_dict.safetensors bit for bit (same keys, order, dtypes) in every read mode', PTH, () => {
   const want = readSafetensors(tinyFixture('var_state_dict.safetensors'));
   const bytes = new Uint8Array(fs.readFileSync(fixture('var_tiny.pth')));
   const modes: (ReadMode | undefined)[] = [undefined, 'whole', 'per-tensor'];
@@ -156,7 +158,7 @@ test('var_tiny.pth equals var_state_dict.safetensors bit for bit (same keys, ord
   assert.equal(sd.get('lvl_1L')!.dtype, 'int32');
 });
 
-test('F32 tensors are zero-copy views of the file buffer (torch aligns entries to 64 bytes)', () => {
+test('F32 tensors are zero-copy views of the file buffer (torch aligns entries to 64 bytes)', PTH, () => {
   const bytes = new Uint8Array(fs.readFileSync(fixture('var_tiny.pth')));
   const sd = readPth(bytes);
   for (const [k, t] of sd) {
@@ -171,7 +173,7 @@ test('F32 tensors are zero-copy views of the file buffer (torch aligns entries t
   assert.equal(own.size, per.size, 'per-tensor reads give each storage its own buffer');
 });
 
-test('torch 2.11 CUDA state dict and nested trainer checkpoint equal torch2.11_cuda_expected.safetensors', () => {
+test('torch 2.11 CUDA state dict and nested trainer checkpoint equal torch2.11_cuda_expected.safetensors', PTH, () => {
   const want = readSafetensors(fixture('torch2.11_cuda_expected.safetensors'));
   const got = new Map<string, Tensor>();
   for (const [k, t] of readPth(fixture('torch2.11_cuda_sd.pth'))) got.set(`sd/${k}`, t);
@@ -202,7 +204,7 @@ test('torch 2.11 CUDA state dict and nested trainer checkpoint equal torch2.11_c
   assert.deepEqual(state.get(0)!.get('step')!.shape, []);
 });
 
-test('select / extractStateDict pick trainer.var_wo_ddp, a path, or the top level', () => {
+test('select / extractStateDict pick trainer.var_wo_ddp, a path, or the top level', PTH, () => {
   const ckptPath = fixture('torch2.11_cuda_ckpt.pth');
   const names = ['lvl', '1.weight', '1.bias'];
   assert.deepEqual([...readPth(ckptPath).keys()], names, 'auto → trainer/var_wo_ddp');
@@ -227,7 +229,7 @@ test('select / extractStateDict pick trainer.var_wo_ddp, a path, or the top leve
   assert.equal(extractStateDict(readPthObject(both), 'var').get('a')!.f32[0], 1);
 });
 
-test('the parse agrees with pth_index.json (entries, offsets, opcodes, globals, every tensor)', () => {
+test('the parse agrees with pth_index.json (entries, offsets, opcodes, globals, every tensor)', PTH, () => {
   const index = JSON.parse(fs.readFileSync(fixture('pth_index.json'), 'utf8')) as Record<string, {
     bytes: number; archive_prefix: string; version_record: string; zip64: boolean; pickle_protocol: number;
     opcodes: Record<string, number>; globals: string[]; storage_types: string[]; locations?: string[];
@@ -267,7 +269,7 @@ test('the parse agrees with pth_index.json (entries, offsets, opcodes, globals, 
 // ---------------------------------------------------------------------------------------------
 // hand-built archives
 
-test('zip64 fields (saturated EOCD / central directory + 0x0001 extra) read like the plain ones', () => {
+test('zip64 fields (saturated EOCD / central directory + 0x0001 extra) read like the plain ones', PTH, () => {
   const bytes = new Uint8Array(fs.readFileSync(fixture('var_tiny.pth')));
   const entries = zipEntries(bytes);
   const rebuilt = makeZip(entries, { zip64Fields: true });
@@ -505,7 +507,7 @@ function mutatePth(fb: FuzzBase, rng: Rng): Uint8Array {
   }
 }
 
-test('fuzz: 1000 seeded mutations of .pth files give a valid parse or a PthError, nothing else', () => {
+test('fuzz: 1000 seeded mutations of .pth files give a valid parse or a PthError, nothing else', PTH, () => {
   const files = ['torch2.11_cuda_ckpt.pth', 'torch2.11_cuda_sd.pth', 'var_tiny.pth'];
   const prepared: FuzzBase[] = files.map((f) => {
     const b = new Uint8Array(fs.readFileSync(fixture(f)));

@@ -5,7 +5,9 @@ import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
-import { fixture } from './util/fixtures.js';
+import { fixture, needsFixtures } from './util/fixtures.js';
+/** The reference fixtures these tests read (skipped when absent, see test/util/fixtures.ts). */
+const TINY = needsFixtures(fixture('generate_greedy_cfg1.5.safetensors'), fixture('vqvae_state_dict.safetensors'));
 
 const rng = new Rng(17);
 
@@ -118,7 +120,7 @@ test('resample errors name the problem', () => {
   assert.throws(() => T.bicubicUpsample(T.zeros([1, 1, 4, 4]), 2.5, 2), /positive integers/);
 });
 
-test('fixture parity (var-tiny, official code in float32): area, and bicubic + Phi conv reproduce f̂ per scale', () => {
+test('fixture parity (var-tiny, official code in float32): area, and bicubic + Phi conv reproduce f̂ per scale', TINY, () => {
   const gen = readSafetensors(fixture('generate_greedy_cfg1.5.safetensors'));
   const vae = readSafetensors(fixture('vqvae_state_dict.safetensors'));
   const patchNums = [1, 2, 3, 4], phiMap = [0, 1, 2, 3]; // var-tiny: 4 scales, Phi map [0,1,2,3] (docs/VAR.md §4.1)

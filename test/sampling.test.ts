@@ -9,11 +9,13 @@ import assert from 'node:assert/strict';
 import { Tensor, Rng } from '../src/tensor/index.js';
 import { readSafetensors } from '../src/io/safetensors.js';
 import { filterTopKTopP_, sampleWithTopKTopP_, gumbelSmoothFeatures } from '../src/var/sample.js';
-import { fixture } from './util/fixtures.js';
+import { fixture, needsFixtures } from './util/fixtures.js';
 
 const filterFixture = fixture('sampling_filter.safetensors');
+/** The reference fixtures these tests read (skipped when absent, see test/util/fixtures.ts). */
+const TINY = needsFixtures(filterFixture);
 
-test('sampling_filter fixture: top-k / top-p masks equal the official in-place masking', () => {
+test('sampling_filter fixture: top-k / top-p masks equal the official in-place masking', TINY, () => {
   const fx = readSafetensors(filterFixture);
   const input = fx.get('logits_in')!;
   const [B, l, V] = input.shape;

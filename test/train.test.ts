@@ -1,6 +1,8 @@
 import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { loadVar, loadedFrom } from '../src/var/load.js';
+import { loadVqvae } from '../src/vqvae/load.js';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -14,10 +16,10 @@ import { initVarParams } from '../src/var/init.js';
 import { ImageDataset } from '../src/data/datasets.js';
 import { loadCheckpoint } from '../src/train/checkpoint.js';
 import {
-  trainVae, vaeTrainForward, evaluateVae, restartDeadCodes, loadTokenizer, DEFAULT_TOKENIZER_CONFIG,
+  trainVae, vaeTrainForward, evaluateVae, restartDeadCodes, DEFAULT_TOKENIZER_CONFIG,
 } from '../src/train/train-vae.js';
 import {
-  trainVar, varBatchLoss, varConfigFor, tokenizeDataset, tokensToIdxBl, evaluateVar, loadTrainedVar,
+  trainVar, varBatchLoss, varConfigFor, tokenizeDataset, tokensToIdxBl, evaluateVar,
 } from '../src/train/train-var.js';
 
 /** Toy 28×28 images: the class sets which quadrant holds a bright square. */
@@ -122,7 +124,8 @@ test('train-vae: resume is bitwise identical (across dead-code restarts); the to
     const second = await trainVae({ ...common, ckptDir: join(dir, 'ck'), resume: true });
     assert.deepEqual([...first.history, ...second.history].map((h) => h.loss), full.history.map((h) => h.loss));
     assert.deepEqual(snapshot(second.vae.namedParameters()), snapshot(full.vae.namedParameters()));
-    const { vae, metadata } = loadTokenizer(join(dir, 'vae.safetensors'));
+    const vae = loadVqvae(join(dir, 'vae.safetensors'));
+    const { metadata } = loadedFrom(vae)!;
     assert.deepEqual(vae.patchNums, [1, 2, 3, 4, 6, 8]);
     assert.equal(metadata.format, 'actvar-vqvae/1');
     const r = evaluateVae(vae, testSet);
@@ -149,7 +152,8 @@ test('train-var: resume is bitwise identical (label dropout and drop-path drawn 
     assert.equal(second.startStep, 4);
     assert.deepEqual([...first.history, ...second.history].map((h) => h.loss), full.history.map((h) => h.loss));
     assert.deepEqual(snapshot(second.var.params), snapshot(full.var.params));
-    const { var: back, metadata } = loadTrainedVar(join(dir, 'var.safetensors'));
+    const back = loadVar(join(dir, 'var.safetensors'));
+    const { metadata } = loadedFrom(back)!;
     assert.equal(metadata.format, 'actvar-var/1');
     assert.deepEqual(back.config.patchNums, [1, 2, 3, 4, 6, 8]);
     assert.equal(back.config.numClasses, 4);

@@ -26,7 +26,9 @@ import {
 } from '../src/var/basic-var.js';
 import { expNonPositive as tableExpNonPositive } from '../src/tensor/index.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
-import { fixture as tiny, pthFixture } from './util/fixtures.js';
+import { fixture as tiny, pthFixture, needsFixtures } from './util/fixtures.js';
+/** The reference fixtures these tests read (skipped when absent, see test/util/fixtures.ts). */
+const TINY = needsFixtures(...['var_state_dict.safetensors', 'vqvae_state_dict.safetensors', 'forward.safetensors', 'generate_greedy_cfg1.5.safetensors', 'generate_greedy_cfg4.0.safetensors'].map(tiny), pthFixture('var_tiny.pth'), pthFixture('torch2.11_cuda_ckpt.pth'));
 
 function maxAbsDiff(a: Tensor, b: Tensor): number {
   assert.deepEqual([...a.shape], [...b.shape], `shape [${a.shape}] vs [${b.shape}]`);
@@ -64,7 +66,7 @@ function tinyModels(): { model: VAR; vqvae: VQVAE } {
   return cachedModels;
 }
 
-test('inferVarConfig reads the fixture architecture from the tensors', () => {
+test('inferVarConfig reads the fixture architecture from the tensors', TINY, () => {
   const cfgJson = JSON.parse(fs.readFileSync(tiny('config.json'), 'utf8'));
   const { model } = tinyModels();
   const c = model.config;
@@ -99,7 +101,7 @@ test('presets match docs/VAR.md §2 (shapes and parameter counts)', () => {
   assert.deepEqual(be[8], [255, 424]);
 });
 
-test('teacher-forced forward matches the official forward (blocks, cond, bias, logits, loss)', () => {
+test('teacher-forced forward matches the official forward (blocks, cond, bias, logits, loss)', TINY, () => {
   const { model } = tinyModels();
   const fx = readSafetensors(tiny('forward.safetensors'));
   const seen = new Map<string, Tensor>();
@@ -128,7 +130,7 @@ test('teacher-forced forward matches the official forward (blocks, cond, bias, l
 });
 
 for (const cfg of ['1.5', '4.0']) {
-  test(`greedy generation with CFG ${cfg} reproduces every per-step tensor of the official sampler`, () => {
+  test(`greedy generation with CFG ${cfg} reproduces every per-step tensor of the official sampler`, TINY, () => {
     const { model, vqvae } = tinyModels();
     const fx = readSafetensors(tiny(`generate_greedy_cfg${cfg}.safetensors`));
     const labels = Array.from(fx.get('label_B')!.data);
@@ -155,7 +157,7 @@ for (const cfg of ['1.5', '4.0']) {
   });
 }
 
-test('var_tiny.pth loads bit-identical to the safetensors and generates the same tokens', () => {
+test('var_tiny.pth loads bit-identical to the safetensors and generates the same tokens', TINY, () => {
   const pthPath = pthFixture('var_tiny.pth');
   const a = readVarStateDict(pthPath), b = readSafetensors(tiny('var_state_dict.safetensors'));
   assert.deepEqual([...a.keys()], [...b.keys()]);
@@ -232,7 +234,7 @@ for (const shared of [true, false]) {
   });
 }
 
-test('loader: missing, unexpected and mis-shaped keys are reported together in one error; buffers are checked', () => {
+test('loader: missing, unexpected and mis-shaped keys are reported together in one error; buffers are checked', TINY, () => {
   const sd = new Map(readSafetensors(tiny('var_state_dict.safetensors')));
   sd.delete('blocks.1.ffn.fc2.bias');
   sd.delete('head.bias');
@@ -311,7 +313,7 @@ test('fused block ops: gradients of adaLNModulate, gatedResidual and masked atte
   gradcheck((a, b, c) => attend(blk, a, b, c, bias), [q, k, v], { eps: 1e-3 });
 });
 
-test('ActVAR hooks: a blockExecutor built from the exported pieces reproduces the dense model; KV cache is explicit', () => {
+test('ActVAR hooks: a blockExecutor built from the exported pieces reproduces the dense model; KV cache is explicit', TINY, () => {
   const { model, vqvae } = tinyModels();
   const base = model.autoregressiveInfer({ labels: [3, 7], vqvae, cfg: 1.5, topK: 5, topP: 0.9, rng: [new Rng(1), new Rng(2)], decode: false });
   const calls: string[] = [];
@@ -358,7 +360,7 @@ test('ActVAR hooks: a blockExecutor built from the exported pieces reproduces th
   assertClose(tf, fx.get('forward_logits_direct')!, 'teacher forward with hook');
 });
 
-test('sampling options are validated; more_smooth uses codebook mixtures', () => {
+test('sampling options are validated; more_smooth uses codebook mixtures', TINY, () => {
   const { model, vqvae } = tinyModels();
   assert.throws(() => model.autoregressiveInfer({ labels: [3], vqvae, cfg: -1 }), /cfg/);
   assert.throws(() => model.autoregressiveInfer({ labels: [3], vqvae, topP: 1.5 }), /top-p/);

@@ -15,7 +15,9 @@ import { inferVqvaeConfig, patchNumsFromLvl1L } from '../src/vqvae/config.js';
 import { phiMap, phiIndex, linspaceNumpy } from '../src/vqvae/quant.js';
 import { loadVqvae } from '../src/vqvae/load.js';
 import { gradcheck, randTensor } from './util/gradcheck.js';
-import { fixture } from './util/fixtures.js';
+import { fixture, needsFixtures } from './util/fixtures.js';
+/** The reference fixtures these tests read (skipped when absent, see test/util/fixtures.ts). */
+const TINY = needsFixtures(...['var_state_dict.safetensors', 'vqvae_state_dict.safetensors', 'forward.safetensors', 'generate_greedy_cfg1.5.safetensors'].map(fixture));
 
 function maxAbsDiff(a: T.Tensor, b: T.Tensor): number {
   assert.deepEqual([...a.shape], [...b.shape], `shape [${a.shape}] vs [${b.shape}]`);
@@ -84,7 +86,7 @@ test('Phi map: other K and SN agree with numpy (values printed by numpy 2.4 with
 // ---------------------------------------------------------------------------------------------
 // config inference
 
-test('config inferred from the fixture weights and the VAR lvl_1L', () => {
+test('config inferred from the fixture weights and the VAR lvl_1L', TINY, () => {
   const { vae } = fixtures();
   const c = vae.config;
   assert.deepEqual(c.patchNums, [1, 2, 3, 4]);
@@ -105,7 +107,7 @@ test('config inferred from the fixture weights and the VAR lvl_1L', () => {
 // ---------------------------------------------------------------------------------------------
 // parity with the official code: forward.safetensors
 
-test('forward fixture: encoder, quant_conv, tokens, f̂ per scale, reconstruction, teacher-forcing input', () => {
+test('forward fixture: encoder, quant_conv, tokens, f̂ per scale, reconstruction, teacher-forcing input', TINY, () => {
   const { vae, fwd } = fixtures();
   T.noGrad(() => {
     const img = fwd.get('img_in')!;
@@ -134,7 +136,7 @@ test('forward fixture: encoder, quant_conv, tokens, f̂ per scale, reconstructio
 // ---------------------------------------------------------------------------------------------
 // parity with the official code: generate_greedy_cfg1.5.safetensors (the f̂ update of sampling)
 
-test('generate fixture: embedIdx, getNextAutoregressiveInput per scale, and img_01', () => {
+test('generate fixture: embedIdx, getNextAutoregressiveInput per scale, and img_01', TINY, () => {
   const { vae, gen } = fixtures();
   T.noGrad(() => {
     const pns = vae.patchNums, SN = pns.length;
@@ -156,7 +158,7 @@ test('generate fixture: embedIdx, getNextAutoregressiveInput per scale, and img_
 // ---------------------------------------------------------------------------------------------
 // loading and errors
 
-test('loadVqvae reads a .safetensors file; ema_vocab_hit_SV is ignored; patch numbers are required', () => {
+test('loadVqvae reads a .safetensors file; ema_vocab_hit_SV is ignored; patch numbers are required', TINY, () => {
   const vae = loadVqvae(fixture('vqvae_state_dict.safetensors'), { patchNums: [1, 2, 3, 4] });
   assert.equal(vae.config.ch, 32);
   assert.ok(!vae.stateDict().has('quantize.ema_vocab_hit_SV'));
@@ -231,7 +233,7 @@ function torchSave(tree: Map<string, unknown>): Uint8Array {
   return Buffer.concat(parts);
 }
 
-test('loadVqvae reads an official-layout .pth training checkpoint (trainer.vae_local)', () => {
+test('loadVqvae reads an official-layout .pth training checkpoint (trainer.vae_local)', TINY, () => {
   const sd = readSafetensors(fixture('vqvae_state_dict.safetensors'));
   const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'actvar-vqvae-')), 'ar-ckpt-tiny.pth');
   try {
@@ -249,7 +251,7 @@ test('loadVqvae reads an official-layout .pth training checkpoint (trainer.vae_l
   }
 });
 
-test('missing, unexpected and mis-shaped keys are reported together in one error', () => {
+test('missing, unexpected and mis-shaped keys are reported together in one error', TINY, () => {
   const sd = new Map(readSafetensors(fixture('vqvae_state_dict.safetensors')));
   sd.delete('decoder.up.2.block.1.conv2.bias');
   sd.delete('quantize.quant_resi.qresi_ls.3.bias');

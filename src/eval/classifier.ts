@@ -21,7 +21,7 @@ import { areaDownsample } from '../tensor/ops/resample.js';
 import { crossEntropy } from '../tensor/ops/loss.js';
 import { argmax } from '../tensor/ops/indexing.js';
 import type { ImageDataset } from '../data/datasets.js';
-import { readSafetensorsFile } from '../io/safetensors.js';
+import { readWeights, recordLoaded } from '../io/weights.js';
 
 export interface ClassifierConfig {
   /** Channels of the two conv layers. */
@@ -149,15 +149,17 @@ export class Classifier {
 export const CLASSIFIER_FORMAT = 'actvar-classifier/1';
 
 /**
- * Load a classifier written by `actvar train-classifier` (safetensors; the architecture is read
- * from the tensor shapes, the metadata is returned as well).
+ * The classifier loader: a classifier written by `actvar train-classifier` (safetensors, through the one format check
+ * of io/weights.ts; the architecture is read from the tensor shapes; a NaN/Inf weight is refused naming the tensor).
+ * The file's metadata: `loadedFrom(classifier)` (io/weights.ts).
  */
-export function loadClassifier(path: string): { classifier: Classifier; metadata: Record<string, string> } {
-  const { tensors, metadata } = readSafetensorsFile(path);
-  if (metadata?.format !== undefined && metadata.format !== CLASSIFIER_FORMAT) {
-    throw new Error(`${path}: metadata format is "${metadata.format}", expected "${CLASSIFIER_FORMAT}" (is this a classifier file?)`);
+export function loadClassifier(src: string | Uint8Array): Classifier {
+  const file = readWeights(src, 'any');
+  const { format } = file.metadata;
+  if (format !== undefined && format !== CLASSIFIER_FORMAT) {
+    throw new Error(`${file.source}: metadata format is "${format}", expected "${CLASSIFIER_FORMAT}" (is this a classifier file?)`);
   }
-  return { classifier: Classifier.fromStateDict(tensors, path), metadata: metadata ?? {} };
+  return recordLoaded(Classifier.fromStateDict(file.tensors, file.source), file);
 }
 
 /** Number of rows whose argmax equals the label. */

@@ -9,7 +9,6 @@
  * Half precision (IEEE 754 binary16): sign 1, exponent 5 (bias 15), mantissa 10; exponent 0 =
  * subnormal m·2^−24, exponent 31 = ±Inf / NaN. bfloat16: the top 16 bits of a float32.
  */
-import { endianness } from 'node:os';
 import { type ErrorClass } from './errors.js';
 
 export type StoredDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
@@ -26,7 +25,7 @@ export function isFloatDType(d: StoredDType): boolean {
   return d === 'F64' || d === 'F32' || d === 'F16' || d === 'BF16';
 }
 
-export const HOST_LE = endianness() === 'LE';
+export const HOST_LE = new Uint8Array(Uint16Array.of(1).buffer)[0] === 1;
 
 let f16Table: Float32Array | null = null;
 /** float32 value of every binary16 bit pattern (256 KiB, built on first use). */

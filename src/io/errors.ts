@@ -7,6 +7,7 @@
  * stable identifier (e.g. 'header-too-large', 'forbidden-global'); `file` is the path when known.
  *
  *   WeightFileError
+ *   ├── NonFiniteWeightsError   a tensor holds NaN or ±Infinity (refused at load, named)
  *   ├── SafetensorsError        .safetensors
  *   └── PthError                PyTorch .pth (torch.save zip format)
  *       ├── ZipError            the zip container
@@ -25,6 +26,13 @@ export class WeightFileError extends Error {
 }
 
 export class SafetensorsError extends WeightFileError {}
+/** A loaded weight tensor holds NaN or ±Infinity; `tensor` names it (code 'non-finite'). */
+export class NonFiniteWeightsError extends WeightFileError {
+  constructor(readonly tensor: string, index: number, value: number, file?: string) {
+    super('non-finite', `tensor ${tensor} holds ${value} at element ${index}: weights must be finite (a diverged training run or a corrupt file?)`, file !== undefined ? { file } : undefined);
+    if (file !== undefined) this.message = `${file}: ${this.message}`;
+  }
+}
 export class PthError extends WeightFileError {}
 export class ZipError extends PthError {}
 export class PickleError extends PthError {}

@@ -527,6 +527,8 @@ function withArchive<T>(src: string | Uint8Array, opts: ReadPthOptions, fn: (a: 
     if (typeof src === 'string') source = openFile(src, PthError);
     else if (src instanceof Uint8Array) source = MemorySource.of(src, PthError);
     else throw new TypeError('readPth: expected a file path or a Uint8Array');
+    // LEGACY .pth (pre-1.6 torch.save: a bare pickle stream, first byte 0x80, no zip) goes here, to its own reader
+    // (io/pth-legacy.ts, to come), before openArchive; io/weights.ts already routes such files to readPth.
     const a = openArchive(source, opts);
     const ensure = (fraction: number): void => {
       if (!(source instanceof MemorySource) && source !== null) {

@@ -22,8 +22,7 @@
  * whole-file copy) into `path + '.tmp-<pid>'`, fsyncs it and renames it over `path`, so a crash or
  * error mid-write leaves any previous file intact.
  */
-import * as fs from 'node:fs';
-import * as nodePath from 'node:path';
+import { nodeFs, nodePath, pid } from './node-fs.js';
 import { Tensor } from '../tensor/tensor.js';
 import { SafetensorsError, WeightFileError, withFile } from './errors.js';
 import { ITEMSIZE, HOST_LE, boundedNumel, decodeElements, isStoredDType, type StoredDType } from './dtype.js';
@@ -326,7 +325,8 @@ export function encodeSafetensors(tensors: TensorMap, metadata?: Record<string, 
  */
 export function writeSafetensors(path: string, tensors: TensorMap, metadata?: Record<string, string>, opts: WriteSafetensorsOptions = {}): void {
   const p = plan(tensors, metadata, opts);
-  const tmp = `${path}.tmp-${process.pid}`;
+  const fs = nodeFs();
+  const tmp = `${path}.tmp-${pid()}`;
   const fd = fs.openSync(tmp, 'w');
   try {
     writeAll(fd, p.header);
@@ -344,11 +344,11 @@ export function writeSafetensors(path: string, tensors: TensorMap, metadata?: Re
   }
   fs.closeSync(fd);
   fs.renameSync(tmp, path);
-  fsyncDir(nodePath.dirname(path));
+  fsyncDir(nodePath().dirname(path));
 }
 
 function writeAll(fd: number, bytes: Uint8Array): void {
-  const CHUNK = 1 << 30;
+  const CHUNK = 1 << 30, fs = nodeFs();
   for (let off = 0; off < bytes.length;) {
     off += fs.writeSync(fd, bytes, off, Math.min(CHUNK, bytes.length - off));
   }
@@ -356,6 +356,7 @@ function writeAll(fd: number, bytes: Uint8Array): void {
 
 /** Make the rename durable (best effort: not every platform can fsync a directory). */
 function fsyncDir(dir: string): void {
+  const fs = nodeFs();
   let fd: number | null = null;
   try { fd = fs.openSync(dir, 'r'); fs.fsyncSync(fd); } catch { /* unsupported here */ } finally { if (fd !== null) fs.closeSync(fd); }
 }

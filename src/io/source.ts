@@ -14,10 +14,12 @@
  *   allocated at once, or when only a small part of a file is needed (a state dict inside a
  *   training checkpoint full of optimizer state).
  *
+ * Paths are read through io/node-fs.ts (the Node edge); bytes need nothing of Node.
+ *
  * Reads are bounds-checked by the formats before they are issued; `read()` re-checks and throws the
  * format's typed error, so a hostile length can never cause an allocation larger than the file.
  */
-import * as fs from 'node:fs';
+import { nodeFs } from './node-fs.js';
 import { type ErrorClass } from './errors.js';
 
 export type ReadMode = 'auto' | 'whole' | 'per-tensor';
@@ -76,7 +78,7 @@ export class FileSource implements ByteSource {
     return new MemorySource(ab, 0, this.length, this.Err);
   }
   close(): void {
-    if (this.fd !== null) { fs.closeSync(this.fd); this.fd = null; }
+    if (this.fd !== null) { nodeFs().closeSync(this.fd); this.fd = null; }
   }
 }
 
@@ -87,6 +89,7 @@ function checkRange(offset: number, length: number, total: number, Err: ErrorCla
 }
 
 function readFully(fd: number, out: Uint8Array, outOff: number, length: number, position: number, path: string, Err: ErrorClass): void {
+  const fs = nodeFs();
   let done = 0;
   while (done < length) {
     const n = fs.readSync(fd, out, outOff + done, Math.min(CHUNK, length - done), position + done);
@@ -98,7 +101,8 @@ function readFully(fd: number, out: Uint8Array, outOff: number, length: number, 
 /** Open a path as a FileSource (typed 'io' error on failure). */
 export function openFile(path: string, Err: ErrorClass): FileSource {
   let fd: number;
-  try { fd = fs.openSync(path, 'r'); } catch (e) {
+  let fs: ReturnType<typeof nodeFs>;
+  try { fs = nodeFs(); fd = fs.openSync(path, 'r'); } catch (e) {
     throw new Err('io', `cannot open ${path}: ${(e as Error).message}`, { cause: e, file: path });
   }
   try {

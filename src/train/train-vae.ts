@@ -35,14 +35,15 @@ import { mseLoss } from '../tensor/ops/loss.js';
 import { AdamW, type ParamGroup } from '../optim/adamw.js';
 import { clipGradNorm } from '../optim/clip.js';
 import { lrAt, noDecayName } from '../optim/schedule.js';
-import { readSafetensorsFile, writeSafetensors } from '../io/safetensors.js';
+import { writeSafetensors } from '../io/safetensors.js';
+import { VQVAE_FORMAT } from '../vqvae/load.js';
 import { VQVAE } from '../vqvae/vqvae.js';
 import { completeVqvaeConfig, type VqvaeConfig, type VqvaeConfigInput } from '../vqvae/config.js';
 import { DataLoader, type ImageDataset, type LoaderState } from '../data/datasets.js';
 import { restoreCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { findResume, jsonlLogger, resolveRun, runLoopSettings, trainLoop, type StepRecord, type TrainLoopResult, type TrainRunOptions } from './loop.js';
 
-export const VQVAE_FORMAT = 'actvar-vqvae/1';
+export { VQVAE_FORMAT };
 
 /** A small tokenizer for 32×32 grey images: downsample 4 → 8×8 latent, 6 scales (130 tokens). */
 export const DEFAULT_TOKENIZER_CONFIG: Readonly<VqvaeConfigInput> = Object.freeze({
@@ -164,22 +165,6 @@ function vaeParamGroups(vae: VQVAE, wd: number): ParamGroup[] {
     (name === 'quantize.embedding.weight' || noDecayName(name, p.ndim) ? none : decay).push(p);
   }
   return [{ params: decay, weightDecay: wd, wdScale: 1 }, { params: none, weightDecay: 0, wdScale: 0 }].filter((g) => g.params.length);
-}
-
-/** Load a tokenizer written by `actvar train-vae` (the config comes from the file's metadata). */
-export function loadTokenizer(path: string): { vae: VQVAE; metadata: Record<string, string> } {
-  const { tensors, metadata } = readSafetensorsFile(path);
-  if (!metadata || metadata.format !== VQVAE_FORMAT || !metadata.config) {
-    throw new Error(`${path}: not a tokenizer written by \`actvar train-vae\` (metadata format "${metadata?.format ?? 'none'}", expected "${VQVAE_FORMAT}" with a config)`);
-  }
-  const cfg = JSON.parse(metadata.config) as VqvaeConfig;
-  const { downsample: _d, imgSize: _i, ...input } = cfg;
-  try {
-    return { vae: VQVAE.fromStateDict(tensors, input), metadata };
-  } catch (e) {
-    if (e instanceof Error) e.message = `${path}: ${e.message}`;
-    throw e;
-  }
 }
 
 export async function trainVae(opts: TrainVaeOptions): Promise<TrainVaeResult> {

@@ -32,14 +32,14 @@ import { readSafetensorsFile, writeSafetensors } from '../io/safetensors.js';
 import { VAR } from '../var/var.js';
 import { initVarParams } from '../var/init.js';
 import { varParamCount, validateVarConfig, type VarConfig } from '../var/config.js';
-import { varFromStateDict } from '../var/load.js';
+import { VAR_FORMAT } from '../var/load.js';
+import { loadVqvae } from '../vqvae/load.js';
 import type { VQVAE } from '../vqvae/vqvae.js';
 import { DataLoader, type ImageDataset, type LoaderState } from '../data/datasets.js';
 import { restoreCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { findResume, jsonlLogger, resolveRun, runLoopSettings, trainLoop, type StepRecord, type TrainLoopResult, type TrainRunOptions } from './loop.js';
-import { loadTokenizer } from './train-vae.js';
 
-export const VAR_FORMAT = 'actvar-var/1';
+export { VAR_FORMAT };
 
 /** Model size knobs (the rest comes from the tokenizer and the dataset). */
 export interface VarModelOptions {
@@ -225,21 +225,12 @@ export function varConfigFor(vae: VQVAE, numClasses: number, m: VarModelOptions 
   return cfg;
 }
 
-/** Load a VAR written by `actvar train-var` (config from the metadata, checked against the tensors). */
-export function loadTrainedVar(path: string): { var: VAR; metadata: Record<string, string> } {
-  const { tensors, metadata } = readSafetensorsFile(path);
-  if (!metadata || metadata.format !== VAR_FORMAT || !metadata.config) {
-    throw new Error(`${path}: not a VAR written by \`actvar train-var\` (metadata format "${metadata?.format ?? 'none'}", expected "${VAR_FORMAT}" with a config)`);
-  }
-  return { var: varFromStateDict(tensors, JSON.parse(metadata.config) as VarConfig, path), metadata };
-}
-
 export async function trainVar(opts: TrainVarOptions): Promise<TrainVarResult> {
   const { log, train, test, steps } = resolveRun(opts);
 
   let vae: VQVAE, vaeHash: string;
   if (typeof opts.tokenizer === 'string') {
-    vae = loadTokenizer(opts.tokenizer).vae;
+    vae = loadVqvae(opts.tokenizer);
     vaeHash = createHash('sha256').update(readFileSync(opts.tokenizer)).digest('hex');
   } else {
     vae = opts.tokenizer;

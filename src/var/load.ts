@@ -1,17 +1,22 @@
 /**
- * Loading VAR weights: .safetensors (official key names) or the official PyTorch .pth (plain state
- * dict or the trainer checkpoint `{'trainer': {'var_wo_ddp': ...}}`), told apart by magic bytes
- * (zip `PK\x03\x04` → .pth), then by extension. The architecture is inferred from the tensors
- * (`inferVarConfig`); explicit overrides win. Missing, unexpected or mis-shaped keys → ONE error
- * listing all of them. The buffers `lvl_1L`, `attn_bias_for_masking` and `zero_k_bias` are optional;
- * when present they are checked against the values the patch numbers imply (docs/VAR.md §8).
+ * The VAR loader: every file a user may hold, through the one format check of io/weights.ts —
+ * the official PyTorch `.pth` (plain state dict or the trainer checkpoint `{'trainer': {'var_wo_ddp': ...}}`),
+ * official-layout `.safetensors`, and actvar's own `.safetensors` (written by `actvar train-var`), whose metadata
+ * carries `format: actvar-var/1` and the architecture as `config`. Without that metadata the architecture is
+ * inferred from the tensors (`inferVarConfig`); explicit overrides win. Missing, unexpected or mis-shaped keys → ONE
+ * error listing all of them; a NaN/Inf weight → NonFiniteWeightsError naming the tensor. The buffers `lvl_1L`,
+ * `attn_bias_for_masking` and `zero_k_bias` are optional; when present they are checked against the values the
+ * patch numbers imply (docs/VAR.md §8). The returned model's file metadata: `loadedFrom(model)` (io/weights.ts).
  */
-import * as fs from 'node:fs';
 import { Tensor } from '../tensor/index.js';
-import { readSafetensors } from '../io/safetensors.js';
-import { readPthObject, extractStateDict } from '../io/pth.js';
+import { definedOnly, readWeights, recordLoaded } from '../io/weights.js';
 import { inferVarConfig, tokenLayout, type VarConfig } from './config.js';
 import { VAR, varParamShapes, varBufferShapes } from './var.js';
+
+export { detectWeightFormat, loadedFrom, type WeightFormat } from '../io/weights.js';
+
+/** The `format` tag actvar writes into a VAR's safetensors metadata (with `config`: the VarConfig as JSON). */
+export const VAR_FORMAT = 'actvar-var/1';
 
 /** A weight file that does not fit a VAR (missing / unexpected / mis-shaped keys, bad buffers). */
 export class VarWeightsError extends Error {
@@ -19,27 +24,12 @@ export class VarWeightsError extends Error {
   override get name(): string { return 'VarWeightsError'; }
 }
 
-export type WeightFormat = 'safetensors' | 'pth';
+/** The attention mask holds −∞ by design; every other tensor must be finite. */
+const NON_FINITE_BUFFERS: ReadonlySet<string> = new Set(['attn_bias_for_masking']);
 
-/** Zip magic → PyTorch .pth; a plausible safetensors header → safetensors; else by extension. */
-export function detectWeightFormat(path: string): WeightFormat {
-  let head = Buffer.alloc(0);
-  const fd = fs.openSync(path, 'r');
-  try {
-    head = Buffer.alloc(9);
-    const n = fs.readSync(fd, head, 0, 9, 0);
-    head = head.subarray(0, n);
-  } finally { fs.closeSync(fd); }
-  if (head.length >= 4 && head[0] === 0x50 && head[1] === 0x4b && head[2] === 0x03 && head[3] === 0x04) return 'pth';
-  if (head.length >= 9 && head[8] === 0x7b /* '{' */) return 'safetensors';
-  if (/\.(pth|pt|ckpt|bin)$/i.test(path)) return 'pth';
-  return 'safetensors';
-}
-
-/** Read the VAR state dict of a file (for .pth: `trainer.var_wo_ddp` when present, else the top-level dict). */
-export function readVarStateDict(path: string): Map<string, Tensor> {
-  if (detectWeightFormat(path) === 'pth') return extractStateDict(readPthObject(path), 'var');
-  return readSafetensors(path);
+/** Read the VAR state dict of a file or its bytes (for .pth: `trainer.var_wo_ddp` when present, else the top-level dict). */
+export function readVarStateDict(src: string | Uint8Array): Map<string, Tensor> {
+  return readWeights(src, 'var', NON_FINITE_BUFFERS).tensors;
 }
 
 /**
@@ -104,7 +94,12 @@ export function varFromStateDict(sd: Map<string, Tensor>, overrides: Partial<Var
   return new VAR(cfg, sd);
 }
 
-/** Load a VAR from a .safetensors or .pth file. */
-export function loadVar(path: string, overrides: Partial<VarConfig> = {}): VAR {
-  return varFromStateDict(readVarStateDict(path), overrides, path);
+/**
+ * Load a VAR from a path or the file's bytes: official .pth / .safetensors (architecture inferred) or actvar's own
+ * file (architecture from its metadata). `overrides` win over both.
+ */
+export function loadVar(src: string | Uint8Array, overrides: Partial<VarConfig> = {}): VAR {
+  const file = readWeights(src, 'var', NON_FINITE_BUFFERS);
+  const own = file.metadata.format === VAR_FORMAT && file.metadata.config ? JSON.parse(file.metadata.config) as Partial<VarConfig> : {};
+  return recordLoaded(varFromStateDict(file.tensors, { ...own, ...definedOnly(overrides) }, file.source), file);
 }

@@ -1,6 +1,6 @@
 /**
  * `actvar demo` (`npm run demo`): dense VAR and ActVAR side by side on the shipped Fashion-MNIST
- * models — PNG grids, time, measured FLOPs and class accuracy of each (src/eval/demo.ts does the work).
+ * models — PNG grids, time, measured FLOPs and class accuracy of each (src/app/demo.ts does the work).
  *
  *   actvar demo [--models DIR] [--tokenizer FILE] [--var FILE] [--classifier FILE] [--out-dir out/demo]
  *     [--per-class 10] [--cfg 1.5] [--top-k 0] [--top-p 0] [--seed 0] [--token-rates a,b]
@@ -10,7 +10,7 @@
  */
 import { Command } from 'commander';
 import { announceBackend } from '../../backend/node.js';
-import { runDemo, demoJson, formatDemo, DEMO_DEFAULTS, DEMO_MODEL_FILES } from '../../eval/demo.js';
+import { runDemo, demoJson, formatDemo, DEMO_DEFAULTS, DEMO_MODEL_FILES } from '../../app/demo.js';
 import { listOption, numberOption, intOpt, nonNegInt } from './flops.js';
 
 interface Flags {

@@ -35,9 +35,11 @@ import { imageSeed } from '../var/sample.js';
 import type { VQVAE } from '../vqvae/vqvae.js';
 import { ActVAR } from '../actvar/actvar.js';
 import { ActVarConfigError, type ActVarConfig } from '../actvar/config.js';
-import { loadTokenizer } from '../train/train-vae.js';
-import { loadTrainedVar } from '../train/train-var.js';
-import { loadClassifier, predictBatched, CLASSIFIER_IMAGE_SIZE, type Classifier } from './classifier.js';
+import { loadVqvae, VQVAE_FORMAT } from '../vqvae/load.js';
+import { loadVar, VAR_FORMAT } from '../var/load.js';
+import { detectWeightFormat, loadedFrom } from '../io/weights.js';
+import { readSafetensorsHeader } from '../io/safetensors.js';
+import { loadClassifier, predictBatched, CLASSIFIER_IMAGE_SIZE, type Classifier } from '../eval/classifier.js';
 import { FASHION_MNIST_CLASSES, MNIST_CLASSES } from '../data/datasets.js';
 import { makeGrid, encodePng, writeFileAtomic, tensorToImages, type RgbImage } from '../image/png.js';
 import { unreadableFile, unwritableTarget } from '../io/files.js';
@@ -169,6 +171,13 @@ function positiveInt(v: number, what: string): void {
 }
 
 /** Load a model file; a file that is not what it should be is the user's to fix. */
+/** The demo needs actvar's own files (their metadata names the dataset): refuse an official checkpoint. */
+function ownFile(path: string, format: string, what: string): string {
+  const got = detectWeightFormat(path) === 'safetensors' ? readSafetensorsHeader(path).metadata?.format : undefined;
+  if (got !== format) throw new Error(`not ${what} (metadata format "${got ?? 'none'}", expected "${format}")`);
+  return path;
+}
+
 function load<T>(what: string, path: string, fn: () => T): T {
   try { return fn(); } catch (e) {
     const msg = (e as Error).message;
@@ -238,9 +247,10 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
   if (outDir !== null) checkOutDir(outDir);
 
   // ---- models
-  const vqvae: VQVAE = load('tokenizer', paths.tokenizer, () => loadTokenizer(paths.tokenizer).vae);
-  const { var: model, metadata: varMeta } = load('VAR', paths.var, () => loadTrainedVar(paths.var));
-  const clf: Classifier = load('classifier', paths.classifier, () => loadClassifier(paths.classifier).classifier);
+  const vqvae: VQVAE = load('tokenizer', paths.tokenizer, () => loadVqvae(ownFile(paths.tokenizer, VQVAE_FORMAT, 'a tokenizer written by `actvar train-vae`')));
+  const model: VAR = load('VAR', paths.var, () => loadVar(ownFile(paths.var, VAR_FORMAT, 'a VAR written by `actvar train-var`')));
+  const varMeta = loadedFrom(model)!.metadata;
+  const clf: Classifier = load('classifier', paths.classifier, () => loadClassifier(paths.classifier));
   const vc = model.config;
   if (vqvae.Cvae !== vc.Cvae || vqvae.vocabSize !== vc.vocabSize || vqvae.patchNums.join() !== vc.patchNums.join()) {
     throw new DemoError(`the tokenizer ${paths.tokenizer} (Cvae ${vqvae.Cvae}, vocabulary ${vqvae.vocabSize}, patch numbers ${vqvae.patchNums.join(',')}) ` +
