@@ -30,9 +30,22 @@ function buildProgram(): Command {
     .showHelpAfterError('(run with --help for usage)')
     // parse errors: "actvar: error: ...", exit 2 (set before adding commands: subcommands inherit it)
     .configureOutput({ outputError: (str, write) => write(`actvar: ${str}`) })
-    .exitOverride();
+    .exitOverride()
+    .allowExcessArguments(false);
   for (const c of commands) c.register(program);
+  inheritSettings(program);
   return program;
+}
+
+/**
+ * Every command, however attached (`command()` or `addCommand()`), at any depth, shares the program's
+ * error settings: `actvar: error: …`, exit 2, no extra positional arguments.
+ */
+function inheritSettings(parent: Command): void {
+  for (const c of parent.commands) {
+    c.copyInheritedSettings(parent);
+    inheritSettings(c);
+  }
 }
 
 await runCli(async () => {
