@@ -255,6 +255,7 @@ test('issue 18 cases: outputs onto inputs, non-regular outputs, unwritable place
     { args: [...TV, '--token-cache', '/sys/actvar-test-cache'], msg: /--token-cache .*cannot/ },
     { args: [...G, '--actvar', '--actvar-save', '/sys/w.safetensors', '--out', 'o.png'], msg: /--actvar-save .*cannot/ },
     { args: [...G, '--out', 'exists.safetensors/g.png'], msg: /not a directory/ },
+    { args: [...TC, '--data-dir', 'existing-dir'], msg: /train split not found in existing-dir/ }, // after the run folder was made: removed again
     // 3. configurations the models would fail on (and the table above), weights that are not weights
     { args: [...BASE['train-classifier'], '--kernel', '4'], msg: /--kernel must be odd/ },
     { args: [...BASE['train-vae'], '--norm-groups', '7'], msg: /--norm-groups 7 does not divide .* allowed: 1, 2, 4, 8, 16/ },

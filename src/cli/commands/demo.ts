@@ -38,7 +38,7 @@ export function register(program: Command): void {
   addActVarSettingsOptions(cmd);
   addActVarInitOptions(cmd, d.calib)
     .option('--no-actvar', 'the dense model only')
-    .option('--batch <n>', 'images per forward pass', int('--batch', { min: 1, max: 1000 }), d.batch)
+    .option('--batch <n>', 'images per forward pass: memory and speed; the sampled tokens do not depend on it, decoded pixels may differ by one level (the decoder runs on the whole batch)', int('--batch', { min: 1, max: 1000 }), d.batch)
     .option('--repeats <n>', 'timed runs of every batch in each mode, the fastest counts', int('--repeats', { min: 1, max: 100 }), d.repeats)
     .option('--json', 'summary on stderr, one JSON line on stdout')
     .option('--quiet', 'no progress lines')

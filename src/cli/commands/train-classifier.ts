@@ -10,7 +10,7 @@ import { announceBackend } from '../../backend/index.js';
 import { IMAGE_SIZE } from '../../data/datasets.js';
 import { UserError } from '../errors.js';
 import { int } from '../options.js';
-import { addTrainRunOptions, finishTrainRun, parseTrainRunOptions, writeRunSummary, type TrainRunFlags, type TrainRunFlagSpec } from './train-common.js';
+import { addTrainRunOptions, parseTrainRunOptions, trainWithPlan, writeRunSummary, type TrainRunFlags, type TrainRunFlagSpec } from './train-common.js';
 
 interface Flags extends TrainRunFlags { augmentShift: number; c1: number; c2: number; hidden: number; kernel: number }
 
@@ -45,14 +45,12 @@ export function trainClassifierCommand(): Command {
     if (f.kernel % 2 !== 1) throw new UserError(`--kernel must be odd (same-size convolutions): 1, 3, 5, … up to ${IMAGE_SIZE - 1}; got ${f.kernel}`);
     const t = parseTrainRunOptions('train-classifier', f, SHARED);
     const run = t.run;
-    t.plan.prepare();
     announceBackend();
-    const r = await trainClassifier({
+    const r = await trainWithPlan(t, () => trainClassifier({
       ...run, augmentShift: f.augmentShift, config: { c1: f.c1, c2: f.c2, hidden: f.hidden, kernel: f.kernel },
-    });
+    }));
     if (f.json) {
       writeRunSummary(r.loop, run.steps, { test_accuracy: r.test.accuracy, test_loss: r.test.loss, test_n: r.test.n }, r.classifier.numParams, run.out);
     }
-    finishTrainRun(t, r.loop);
   });
 }

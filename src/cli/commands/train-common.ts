@@ -111,7 +111,7 @@ export interface TrainRun {
  * --train-limit leaves) resolved to a step count; --warmup and --stop-at within it; --resume needs
  * --ckpt-dir, which must be a checkpoint folder of its own. The outputs (--out, default
  * `runs/<command>-<time>/<file>`, --log, --ckpt-dir and the command's `extra` ones) go through the
- * output policy; `inputs` are the files the command reads. Call `plan.prepare()` right before training.
+ * output policy; `inputs` are the files the command reads. Train through `trainWithPlan`.
  */
 export function parseTrainRunOptions(
   command: string, f: TrainRunFlags, spec: TrainRunFlagSpec,
@@ -162,9 +162,16 @@ function checkCheckpointDir(dir: string, resume: boolean, force: boolean): void 
   }
 }
 
-/** After training: a run stopped early wrote no weights, so the folders made for them go again (when still empty). */
-export function finishTrainRun(t: TrainRun, loop: TrainLoopResult): void {
-  if (loop.interrupted) t.plan.cleanup();
+/**
+ * Create the outputs' folders, then train: a run that fails, or stops early (no weights written),
+ * removes the folders made for it again (when still empty).
+ */
+export async function trainWithPlan<R extends { loop: TrainLoopResult }>(t: TrainRun, train: () => Promise<R>): Promise<R> {
+  t.plan.prepare();
+  let r: R;
+  try { r = await train(); } catch (e) { t.plan.cleanup(); throw e; }
+  if (r.loop.interrupted) t.plan.cleanup();
+  return r;
 }
 
 /**

@@ -9,7 +9,7 @@ import { announceBackend } from '../../backend/index.js';
 import { completeVqvaeConfig } from '../../vqvae/config.js';
 import { UserError } from '../errors.js';
 import { int, intList, num } from '../options.js';
-import { addTrainRunOptions, finishTrainRun, parseTrainRunOptions, writeRunSummary, type TrainRunFlags, type TrainRunFlagSpec } from './train-common.js';
+import { addTrainRunOptions, parseTrainRunOptions, trainWithPlan, writeRunSummary, type TrainRunFlags, type TrainRunFlagSpec } from './train-common.js';
 
 interface Flags extends TrainRunFlags {
   clip: number; restartEvery: number; deadFraction: number;
@@ -61,22 +61,20 @@ export function trainVaeCommand(): Command {
     checkTokenizerFlags(f);
     const t = parseTrainRunOptions('train-vae', f, SHARED);
     const run = t.run;
-    t.plan.prepare();
     announceBackend();
-    const r = await trainVae({
+    const r = await trainWithPlan(t, () => trainVae({
       ...run, clip: f.clip, restartEvery: f.restartEvery, deadFraction: f.deadFraction, finalEvalSamples: f.finalEvalSamples,
       config: {
         ch: f.ch, chMult: f.chMult, numResBlocks: f.resBlocks, usingSa: !!f.attn, usingMidSa: !!f.midAttn, Cvae: f.cvae,
         vocabSize: f.vocab, patchNums: f.patchNums, quantResi: f.quantResi, shareQuantResi: f.shareQuantResi, normGroups: f.normGroups, beta: f.beta,
       },
-    });
+    }));
     if (f.json) {
       writeRunSummary(r.loop, run.steps, {
         test_mse: r.test.mse, codebook_usage: r.test.usage, usage_per_scale: r.test.usagePerScale, perplexity: r.test.perplexity, test_n: r.test.n,
         dead_codes_restarted: r.restarts,
       }, r.vae.parameters().reduce((s, p) => s + p.size, 0), run.out);
     }
-    finishTrainRun(t, r.loop);
   });
 }
 

@@ -9,7 +9,7 @@ import { loadTokenizer } from '../../train/train-vae.js';
 import { unreadableFile } from '../../io/files.js';
 import { UserError } from '../errors.js';
 import { int, num, path } from '../options.js';
-import { addTrainRunOptions, finishTrainRun, parseTrainRunOptions, writeRunSummary, type TrainRunFlags, type TrainRunFlagSpec } from './train-common.js';
+import { addTrainRunOptions, parseTrainRunOptions, trainWithPlan, writeRunSummary, type TrainRunFlags, type TrainRunFlagSpec } from './train-common.js';
 
 interface Flags extends TrainRunFlags {
   tokenizer: string; depth: number; width: number; heads?: number; mlpRatio: number; dropPath: number; condDrop: number; alng: number;
@@ -59,19 +59,17 @@ export function trainVarCommand(): Command {
     checkVarFlags(f);
     const t = parseTrainRunOptions('train-var', f, SHARED, { inputs: [['--tokenizer', f.tokenizer]], dirs: [['--token-cache', f.tokenCache]] });
     const run = t.run;
-    t.plan.prepare();
     announceBackend();
-    const r = await trainVar({
+    const r = await trainWithPlan(t, () => trainVar({
       ...run, tokenizer: f.tokenizer,
       model: { depth: f.depth, width: f.width, heads: f.heads, mlpRatio: f.mlpRatio, dropPathRate: f.dropPath, condDropRate: f.condDrop, initAdalnGamma: f.alng },
       weightDecayEnd: f.wdEnd, endFactor: f.wpe, clip: f.clip, labelSmoothing: f.ls, finalEvalSamples: f.finalEvalSamples, tokenCacheDir: f.tokenCache,
-    });
+    }));
     if (f.json) {
       writeRunSummary(r.loop, run.steps, {
         test_loss: r.test.loss, test_token_acc: r.test.acc, test_acc_per_scale: r.test.accPerScale, test_n: r.test.n,
       }, [...r.var.params.values()].reduce((s, p) => s + p.size, 0), run.out);
     }
-    finishTrainRun(t, r.loop);
   });
 }
 
