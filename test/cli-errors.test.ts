@@ -25,6 +25,7 @@ import { VAR_FORMAT, varConfigFor } from '../src/train/train-var.js';
 import { Classifier, CLASSIFIER_FORMAT } from '../src/eval/classifier.js';
 import { DEMO_MODEL_FILES } from '../src/eval/demo.js';
 import { findResume } from '../src/train/loop.js';
+import { resolveCheckpoint } from '../src/train/checkpoint.js';
 import { buildProgram } from '../src/cli/program.js';
 import { keepOnFailure, OutputPlan } from '../src/cli/outputs.js';
 import { reportError } from '../src/cli/errors.js';
@@ -34,6 +35,8 @@ const cli = path.join(repoRoot, 'dist/src/cli/main.js');
 const VAR_FILE = path.join(tinyDir, 'var_state_dict.safetensors');
 const VAE_FILE = path.join(tinyDir, 'vqvae_state_dict.safetensors');
 
+/** Child processes still running (killed in `after`). */
+const children = new Set<ReturnType<typeof spawn>>();
 let dir = '';
 const TOK = `models/${DEMO_MODEL_FILES.tokenizer}`;
 const CLF = `models/${DEMO_MODEL_FILES.classifier}`;
@@ -63,7 +66,12 @@ before(() => {
   fs.writeFileSync(path.join(dir, 'ck-old', 'latest.json'), '{}');
 });
 
-after(() => { process.chdir(repoRoot); fs.rmSync(dir, { recursive: true, force: true }); fs.rmSync(modelsRun.dir, { recursive: true, force: true }); });
+after(() => {
+  for (const p of children) p.kill('SIGKILL'); // a filtered run does not wait for the training run
+  process.chdir(repoRoot);
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.rmSync(modelsRun.dir, { recursive: true, force: true });
+});
 
 /**
  * `actvar train-classifier --steps 1` in a folder holding a copy of the shipped models/, started
@@ -98,6 +106,8 @@ function inputsHash(): string {
 function runAsync(args: string[], cwd: string): Promise<{ code: number | null; stderr: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, [cli, ...args], { cwd, stdio: ['ignore', 'ignore', 'pipe'] });
+    children.add(p);
+    p.on('exit', () => children.delete(p));
     let stderr = '';
     const timer = setTimeout(() => p.kill('SIGKILL'), 120_000);
     p.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
@@ -317,7 +327,7 @@ test('a final write that fails keeps the result elsewhere and says where', () =>
   }
 });
 
-test('output plan: prepare creates missing folders, cleanup removes them; resume without a checkpoint folder starts over', () => {
+test('output plan: prepare creates missing folders, cleanup removes them; resume without a checkpoint folder starts over, without a pointer takes the newest step', () => {
   const d = fs.mkdtempSync(path.join(os.tmpdir(), 'actvar-plan-'));
   try {
     const plan = new OutputPlan().file('--out', path.join(d, 'a', 'b', 'c.png')).dir('--out-dir', path.join(d, 'x'));
@@ -329,6 +339,13 @@ test('output plan: prepare creates missing folders, cleanup removes them; resume
     const lines: string[] = [];
     assert.equal(findResume(path.join(d, 'never-created'), true, {}, 'train-x', (s) => lines.push(s)), null);
     assert.match(lines.join('\n'), /no checkpoint .* yet, starting from scratch/);
+    // step folders without a (valid) pointer: the newest is used, never a step folder as --ckpt-dir (saves would nest)
+    const ck = path.join(d, 'ck');
+    fs.mkdirSync(path.join(ck, 'step-00000002'), { recursive: true });
+    fs.mkdirSync(path.join(ck, 'step-00000004'));
+    assert.equal(resolveCheckpoint(ck), path.join(ck, 'step-00000004'));
+    fs.writeFileSync(path.join(ck, 'latest.json'), '{trunc');
+    assert.equal(resolveCheckpoint(ck), path.join(ck, 'step-00000004'));
   } finally {
     fs.rmSync(d, { recursive: true, force: true });
   }
