@@ -138,7 +138,7 @@ export function addSamplingOptions(cmd: Command, seedHelp = 'sampling seed (each
 // ---------------------------------------------------------------------------------------------
 // ActVAR
 
-const rateHint = (n: number): string | undefined => (n > 1 && n <= 100 ? `rates are fractions, e.g. 0.75 for 75%` : undefined);
+const rateHint = (n: number): string | undefined => (n > 1 && n <= 100 ? `rates are fractions in (0, 1], e.g. 0.75 for 75%` : undefined);
 
 /** ActVAR settings flags (defaults in src/actvar/config.ts). */
 export function addActVarSettingsOptions(cmd: Command): Command {
