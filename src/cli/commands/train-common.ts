@@ -85,7 +85,7 @@ export function addTrainRunOptions(cmd: Command, spec: TrainRunFlagSpec, own: Ow
   own.afterSeed?.(cmd);
   cmd
     .option('--eval-every <n>', spec.evalEveryHelp ?? 'evaluate on the test subset every n steps (default: 5 times per run)', int('--eval-every', { min: 1, max: 1e9 }))
-    .option('--eval-samples <n>', `${spec.evalSamples.help} (at most the 10,000 of the test split)`, int('--eval-samples', { min: 1, max: 10_000 }), spec.evalSamples.default);
+    .option('--eval-samples <n>', spec.evalSamples.help, int('--eval-samples', { min: 1, max: 10_000 }), spec.evalSamples.default);
   own.afterEval?.(cmd);
   return cmd
     .option('--ckpt-dir <dir>', 'write resumable checkpoints here (a folder of its own: latest.json + step-N folders)', path('--ckpt-dir'))
