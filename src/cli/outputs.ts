@@ -133,14 +133,16 @@ export class OutputPlan {
           if (t.noClobber && !t.force) throw new UserError(`${where}: the file exists; add --force to replace it, or give another path`);
         }
       }
-      // the folder it goes into (or, for a folder, its nearest existing ancestor) must be a writable folder
-      const { dir, missing } = existingAncestor(t.abs);
-      const st = statOrNull(dir);
-      if (!st?.isDirectory()) throw new UserError(`${where}: ${dir} is ${st ? kindOf(st) : 'missing'}, not a directory`);
-      if (missing.length + (t.kind === 'dir' && !lst ? 1 : 0) > MAX_NEW_DEPTH) {
-        throw new UserError(`${where}: would create more than ${MAX_NEW_DEPTH} nested directories below ${dir}`);
+      // the folder it goes into (or, for a missing folder, its nearest existing ancestor) must be a writable folder
+      if (!(t.kind === 'dir' && lst)) {
+        const { dir, missing } = existingAncestor(t.abs);
+        const st = statOrNull(dir);
+        if (!st?.isDirectory()) throw new UserError(`${where}: ${dir} is ${st ? kindOf(st) : 'missing'}, not a directory`);
+        if (missing.length + (t.kind === 'dir' ? 1 : 0) > MAX_NEW_DEPTH) {
+          throw new UserError(`${where}: would create more than ${MAX_NEW_DEPTH} nested directories below ${dir}`);
+        }
+        try { fs.accessSync(dir, fs.constants.W_OK); } catch { throw new UserError(`${where}: cannot write there (${dir} is not a writable directory)`); }
       }
-      try { fs.accessSync(dir, fs.constants.W_OK); } catch { throw new UserError(`${where}: cannot write there (${dir} is not a writable directory)`); }
       const key = canonical(t.abs);
       const prev = seen.get(key);
       if (prev) throw new UserError(`${where} and ${prev.flag} ${prev.given} name the same ${t.kind === 'dir' && prev.kind === 'dir' ? 'directory' : 'path'}; give each output its own path`);
