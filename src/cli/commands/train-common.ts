@@ -1,7 +1,9 @@
 /**
  * The flags that `actvar train-classifier`, `train-vae` and `train-var` share (data, run length,
  * optimiser, evaluation, checkpoints, output), their parsing into the trainers' `TrainRunOptions`
- * (src/train/loop.ts), and the `--json` summary line. Each command file declares only its own flags.
+ * (src/train/loop.ts) with every output through the output policy (../outputs.ts: `runs/<command>-<time>/`
+ * by default, `--force` to replace a file), and the `--json` summary line. Values are parsed by
+ * ../options.ts; each command file declares only its own flags and checks its model configuration.
  */
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
