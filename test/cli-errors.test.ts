@@ -270,6 +270,7 @@ test('issue 18 cases: outputs onto inputs, non-regular outputs, unwritable place
     { args: [...BASE['train-classifier'], '--kernel', '4'], msg: /--kernel must be odd/ },
     { args: [...BASE['train-vae'], '--norm-groups', '7'], msg: /--norm-groups 7 does not divide .* allowed: 1, 2, 4, 8, 16/ },
     { args: [...TV, '--heads', '3'], msg: /--heads 3 does not divide --width 128; allowed: / },
+    { args: [...TV, '--depth', '64', '--width', '4096', '--heads', '64'], msg: /M parameters need .* GiB for weights, gradients and AdamW moments alone/ },
     { args: [...TV, '--tokenizer', 'missing.safetensors'], msg: /--tokenizer missing\.safetensors: missing/ },
     { args: [...G, '--actvar', '--actvar-weights', 'corrupt.safetensors'], msg: /cannot load --actvar-weights/ },
     { args: [...G, '--actvar', '--experts', '7'], msg: /experts \(7\) must divide/ },

@@ -2,11 +2,13 @@
  * `actvar train-var`: train a class-conditional VAR by teacher forcing on a trained tokenizer
  * (var-reference.md §7; src/train/train-var.ts does the work; the shared flags are in train-common.ts).
  */
+import * as os from 'node:os';
 import { Command } from 'commander';
 import { announceBackend } from '../../backend/index.js';
 import { trainVar, varConfigFor } from '../../train/train-var.js';
 import { loadTokenizer } from '../../train/train-vae.js';
 import { unreadableFile } from '../../io/files.js';
+import { varParamCount } from '../../var/config.js';
 import { UserError } from '../errors.js';
 import { int, num, path } from '../options.js';
 import { addTrainRunOptions, parseTrainRunOptions, trainWithPlan, writeRunSummary, type TrainRunFlags, type TrainRunFlagSpec } from './train-common.js';
@@ -88,9 +90,16 @@ function checkVarFlags(f: Flags): void {
   }
   let vae;
   try { vae = loadTokenizer(f.tokenizer).vae; } catch (e) { throw new UserError(`cannot load --tokenizer ${f.tokenizer}: ${(e as Error).message}`); }
+  let config;
   try {
-    varConfigFor(vae, 10, { depth: f.depth, width: f.width, heads: f.heads, mlpRatio: f.mlpRatio, dropPathRate: f.dropPath, condDropRate: f.condDrop });
+    config = varConfigFor(vae, 10, { depth: f.depth, width: f.width, heads: f.heads, mlpRatio: f.mlpRatio, dropPathRate: f.dropPath, condDropRate: f.condDrop });
   } catch (e) {
     throw new UserError(`invalid VAR configuration: ${(e as Error).message}`);
+  }
+  // weights, gradients and AdamW's two moments, float32: 16 bytes per parameter before any activation
+  const params = varParamCount(config), bytes = params * 16, limit = os.totalmem() / 2;
+  if (bytes > limit) {
+    throw new UserError(`--depth ${f.depth} --width ${f.width}: ${(params / 1e6).toFixed(0)}M parameters need ${(bytes / 2 ** 30).toFixed(1)} GiB ` +
+      `for weights, gradients and AdamW moments alone, more than half of this machine's ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB; choose a smaller model`);
   }
 }
