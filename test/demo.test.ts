@@ -183,7 +183,7 @@ test('unsuitable inputs are user errors (DemoError) before anything is written',
   // a commander parse error exits 2 as well
   const r = runCli(['--models', models, '--per-class', 'x']);
   assert.equal(r.code, 2);
-  assert.match(r.stderr, /--per-class must be a positive integer/);
+  assert.match(r.stderr, /actvar: error: .*--per-class must be an integer in \[1, 100\]/);
 });
 
 test('the shipped models (when present): class accuracy >= 70% in both modes, ActVAR saves FLOPs', (t) => {

@@ -60,20 +60,24 @@ test('generate --top-k 1 with the fixture weights writes the official idx_BL, th
   }
 });
 
-test('generate: sampled tokens do not depend on --batch; --per-class repeats classes', TINY, () => {
+test('generate: tokens and images do not depend on --batch (same bytes); --per-class repeats classes', TINY, () => {
   const dir = tmp();
   try {
     const common = ['--var', VAR_FILE, '--vae', VAE_FILE, '--classes', '2,9', '--per-class', '2', '--top-k', '20', '--top-p', '0.9', '--seed', '11', '--quiet'];
-    const a = run([...common, '--batch', '4', '--tokens-out', 'a.json'], dir);
-    const b = run([...common, '--batch', '1', '--tokens-out', 'b.json'], dir);
+    const a = run([...common, '--batch', '4', '--tokens-out', 'a.json', '--out', 'a.png'], dir);
+    const b = run([...common, '--batch', '1', '--tokens-out', 'b.json', '--out', 'b.png'], dir);
+    const c = run([...common, '--batch', '3', '--out', 'c.png'], dir);
     assert.equal(a.code, 0, a.stderr);
     assert.equal(b.code, 0, b.stderr);
+    assert.equal(c.code, 0, c.stderr);
+    assert.ok(fs.readFileSync(path.join(dir, 'a.png')).equals(fs.readFileSync(path.join(dir, 'b.png'))), '--batch 4 and 1: same PNG bytes');
+    assert.ok(fs.readFileSync(path.join(dir, 'a.png')).equals(fs.readFileSync(path.join(dir, 'c.png'))), '--batch 4 and 3: same PNG bytes');
     const ta = JSON.parse(fs.readFileSync(path.join(dir, 'a.json'), 'utf8')).idx_BL as number[][];
     const tb = JSON.parse(fs.readFileSync(path.join(dir, 'b.json'), 'utf8')).idx_BL as number[][];
     assert.equal(ta.length, 4);
     assert.deepEqual(ta, tb);
     assert.notDeepEqual(ta[0], ta[1], 'two images of one class differ (own RNG streams)');
-    assert.deepEqual(fs.readdirSync(dir).sort(), ['a.json', 'b.json'], 'only the requested outputs are written');
+    assert.deepEqual(fs.readdirSync(dir).sort(), ['a.json', 'a.png', 'b.json', 'b.png', 'c.png'], 'only the requested outputs are written');
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
@@ -86,10 +90,10 @@ test('generate: bad input exits non-zero with a clear message and writes nothing
     const base = ['--var', VAR_FILE, '--vae', VAE_FILE];
     const cases: [string[], RegExp][] = [
       [[...base, '--classes', '3,10'], /unknown class id 10: this model has classes 0\.\.9/],
-      [[...base, '--classes', '3', '--cfg', '-1'], /--cfg must be a number >= 0/],
-      [[...base, '--classes', '3', '--top-p', '1.5'], /--top-p must be in \[0, 1\]/],
-      [[...base, '--classes', '3', '--top-k', '-1'], /--top-k must be an integer >= 0/],
-      [[...base, '--classes', 'a,b'], /class ids/],
+      [[...base, '--classes', '3', '--cfg', '-1'], /--cfg must be a number in \[0, 1000\]/],
+      [[...base, '--classes', '3', '--top-p', '1.5'], /--top-p must be a number in \[0, 1\]/],
+      [[...base, '--classes', '3', '--top-k', '-1'], /--top-k must be an integer in \[0, /],
+      [[...base, '--classes', 'a,b'], /--classes must be a comma-separated list, each an integer/],
       [['--var', path.join(dir, 'missing.safetensors'), '--vae', VAE_FILE, '--classes', '3'], /--var .*missing\.safetensors: cannot read the file \(ENOENT\)/],
       [['--var', VAE_FILE, '--vae', VAE_FILE, '--classes', '3'], /cannot load --var .*(cannot infer the VAR architecture|blocks)/],
       [['--var', VAR_FILE, '--vae', VAR_FILE, '--classes', '3'], /cannot load --vae/],

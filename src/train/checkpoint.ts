@@ -225,7 +225,10 @@ export function resolveCheckpoint(path: string): string | null {
   if (existsSync(ptr)) {
     let rec: { format?: string; path?: string };
     try { rec = JSON.parse(readFileSync(ptr, 'utf8')); } catch (e) {
-      throw new CheckpointError(`checkpoint pointer ${ptr} is not valid JSON (${(e as Error).message}); point --resume at one of the step folders instead: ${listCheckpoints(p).join(', ') || 'none found'}`);
+      // the newest step folder (verified on load); never suggest a step folder as the checkpoint folder (saves would nest in it)
+      const newest = listCheckpoints(p)[0];
+      if (newest) return newest;
+      throw new CheckpointError(`checkpoint pointer ${ptr} is not valid JSON (${(e as Error).message}) and ${path} holds no step folder`);
     }
     if (rec.format !== CHECKPOINT_FORMAT || typeof rec.path !== 'string') {
       throw new CheckpointError(`checkpoint pointer ${ptr} is not an ${CHECKPOINT_FORMAT} pointer`);
@@ -237,9 +240,8 @@ export function resolveCheckpoint(path: string): string | null {
     if (fallback) return fallback;
     throw new CheckpointError(`checkpoint pointer ${ptr} names ${rec.path}, which is missing`);
   }
-  const any = listCheckpoints(p);
-  if (any.length) throw new CheckpointError(`checkpoint folder ${path} has no ${POINTER} (step folders present: ${any.join(', ')}); pass one of them explicitly`);
-  return null;
+  // step folders without a pointer (a crash between a first save's rename and its commit): the newest, verified on load
+  return listCheckpoints(p)[0] ?? null;
 }
 
 /** Load and verify a checkpoint (a step folder, or a checkpoint folder via its latest.json). */

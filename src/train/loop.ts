@@ -7,7 +7,7 @@
  * The loop owns no model state and draws no random numbers, so it never perturbs the loss
  * trajectory: what happens at step i depends only on the caller's `trainStep(i)`.
  */
-import { appendFileSync, mkdirSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import cliProgress from 'cli-progress';
 import { loadDataset, type DatasetName, type ImageDataset } from '../data/datasets.js';
@@ -208,6 +208,12 @@ export interface TrainRunOptions {
   stopAt?: number;
   /** Write the final weights here (safetensors with the config in the metadata); not when stopped early. */
   out?: string;
+  /**
+   * How the final weights reach `out`: called with `out` and a writer that writes the file at any
+   * path (default: create the folder, write `out` directly). The CLI passes its output policy here
+   * (temp file first; on failure the weights are kept elsewhere).
+   */
+  writeOut?: (out: string, write: (path: string) => void) => void;
   /** Append one JSON line per step and per evaluation. */
   logFile?: string;
   progress?: ProgressMode;
@@ -237,6 +243,14 @@ export function runLoopSettings(name: string, opts: TrainRunOptions, steps: numb
   };
 }
 
+/** Write the final weights through `opts.writeOut`, or straight into `out` (creating its folder). */
+export function writeFinal(opts: TrainRunOptions, write: (path: string) => void): void {
+  const out = opts.out!;
+  if (opts.writeOut) { opts.writeOut(out, write); return; }
+  mkdirSync(dirname(out), { recursive: true });
+  write(out);
+}
+
 /** Append-one-JSON-line-per-record logger (a no-op without a path). */
 export function jsonlLogger(path?: string): (rec: Record<string, unknown>) => void {
   if (!path) return () => {};
@@ -252,7 +266,8 @@ export function jsonlLogger(path?: string): (rec: Record<string, unknown>) => vo
 export function findResume(ckptDir: string | undefined, resume: boolean | undefined, signature: Record<string, unknown>, name: string, log: (s: string) => void): LoadedCheckpoint | null {
   if (!resume) return null;
   if (!ckptDir) throw new CheckpointError(`${name}: --resume needs a checkpoint folder (--ckpt-dir)`);
-  const found = resolveCheckpoint(ckptDir);
+  // a run killed before its first checkpoint never created the folder: start over
+  const found = existsSync(ckptDir) ? resolveCheckpoint(ckptDir) : null;
   if (!found) { log(`${name}: no checkpoint in ${ckptDir} yet, starting from scratch`); return null; }
   const ck = loadCheckpoint(found);
   const saved = ck.extra.signature as Record<string, unknown> | undefined;

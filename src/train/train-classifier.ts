@@ -8,8 +8,6 @@
  * Evaluation draws no random numbers. A resumed run therefore reproduces the uninterrupted loss
  * trajectory bit for bit.
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { Tensor } from '../tensor/tensor.js';
 import { Rng } from '../tensor/rng.js';
 import { AdamW } from '../optim/adamw.js';
@@ -18,7 +16,7 @@ import { writeSafetensors } from '../io/safetensors.js';
 import { Classifier, evaluateClassifier, CLASSIFIER_FORMAT, type ClassifierConfig } from '../eval/classifier.js';
 import { DataLoader, IMAGE_SIZE, type LoaderState } from '../data/datasets.js';
 import { restoreCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { findResume, jsonlLogger, resolveRun, runLoopSettings, trainLoop, type StepRecord, type TrainLoopResult, type TrainRunOptions } from './loop.js';
+import { findResume, jsonlLogger, resolveRun, runLoopSettings, trainLoop, type StepRecord, type TrainLoopResult, type TrainRunOptions, writeFinal } from './loop.js';
 
 /**
  * Defaults: batchSize 64, lr 2e-3, weightDecay 1e-4 on the weights (biases get none), warmupSteps 2%
@@ -128,15 +126,14 @@ export async function trainClassifier(opts: TrainClassifierOptions): Promise<Tra
     `${result.samplesPerSec.toFixed(1)} img/s (${result.stepsPerSec.toFixed(2)} steps/s); ` +
     `test accuracy ${(full.accuracy * 100).toFixed(2)}% on ${full.n} images, test loss ${full.loss.toFixed(4)}`);
   if (opts.out && !result.interrupted) {
-    mkdirSync(dirname(opts.out), { recursive: true });
-    writeSafetensors(opts.out, clf.params, {
+    writeFinal(opts, (path) => writeSafetensors(path, clf.params, {
       format: CLASSIFIER_FORMAT,
       config: JSON.stringify(clf.config),
       dataset: train.name,
       image_size: String(IMAGE_SIZE),
       steps: String(steps),
       test_accuracy: full.accuracy.toFixed(4),
-    });
+    }));
     log(`train-classifier: wrote ${opts.out}`);
   }
   return { classifier: clf, history: result.history, loop: result, startStep, test: full };

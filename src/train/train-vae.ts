@@ -25,8 +25,6 @@
  * decode, clamped, as VAR will see them) and codebook usage: the fraction of codes used on the
  * test subset, overall and per scale, and the perplexity exp(H(usage)).
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/rng.js';
 import { add, sub } from '../tensor/ops/elementwise.js';
@@ -41,7 +39,7 @@ import { VQVAE } from '../vqvae/vqvae.js';
 import { completeVqvaeConfig, type VqvaeConfig, type VqvaeConfigInput } from '../vqvae/config.js';
 import { DataLoader, type ImageDataset, type LoaderState } from '../data/datasets.js';
 import { restoreCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { findResume, jsonlLogger, resolveRun, runLoopSettings, trainLoop, type StepRecord, type TrainLoopResult, type TrainRunOptions } from './loop.js';
+import { findResume, jsonlLogger, resolveRun, runLoopSettings, trainLoop, type StepRecord, type TrainLoopResult, type TrainRunOptions, writeFinal } from './loop.js';
 
 export { VQVAE_FORMAT };
 
@@ -249,11 +247,10 @@ export async function trainVae(opts: TrainVaeOptions): Promise<TrainVaeResult> {
     `${result.samplesPerSec.toFixed(1)} img/s (${result.stepsPerSec.toFixed(3)} steps/s); test reconstruction MSE ${full.mse.toFixed(5)} on ${full.n} images ` +
     `(tokenized, [−1,1] scale); codebook usage ${(full.usage * 100).toFixed(1)}% (per scale ${full.usagePerScale.map((u) => (u * 100).toFixed(0) + '%').join(' ')}), perplexity ${full.perplexity.toFixed(1)}; ${restarts} dead codes restarted`);
   if (opts.out && !result.interrupted) {
-    mkdirSync(dirname(opts.out), { recursive: true });
-    writeSafetensors(opts.out, params, {
+    writeFinal(opts, (path) => writeSafetensors(path, params, {
       format: VQVAE_FORMAT, config: JSON.stringify(config), dataset: train.name, steps: String(steps),
       test_mse: full.mse.toFixed(6), codebook_usage: full.usage.toFixed(4), perplexity: full.perplexity.toFixed(2),
-    });
+    }));
     log(`train-vae: wrote ${opts.out}`);
   }
   return { vae, history: result.history, loop: result, startStep, test: full, restarts };

@@ -37,7 +37,7 @@ import { loadVqvae } from '../vqvae/load.js';
 import type { VQVAE } from '../vqvae/vqvae.js';
 import { DataLoader, type ImageDataset, type LoaderState } from '../data/datasets.js';
 import { restoreCheckpoint, saveCheckpoint } from './checkpoint.js';
-import { findResume, jsonlLogger, resolveRun, runLoopSettings, trainLoop, type StepRecord, type TrainLoopResult, type TrainRunOptions } from './loop.js';
+import { findResume, jsonlLogger, resolveRun, runLoopSettings, trainLoop, type StepRecord, type TrainLoopResult, type TrainRunOptions, writeFinal } from './loop.js';
 
 export { VAR_FORMAT };
 
@@ -311,12 +311,11 @@ export async function trainVar(opts: TrainVarOptions): Promise<TrainVarResult> {
     `${result.samplesPerSec.toFixed(1)} img/s (${result.stepsPerSec.toFixed(3)} steps/s); test token loss ${full.loss.toFixed(4)}, ` +
     `token accuracy ${(full.acc * 100).toFixed(2)}% on ${full.n} images (per scale ${full.accPerScale.map((a) => (a * 100).toFixed(0) + '%').join(' ')})`);
   if (opts.out && !result.interrupted) {
-    mkdirSync(dirname(opts.out), { recursive: true });
-    writeSafetensors(opts.out, model.stateDict(), {
+    writeFinal(opts, (path) => writeSafetensors(path, model.stateDict(), {
       format: VAR_FORMAT, config: JSON.stringify(config), dataset: train.name, steps: String(steps),
       tokenizer_sha256: vaeHash, ...(typeof opts.tokenizer === 'string' ? { tokenizer: opts.tokenizer } : {}),
       test_loss: full.loss.toFixed(5), test_token_acc: full.acc.toFixed(5),
-    });
+    }));
     log(`train-var: wrote ${opts.out}`);
   }
   return { var: model, history: result.history, loop: result, startStep, test: full };

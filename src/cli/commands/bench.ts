@@ -1,16 +1,17 @@
 /**
- * `actvar bench <what>`: micro-benchmarks. Each subcommand is one entry of `benchSubcommands`;
- * to add one, write `{ name, description, configure(cmd) { cmd.option(...) }, run(opts) {...} }`
- * (in its own module if it is big) and append it to the table. Parsing helpers below
- * (`intOption`, `shapeOption`) turn bad values into clear commander errors.
+ * `actvar bench <what>`: micro-benchmarks, one entry of `benchSubcommands` each (`gemm`, `actvar`);
+ * to add one, write `{ name, description, configure(cmd) { cmd.option(...) }, run(opts) {...} }` and
+ * append it to the table. Flags use the parsers of ../options.ts.
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, Option } from 'commander';
 import { backend } from '../../backend/index.js';
 import { announceBackend } from '../../backend/node.js';
 import { Tensor, noGrad, linear } from '../../tensor/index.js';
 import { Rng } from '../../tensor/rng.js';
 import { UserError } from '../errors.js';
-import { actvarBenchSubcommand } from './actvar-options.js';
+import { addActVarSettingsOptions, actvarSettings, int, intList } from '../options.js';
+import { ActVarConfigError } from '../../actvar/config.js';
+import { benchActVar, type ActVarBenchResult } from '../../../bench/actvar.js';
 
 export interface BenchSubcommand {
   /** Subcommand name: `actvar bench <name>`. */
@@ -20,27 +21,6 @@ export interface BenchSubcommand {
   configure(cmd: Command): void;
   /** Run it with commander's parsed options. */
   run(opts: Record<string, unknown>, cmd: Command): Promise<void> | void;
-}
-
-/** Parser for a positive integer option. */
-export function intOption(min = 1): (value: string) => number {
-  return (value: string) => {
-    const n = Number(value);
-    if (!Number.isInteger(n) || n < min) throw new InvalidArgumentError(`expected an integer >= ${min}, got '${value}'`);
-    return n;
-  };
-}
-
-/** Parser for a comma-separated list of `count` positive integers, e.g. "680,1024,4096". */
-export function shapeOption(count: number): (value: string) => number[] {
-  return (value: string) => {
-    const parts = value.split(',').map((s) => s.trim());
-    const dims = parts.map(Number);
-    if (parts.length !== count || dims.some((d) => !Number.isInteger(d) || d < 1)) {
-      throw new InvalidArgumentError(`expected ${count} comma-separated positive integers, got '${value}'`);
-    }
-    return dims;
-  };
 }
 
 // -------------------------------------------------------------------------------------------
@@ -121,9 +101,9 @@ const gemm: BenchSubcommand = {
   configure(cmd) {
     cmd
       .option('--json', 'print one JSON line instead of a table')
-      .option('--threads <n>', 'kernel threads (default: $ACTVAR_THREADS or all cores)', intOption(1))
-      .option('--shape <M,N,K>', 'M tokens, N outputs, K inner', shapeOption(3), [...DEFAULT_GEMM_SHAPE])
-      .option('--repeats <r>', 'timed runs of each path after one warm-up; the best is reported (default: 3 or more, ~1.5 s per path)', intOption(1));
+      .option('--threads <n>', 'kernel threads (default: $ACTVAR_THREADS or all cores)', int('--threads', { min: 1, max: 1024 }))
+      .option('--shape <M,N,K>', 'M tokens, N outputs, K inner', intList('--shape', { min: 1, max: 2 ** 30 }, 3), [...DEFAULT_GEMM_SHAPE])
+      .option('--repeats <r>', 'timed runs of each path after one warm-up; the best is reported (default: 3 or more, ~1.5 s per path)', int('--repeats', { min: 1, max: 10_000 }));
   },
   run(opts) {
     const shape = opts.shape as number[];
@@ -137,8 +117,59 @@ const gemm: BenchSubcommand = {
   },
 };
 
+/** `bench actvar --profile` as text: seconds (of which sgemm) and GFLOPs per scale, the phases of the activated scales, the ceiling. */
+function profileTable(r: ActVarBenchResult): string {
+  const f = (v: number | undefined) => (v ?? 0).toFixed(3).padStart(7);
+  const g = (v: number | undefined) => (v ?? 0).toFixed(1).padStart(7);
+  const lines = ['scale   dense s (sgemm)   ActVAR s (sgemm)   dense GFLOPs  ActVAR GFLOPs'];
+  (r.dense_scale_s ?? []).forEach((d, i) => {
+    lines.push(`${String(i).padStart(5)} ${f(d)} (${f(r.dense_scale_sgemm_s?.[i])}) ${f(r.actvar_scale_s?.[i])} (${f(r.actvar_scale_sgemm_s?.[i])})` +
+      `   ${g(r.dense_scale_gflops?.[i])}      ${g(r.actvar_scale_gflops?.[i])}`);
+  });
+  const phases = (o: Record<string, number> | undefined) => Object.entries(o ?? {}).map(([k, v]) => `${k} ${v.toFixed(3)}`).join(', ');
+  lines.push(`activated scales, dense: ${phases(r.dense_phases_s)}`, `activated scales, ActVAR: ${phases(r.actvar_phases_s)}`);
+  const pct = (v: number | undefined) => `${(100 * (v ?? 0)).toFixed(1)}%`;
+  lines.push(`activated scales: ${pct(r.activated_time_share)} of the dense time, ${pct(r.activated_flops_share)} of its FLOPs → ` +
+    `ceiling of the ratio ${(r.ceiling ?? 0).toFixed(3)} (if their time followed their FLOPs exactly)`);
+  return lines.join('\n') + '\n';
+}
+
+/** `actvar bench actvar`: dense vs ActVAR transformer seconds, random weights. */
+const actvarBench: BenchSubcommand = {
+  name: 'actvar',
+  description: 'wall-clock of the transformer part of one generation, dense VAR vs ActVAR (random weights, CFG on)',
+  configure(cmd) {
+    cmd.addOption(new Option('--preset <name>', 'architecture').choices(['d16', 'd20', 'd24', 'd30']).default('d16'));
+    addActVarSettingsOptions(cmd)
+      .option('--batch <n>', 'images (rows = 2·batch with CFG)', int('--batch', { min: 1, max: 64 }), 1)
+      .option('--repeats <n>', 'timed runs of each after one warm-up (best reported)', int('--repeats', { min: 1, max: 1000 }), 3)
+      .option('--profile', 'also time each scale and the phases of the activated scales')
+      .option('--json', 'one JSON line');
+  },
+  run(opts) {
+    const settings = actvarSettings(opts);
+    try {
+      const r = benchActVar({
+        preset: opts.preset as string, actvar: settings, batch: opts.batch as number, repeats: opts.repeats as number,
+        profile: !!opts.profile, log: opts.json ? undefined : (s) => process.stderr.write(`actvar: ${s}\n`),
+      });
+      if (opts.json) process.stdout.write(JSON.stringify(r) + '\n');
+      else {
+        process.stdout.write(`${r.preset} ${r.setting}, batch ${r.batch}, CFG on: dense ${r.dense_s.toFixed(2)} s (${r.dense_gflops.toFixed(1)} GFLOPs), ` +
+          `ActVAR ${r.actvar_s.toFixed(2)} s (${r.actvar_gflops.toFixed(1)} GFLOPs)\n` +
+          `FLOPs saving ${(100 * r.flops_saving).toFixed(1)}%, time saving ${(100 * r.time_saving).toFixed(1)}%, ratio ${r.efficiency.toFixed(3)}\n`);
+        if (opts.profile) process.stdout.write(profileTable(r));
+      }
+    } catch (e) {
+      if (e instanceof ActVarConfigError) throw new UserError(e.message);
+      if (e instanceof RangeError && /preset/.test(e.message)) throw new UserError(e.message);
+      throw e;
+    }
+  },
+};
+
 /** All `actvar bench` subcommands; append new ones here. */
-export const benchSubcommands: BenchSubcommand[] = [gemm, actvarBenchSubcommand];
+export const benchSubcommands: BenchSubcommand[] = [gemm, actvarBench];
 
 export function register(program: Command): void {
   const bench = program.command('bench').description('micro-benchmarks (see `actvar bench <what> --help`)');

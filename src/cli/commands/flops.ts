@@ -7,59 +7,12 @@
  *   actvar flops --preset d20 --token-rates 0.75,0.75 --expert-rate 0.75 --json
  *   actvar flops --table            (d16–d30 at (75,75;75), and d20 at the paper's Table 2 settings)
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, Option } from 'commander';
 import { UserError } from '../errors.js';
-import { ActVarConfigError, parseRateList, type ActVarConfig } from '../../actvar/config.js';
+import { ActVarConfigError, type ActVarConfig } from '../../actvar/config.js';
 import { flopsReport, dryRunVar, TABLE1_REPORTED, TABLE2_SETTINGS, type FlopsReport } from '../../actvar/flops.js';
 import { varPreset } from '../../var/config.js';
-
-export function listOption(what: string, integer = false): (v: string) => number[] {
-  return (v) => {
-    try {
-      const r = parseRateList(v, what);
-      if (integer && r.some((x) => !Number.isInteger(x) || x < 0)) throw new ActVarConfigError(`${what}: expected non-negative integers, got '${v}'`);
-      return r;
-    } catch (e) { throw new InvalidArgumentError((e as Error).message); }
-  };
-}
-
-export function numberOption(what: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${what} must be a number, got '${v}'`);
-    return n;
-  };
-}
-
-export function intOpt(what: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 1) throw new InvalidArgumentError(`${what} must be a positive integer, got '${v}'`);
-    return n;
-  };
-}
-
-/** An integer ≥ 0 (an empty value is refused, not read as 0). */
-export function nonNegInt(what: string): (v: string) => number {
-  return (v) => {
-    const n = Number(v);
-    if (v.trim() === '' || !Number.isInteger(n) || n < 0) throw new InvalidArgumentError(`${what} must be an integer >= 0, got '${v}'`);
-    return n;
-  };
-}
-
-/** The ActVAR settings given on the command line (undefined = default). */
-export function actvarSettings(o: Record<string, unknown>): Partial<ActVarConfig> {
-  const s: Partial<ActVarConfig> = {};
-  if (o.tokenRates !== undefined) s.tokenRates = o.tokenRates as number[];
-  if (o.expertRate !== undefined) s.expertRate = o.expertRate as number;
-  if (o.experts !== undefined) s.experts = o.experts as number;
-  if (o.scales !== undefined) s.scales = o.scales as number[];
-  for (const r of [...(s.tokenRates ?? []), ...(s.expertRate !== undefined ? [s.expertRate] : [])]) {
-    if (r > 1 && r <= 100) throw new UserError(`activation rates are fractions in (0, 1], e.g. 0.75 for 75%; got ${r}`);
-  }
-  return s;
-}
+import { addActVarSettingsOptions, actvarSettings } from '../options.js';
 
 function pct(v: number): string { return (v * 100).toFixed(1).padStart(6); }
 
@@ -87,13 +40,10 @@ export function flopsTable(extra: Partial<ActVarConfig> = {}, log: (s: string) =
 }
 
 export function register(program: Command): void {
-  program.command('flops')
+  const cmd = program.command('flops')
     .description('FLOPs per image (transformer, CFG on): dense VAR vs ActVAR, counted by a dry run, and eq. 12 of the paper')
-    .option('--preset <name>', 'architecture: d16, d20, d24, d30', 'd20')
-    .option('--token-rates <a,b>', 'token activation rate per activated scale, fractions (default 0.75,0.75)', listOption('--token-rates'))
-    .option('--expert-rate <g>', 'fraction of FFN experts each token runs (default 0.75)', numberOption('--expert-rate'))
-    .option('--experts <n>', 'experts per FFN (default 16)', intOpt('--experts'))
-    .option('--scales <i,j>', 'activated scale indices, 0-based (default: the last two)', listOption('--scales', true))
+    .addOption(new Option('--preset <name>', 'architecture').choices(['d16', 'd20', 'd24', 'd30']).default('d20'));
+  addActVarSettingsOptions(cmd)
     .option('--table', 'd16–d30 at (75,75;75) and d20 at the paper\'s Table 2 settings')
     .option('--json', 'JSON output')
     .action((o: Record<string, unknown>) => {
@@ -106,10 +56,7 @@ export function register(program: Command): void {
           else process.stdout.write([HEADER, ...rows.map(formatRow)].join('\n') + '\n');
           return;
         }
-        let cfgPreset;
-        try { cfgPreset = varPreset(o.preset as string); } catch (e) { throw new UserError((e as Error).message); }
-        if (o.preset === 'd36') throw new UserError('--preset d36 (512 px) is not covered here; use d16, d20, d24 or d30');
-        const r = flopsReport(o.preset as string, settings, dryRunVar(cfgPreset));
+        const r = flopsReport(o.preset as string, settings, dryRunVar(varPreset(o.preset as string)));
         if (o.json) {
           const { dense_gflops, actvar_gflops, measured_saving, eq12_as_printed, eq12_corrected, ...rest } = r;
           process.stdout.write(JSON.stringify({ dense_gflops, actvar_gflops, measured_saving, eq12_as_printed, eq12_corrected, ...rest }) + '\n');

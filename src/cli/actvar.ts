@@ -1,0 +1,132 @@
+/**
+ * ActVAR for `actvar generate`: the --actvar switch with its flags (the shared ones from options.ts),
+ * building the ActVAR of the command line, and what a run adds to the outputs (activation maps,
+ * --actvar-save).
+ *
+ * Without --actvar-weights the routers and selectors get the training-free initialisation of
+ * src/actvar/init.ts: a least-squares calibration on --actvar-calib dense generations of random
+ * classes (default 2), or with --actvar-calib 0 the data-free router and a uniform selector.
+ */
+import * as nodePath from 'node:path';
+import { Command } from 'commander';
+import { UserError } from './errors.js';
+import { addActVarInitOptions, addActVarSettingsOptions, actvarSettings, choice, path } from './options.js';
+import { Rng } from '../tensor/index.js';
+import type { VAR, VarVqvae, InferResult, VarHooks } from '../var/var.js';
+import { ActVAR } from '../actvar/actvar.js';
+import { ActivationMaps } from '../actvar/actmaps.js';
+import { ActVarConfigError, configToMetadata, type ActVarConfig, type ExpertGrouping } from '../actvar/config.js';
+import { encodeSafetensors } from '../io/safetensors.js';
+import { encodePng } from '../image/png.js';
+
+/** The parsed ActVAR flags of `generate` (commander camel-cases them). */
+export interface ActVarCliOptions {
+  actvar?: boolean;
+  tokenRates?: number[];
+  expertRate?: number;
+  experts?: number;
+  scales?: number[];
+  actvarWeights?: string;
+  actvarCalib?: number;
+  actvarGrouping?: ExpertGrouping;
+  actvarSave?: string;
+  actMaps?: string;
+}
+
+const NEEDS_ACTVAR = ['tokenRates', 'expertRate', 'experts', 'scales', 'actvarWeights', 'actvarGrouping', 'actvarSave', 'actMaps'] as const;
+
+/** Declare the ActVAR flags of `generate`. */
+export function addActVarGenerateOptions(cmd: Command): Command {
+  cmd.option('--actvar', 'ActVAR: sparse tokens and FFN experts at the activated scales');
+  addActVarSettingsOptions(cmd);
+  addActVarInitOptions(cmd, 2);
+  return cmd
+    .option('--actvar-grouping <g>', 'hidden units → experts: contiguous or coactivation (needs --actvar-calib > 0)', choice('--actvar-grouping', ['contiguous', 'coactivation'] as const))
+    .option('--actvar-save <file>', 'save the router/selector weights used (.safetensors)', path('--actvar-save'))
+    .option('--act-maps <dir>', 'write activation maps (selected tokens per block, active experts per token) as PNGs', path('--act-maps'));
+}
+
+/** Checks that need no model: the flags that only make sense with --actvar, and their combinations. */
+export function checkActVarFlags(o: ActVarCliOptions): void {
+  if (!o.actvar) {
+    const given = NEEDS_ACTVAR.filter((k) => o[k] !== undefined);
+    if (given.length) throw new UserError(`--${given[0].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} needs --actvar`);
+    return;
+  }
+  if (o.actvarWeights !== undefined && o.actvarGrouping) throw new UserError('--actvar-grouping is stored with --actvar-weights; leave it out');
+  if ((o.actvarCalib ?? 2) === 0 && o.actvarGrouping === 'coactivation') {
+    throw new UserError('--actvar-grouping coactivation needs calibration data: give --actvar-calib 1 or more');
+  }
+}
+
+/**
+ * Build the ActVAR of the command line for `model`, or null without --actvar: loads --actvar-weights
+ * (UserError when unsuitable) or runs the training-free initialisation (calibration needs the VQVAE).
+ */
+export function buildActVar(
+  model: VAR, o: ActVarCliOptions,
+  ctx: { vqvae: VarVqvae; cfg: number; topK: number; topP: number; seed: number; log?: (s: string) => void },
+): ActVAR | null {
+  checkActVarFlags(o);
+  if (!o.actvar) return null;
+  const settings = actvarSettings(o);
+  const log = ctx.log ?? (() => {});
+  try {
+    if (o.actvarWeights) {
+      try { return ActVAR.load(model, o.actvarWeights, settings); } catch (e) {
+        if (e instanceof ActVarConfigError) throw e;
+        throw new UserError(`cannot load --actvar-weights ${o.actvarWeights}: ${(e as Error).message}`);
+      }
+    }
+    const cfg: Partial<ActVarConfig> = { ...settings, ...(o.actvarGrouping ? { grouping: o.actvarGrouping } : {}) };
+    const calib = o.actvarCalib ?? 2;
+    const a = ActVAR.wrap(model, cfg);
+    if (calib > 0) {
+      const rng = new Rng((ctx.seed ^ 0x5eed) >>> 0);
+      const labels = Array.from({ length: calib }, () => rng.int(model.config.numClasses));
+      log(`ActVAR: calibrating routers and selectors on ${calib} dense generation(s) (classes ${labels.join(',')}) …`);
+      const t0 = performance.now();
+      a.calibrate({ vqvae: ctx.vqvae, labels, cfg: ctx.cfg, topK: ctx.topK, topP: ctx.topP, rng });
+      log(`ActVAR: calibrated in ${((performance.now() - t0) / 1e3).toFixed(1)} s (save with --actvar-save to skip this next time)`);
+    } else {
+      log('ActVAR: data-free init (router from the FFN weights, uniform selector: tokens kept in raster order)');
+    }
+    return a;
+  } catch (e) {
+    if (e instanceof ActVarConfigError) throw new UserError(e.message);
+    throw e;
+  }
+}
+
+/** What an ActVAR run adds to `generate`: its hooks, the activation maps per batch, its output files. */
+export interface ActVarRun {
+  hooks: VarHooks;
+  afterBatch(first: number, result: InferResult): void;
+  /** path → bytes, written with the other outputs at the end. */
+  outputs(): Map<string, Uint8Array>;
+}
+
+export function actvarRun(a: ActVAR, o: ActVarCliOptions, labels: readonly number[]): ActVarRun {
+  const files = new Map<string, Uint8Array>();
+  const width = String(Math.max(0, labels.length - 1)).length;
+  const maps = o.actMaps ? new ActivationMaps(a.config.experts) : null;
+  if (maps) a.onActivation = maps.record;
+  return {
+    hooks: a.hooks,
+    afterBatch(first, res) {
+      if (!maps) return;
+      const B = res.idxBL.shape[0];
+      for (let b = 0; b < B; b++) {
+        const i = first + b;
+        for (const [name, im] of maps.render(b)) {
+          files.set(nodePath.join(o.actMaps!, `${String(i).padStart(width, '0')}_class${labels[i]}_${name}.png`), encodePng(im));
+        }
+      }
+      maps.reset();
+    },
+    outputs() {
+      if (o.actvarSave) files.set(o.actvarSave, encodeSafetensors(a.parameters(), configToMetadata(a.config)));
+      return files;
+    },
+  };
+}
