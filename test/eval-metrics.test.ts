@@ -8,7 +8,7 @@ import { Rng } from '../src/tensor/rng.js';
 import { symmetricEigen, sqrtmPsd, matmulSquare, traceSqrtProduct } from '../src/eval/linalg.js';
 import { featureStats, frechetDistance } from '../src/eval/fid.js';
 import { inceptionScore } from '../src/eval/inception-score.js';
-import { precisionRecall, knnRadii2 } from '../src/eval/precision-recall.js';
+import { precisionRecall, knnRadii2, knnRadii2Gram } from '../src/eval/precision-recall.js';
 
 const metricsDir = path.join(fixturesDir, 'metrics');
 const haveMetrics = existsSync(path.join(metricsDir, 'metrics_inputs.safetensors'));
@@ -109,9 +109,11 @@ test('FID, IS and P/R match the reference values of ../shared/fixtures/metrics',
   assert.ok(Math.abs(is1.mean - e1[0]) < 1e-12 && is1.std === 0, `IS(1) ${is1.mean}`);
   assert.ok(Math.abs(is10.mean - e10[0]) < 1e-12, `IS(10) mean ${is10.mean} vs ${e10[0]}`);
   assert.ok(Math.abs(is10.std - e10[1]) < 1e-12, `IS(10) std ${is10.std} vs ${e10[1]}`);
-  const pr = precisionRecall(real.f32, fake.f32, D, { k: 3 });
-  assert.equal(pr.precision, expected.precision_k3);
-  assert.equal(pr.recall, expected.recall_k3);
+  for (const method of ['gram', 'exact'] as const) {
+    const pr = precisionRecall(real.f32, fake.f32, D, { k: 3, method });
+    assert.equal(pr.precision, expected.precision_k3, method);
+    assert.equal(pr.recall, expected.recall_k3, method);
+  }
 });
 
 test('IS of uniform logits is 1; of confident, evenly spread classes it is the number of classes', () => {
@@ -133,6 +135,20 @@ test('precision/recall: identical sets give 1, far-apart sets give 0; radii are 
   // points on a line at 0, 1, 3, 6, 10: 3rd nearest other of 0 is 6 → r² = 36
   const r = knnRadii2(Float64Array.from([0, 1, 3, 6, 10]), 5, 1, 3);
   assert.deepEqual([...r], [36, 25, 9, 25, 81]);
+});
+
+test('precision/recall: the float32-Gram path decides exactly as the float64 loops (ties, duplicates, lattices)', () => {
+  const rng = new Rng(12);
+  for (const [D, N, M, lattice] of [[5, 300, 260, false], [16, 200, 220, true], [2, 150, 150, true]] as const) {
+    // lattice points (integers in a small range) make many exactly equal distances: boundary cases
+    const gen = (n: number, shift: number) => Float32Array.from({ length: n * D }, () => (lattice ? Math.floor(rng.uniform() * 4) + shift : rng.normal() + shift));
+    const real = gen(N, 0), fake = gen(M, lattice ? 0 : 0.3);
+    fake.set(real.subarray(0, 10 * D)); // duplicates across the sets
+    const a = precisionRecall(real, fake, D, { method: 'exact' }), b = precisionRecall(real, fake, D, { method: 'gram' });
+    assert.deepEqual(b, a, `D ${D}`);
+    const R = Float64Array.from(real);
+    assert.deepEqual([...knnRadii2Gram(R, real, N, D, 3)], [...knnRadii2(R, N, D, 3)]);
+  }
 });
 
 test('featureStats: covariance with N − 1; FID of shifted copies is ‖Δμ‖²', () => {
