@@ -242,10 +242,11 @@ export function runEval(o: EvalOptions): { metrics: QualityMetrics | null; json:
   } else {
     gen = generate(o, ex, 0, o.n, log);
   }
-  if (gen.n < 2) throw new UserError(`need at least 2 generated images for a covariance, got ${gen.n}`);
+  if (gen.n < 4) throw new UserError(`need at least 4 images (a covariance, and 3 nearest neighbours for precision/recall), got ${gen.n}`);
 
   // ---- reference set and the metrics
   const ref = featuresOf(o.ref, '--ref', ex, o.cacheDir ?? defaultCacheDir(), log);
+  if (ref.n < 4) throw new UserError(`--ref ${o.ref}: need at least 4 reference images, got ${ref.n}`);
   log(`computing FID, IS and precision/recall (${gen.n} vs ${ref.n} images, D = ${ex.featureDim}) …`);
   const metrics = qualityMetrics({ features: gen.features, logits: gen.logits }, { features: ref.features }, ex.featureDim, ex.numClasses, { splits: o.splits });
   if (o.featuresOut) {
