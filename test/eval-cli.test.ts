@@ -164,6 +164,22 @@ test('eval --shard i/3 ×3 then --merge gives exactly the numbers of the unshard
   } finally { fs.rmSync(dir, { recursive: true, force: true }); }
 });
 
+test('eval --actvar: ActVAR samples through the same pipeline, with fewer transformer FLOPs per image', (t) => {
+  if (!fs.existsSync(SHIPPED_VAR)) { t.skip('shipped models missing'); return; }
+  const dir = tmp();
+  try {
+    writePngs(path.join(dir, 'ref'), 20, 5, 1.0);
+    const common = ['--n', '6', '--batch', '3', '--ref', 'ref', '--json', '--quiet', '--var', SHIPPED_VAR,
+      '--tokenizer', path.join(repoRoot, 'models/tokenizer-fashion-mnist.safetensors'), '--weights', path.join(repoRoot, 'models/classifier-fashion-mnist.safetensors')];
+    const dense = run(['eval', ...common], dir), act = run(['eval', ...common, '--actvar', '--token-rates', '0.5,0.25', '--expert-rate', '0.5', '--actvar-calib', '1'], dir);
+    assert.equal(dense.code, 0, dense.stderr);
+    assert.equal(act.code, 0, act.stderr);
+    const d = JSON.parse(dense.stdout) as { gflops_per_image: number; fid: number }, a = JSON.parse(act.stdout) as { gflops_per_image: number; fid: number };
+    assert.ok(a.gflops_per_image < 0.7 * d.gflops_per_image, `ActVAR ${a.gflops_per_image} vs dense ${d.gflops_per_image} GFLOPs`);
+    assert.notEqual(a.fid, d.fid);
+  } finally { fs.rmSync(dir, { recursive: true, force: true }); }
+});
+
 test('eval / features: bad input exits 2 with one line and writes nothing', () => {
   const dir = tmp();
   try {
