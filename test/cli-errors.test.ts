@@ -18,6 +18,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Rng } from '../src/tensor/rng.js';
 import { writeSafetensors } from '../src/io/safetensors.js';
+import { encodePng } from '../src/image/png.js';
 import { VQVAE } from '../src/vqvae/vqvae.js';
 import { VAR } from '../src/var/var.js';
 import { initVarParams } from '../src/var/init.js';
@@ -63,6 +64,8 @@ before(() => {
   fs.writeFileSync(path.join(dir, 'corrupt.safetensors'), 'not a weights file');
   fs.mkdirSync(path.join(dir, 'ck-step'));
   fs.writeFileSync(path.join(dir, 'ck-step', 'state.json'), '{}');
+  fs.mkdirSync(path.join(dir, 'pngs')); // 4 grey 28×28 images for features / eval
+  for (let i = 0; i < 4; i++) fs.writeFileSync(path.join(dir, 'pngs', `${i}.png`), encodePng({ width: 28, height: 28, data: new Uint8Array(28 * 28 * 3).fill(40 * i) }));
   fs.mkdirSync(path.join(dir, 'ck-old'));
   fs.writeFileSync(path.join(dir, 'ck-old', 'latest.json'), '{}');
 });
@@ -160,6 +163,8 @@ const BASE: Record<string, string[]> = {
   flops: ['flops', '--preset', 'd16'],
   'bench gemm': ['bench', 'gemm', '--repeats', '1'],
   'bench actvar': ['bench', 'actvar', '--repeats', '1'],
+  features: ['features', '--images', 'pngs', '--weights', CLF, '--out', 'f.safetensors', '--quiet'],
+  eval: ['eval', '--n', '4', '--var', `models/${DEMO_MODEL_FILES.var}`, '--tokenizer', TOK, '--weights', CLF, '--ref', 'pngs', '--quiet'],
 };
 
 /** One or more invalid values of every flag that takes a value, per command (shared flags first). */
@@ -205,6 +210,14 @@ const INVALID: Record<string, Record<string, string[]>> = {
   flops: { ...ACTVAR_SETTINGS, '--preset': ['d36', 'x'] },
   'bench gemm': { '--threads': ['0'], '--shape': ['1,2', '0,1,1', '100000,100000,100000'], '--repeats': ['0'] },
   'bench actvar': { ...ACTVAR_SETTINGS, '--preset': ['d99'], '--batch': ['0'], '--repeats': ['0'] },
+  features: { '--images': ['', 'missing-dir'], '--extractor': ['vgg'], '--weights': ['', 'corrupt.safetensors'], '--out': ['', 'existing-dir', CLF] },
+  eval: {
+    ...SAMPLING, ...ACTVAR_SETTINGS,
+    '--n': ['0', '1e9'], '--var': ['', 'missing.safetensors'], '--tokenizer': ['', 'missing.safetensors'], '--images': ['', 'missing-dir'],
+    '--ref': ['', 'cifar:test'], '--extractor': ['vgg'], '--weights': ['', 'corrupt.safetensors'], '--batch': ['0'], '--splits': ['0'],
+    '--cache-dir': [''], '--features-out': ['', 'existing-dir', TOK], '--shard': ['3/3', 'a'], '--out': ['', 'existing-dir'],
+    '--merge': ['missing.safetensors'], '--actvar-weights': [''], '--actvar-calib': ['-1'],
+  },
 };
 
 test('the table covers every flag that takes a value, of every command', () => {

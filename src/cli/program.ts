@@ -13,8 +13,10 @@ import * as trainVar from './commands/train-var.js';
 import * as generate from './commands/generate.js';
 import * as flops from './commands/flops.js';
 import * as demo from './commands/demo.js';
+import * as features from './commands/features.js';
+import * as evalCmd from './commands/eval.js';
 
-const commands: { register(program: Command): void }[] = [bench, trainClassifier, trainVae, trainVar, generate, flops, demo];
+const commands: { register(program: Command): void }[] = [bench, trainClassifier, trainVae, trainVar, generate, flops, demo, features, evalCmd];
 
 /** package.json's version (dist/src/cli/program.js → ../../../package.json, also when installed). */
 function version(): string {
