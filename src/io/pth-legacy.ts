@@ -84,7 +84,11 @@ export function parseLegacyPth(bytes: Uint8Array, hooks: UnpicklerHooks): Legacy
     return r;
   };
 
-  const magic = next('magic number', plainData).value;
+  let magic: unknown;
+  try { magic = next('magic number', plainData).value; } catch (e) {
+    if (!(e instanceof PthError)) throw e;
+    throw lerr('pth-legacy-magic', `not a PyTorch file: neither a zip archive nor a legacy .pth, whose first pickle is the magic number (${e.message})`);
+  }
   if (magic !== LEGACY_MAGIC_NUMBER) {
     throw lerr('pth-legacy-magic', `not a PyTorch file: first pickle is ${describe(magic)}, expected the legacy magic number 0x${LEGACY_MAGIC_NUMBER.toString(16)} (or a zip archive)`);
   }
