@@ -1,14 +1,17 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
+import { spawnSync } from 'node:child_process';
 import { Tensor, concat, noGrad, slice } from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
 import { avgPool2d, globalAvgPool, maxPool2d } from '../src/tensor/ops/pool.js';
 import { bilinearResize, bilinearTaps } from '../src/tensor/ops/bilinear.js';
 import { readSafetensors } from '../src/io/index.js';
 import { InceptionExtractor, inceptionFromStateDict, loadInceptionExtractor, type InceptionV3FID } from '../src/eval/inception.js';
-import { fixturesDir } from './util/fixtures.js';
+import { encodePng } from '../src/image/png.js';
+import { fixturesDir, repoRoot } from './util/fixtures.js';
 
 const dir = path.join(fixturesDir, 'fid-inception');
 const WEIGHTS = path.join(dir, 'inception_fid_random_f16.safetensors');
@@ -113,4 +116,33 @@ test('inception FeatureExtractor: shapes, finite values, grey = the grey image r
   assert.ok(relErr(one.features, a.features.subarray(2048)) < 1e-5);
   assert.ok(relErr(a.features.subarray(0, 2048), a.features.subarray(2048)) > 1e-3);
   assert.ok(ext instanceof InceptionExtractor);
+});
+
+test('actvar features --extractor inception: PNGs → pool3 [N, 2048] and logits [N, 1008], equal to the extractor', (t) => {
+  if (!haveFixture) { t.skip(`fixture missing: ${dir}`); return; }
+  const work = fs.mkdtempSync(path.join(os.tmpdir(), 'actvar-inception-'));
+  try {
+    fs.mkdirSync(path.join(work, 'imgs'));
+    const r = new Rng(5), grey: number[][] = [];
+    for (const name of ['a.png', 'b.png']) {
+      const g = Array.from({ length: 20 * 20 }, () => Math.floor(r.uniform() * 256));
+      grey.push(g);
+      const rgb = new Uint8Array(20 * 20 * 3);
+      g.forEach((v, i) => rgb.fill(v, 3 * i, 3 * i + 3));
+      fs.writeFileSync(path.join(work, 'imgs', name), encodePng({ width: 20, height: 20, data: rgb }));
+    }
+    const cli = path.join(repoRoot, 'dist/src/cli/main.js');
+    const run = spawnSync(process.execPath, [cli, 'features', '--images', 'imgs', '--extractor', 'inception', '--weights', WEIGHTS, '--out', 'f.safetensors', '--quiet'],
+      { cwd: work, encoding: 'utf8', timeout: 240_000 });
+    assert.equal(run.status, 0, run.stderr);
+    const out = readSafetensors(path.join(work, 'f.safetensors'));
+    assert.deepEqual(out.get('features')!.shape, [2, 2048]);
+    assert.deepEqual(out.get('logits')!.shape, [2, 1008]);
+    const imgs = new Tensor(Float32Array.from(grey.flat(), (v) => v / 255), [2, 1, 20, 20]);
+    const want = fixtureNet().forward(imgs);
+    assert.ok(relErr(out.get('features')!.data, want.pool3.data) < 1e-5);
+    assert.ok(relErr(out.get('logits')!.data, want.logits.data) < 1e-5);
+  } finally {
+    fs.rmSync(work, { recursive: true, force: true });
+  }
 });
