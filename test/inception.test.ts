@@ -146,3 +146,29 @@ test('actvar features --extractor inception: PNGs → pool3 [N, 2048] and logits
     fs.rmSync(work, { recursive: true, force: true });
   }
 });
+
+test('pooling: the unrolled 3×3 interior path equals a plain reference loop (random sizes, strides, paddings)', () => {
+  const r = new Rng(9);
+  const ref = (x: Tensor, k: number, s: number, p: number, kind: 'max' | 'avg' | 'avgx'): number[] => {
+    const [B, C, H, W] = x.shape, Ho = Math.floor((H + 2 * p - k) / s) + 1, Wo = Math.floor((W + 2 * p - k) / s) + 1, out: number[] = [];
+    for (let bc = 0; bc < B * C; bc++) for (let oy = 0; oy < Ho; oy++) for (let ox = 0; ox < Wo; ox++) {
+      let m = -Infinity, sum = 0, n = 0;
+      for (let i = 0; i < k; i++) for (let j = 0; j < k; j++) {
+        const y = oy * s - p + i, xx = ox * s - p + j;
+        if (y < 0 || y >= H || xx < 0 || xx >= W) continue;
+        const v = x.data[(bc * H + y) * W + xx];
+        m = Math.max(m, v); sum += v; n++;
+      }
+      out.push(kind === 'max' ? m : Math.fround(sum / (kind === 'avg' ? k * k : n)));
+    }
+    return out;
+  };
+  for (let it = 0; it < 20; it++) {
+    const H = 3 + r.int(9), W = 3 + r.int(9), k = [2, 3, 3, 3][r.int(4)], s = 1 + r.int(2), p = r.int(Math.floor(k / 2) + 1);
+    const x = new Tensor(Float32Array.from({ length: 2 * 3 * H * W }, () => r.uniform() * 2 - 1), [2, 3, H, W]);
+    assert.deepEqual([...maxPool2d(x, { kernel: k, stride: s, padding: p }).data], ref(x, k, s, p, 'max'));
+    const close = (a: ArrayLike<number>, b: number[]): void => { for (let i = 0; i < b.length; i++) assert.ok(Math.abs(a[i] - b[i]) <= 1e-6, `${a[i]} vs ${b[i]}`); };
+    close(avgPool2d(x, { kernel: k, stride: s, padding: p }).data, ref(x, k, s, p, 'avg'));
+    close(avgPool2d(x, { kernel: k, stride: s, padding: p, countIncludePad: false }).data, ref(x, k, s, p, 'avgx'));
+  }
+});

@@ -4,7 +4,8 @@
  * ceil_mode=False: Ho = ⌊(H + 2p − k)/s⌋ + 1. Max pooling ignores the padding; average pooling
  * divides by k² when `countIncludePad` (torch's default) and by the number of in-image taps when
  * not (`count_include_pad=False`, as pytorch-fid's FID Inception blocks use it).
- * `globalAvgPool` is `F.adaptive_avg_pool2d(x, 1)` flattened to [B, C].
+ * `globalAvgPool` is `F.adaptive_avg_pool2d(x, 1)` flattened to [B, C]. 3×3 windows inside the image take
+ * an unrolled path (the FID Inception's pools); the general loop is the reference for the rest (test).
  */
 import { Tensor, assertFloat, isGradEnabled } from '../tensor.js';
 
@@ -42,8 +43,14 @@ export function maxPool2d(x: Tensor, o: Pool2dOptions): Tensor {
     const xb = bc * H * W, ob = bc * Ho * Wo;
     for (let oy = 0; oy < Ho; oy++) {
       const y0 = Math.max(0, oy * s - p), y1 = Math.min(H, oy * s - p + k);
+      const inY = k === 3 && y0 === oy * s - p && y1 === y0 + 3;
       for (let ox = 0; ox < Wo; ox++) {
         const x0 = Math.max(0, ox * s - p), x1 = Math.min(W, ox * s - p + k);
+        if (inY && x1 === x0 + 3 && x0 === ox * s - p) { // 3×3 window inside the image: unrolled
+          const a = xb + y0 * W + x0, b = a + W, c = b + W;
+          out[ob + oy * Wo + ox] = Math.max(X[a], X[a + 1], X[a + 2], X[b], X[b + 1], X[b + 2], X[c], X[c + 1], X[c + 2]);
+          continue;
+        }
         let m = -Infinity;
         for (let y = y0; y < y1; y++) for (let xx = x0; xx < x1; xx++) { const v = X[xb + y * W + xx]; if (v > m || v !== v) m = v; }
         out[ob + oy * Wo + ox] = m;
@@ -64,8 +71,14 @@ export function avgPool2d(x: Tensor, o: Pool2dOptions & { countIncludePad?: bool
     const xb = bc * H * W, ob = bc * Ho * Wo;
     for (let oy = 0; oy < Ho; oy++) {
       const y0 = Math.max(0, oy * s - p), y1 = Math.min(H, oy * s - p + k);
+      const inY = k === 3 && y0 === oy * s - p && y1 === y0 + 3;
       for (let ox = 0; ox < Wo; ox++) {
         const x0 = Math.max(0, ox * s - p), x1 = Math.min(W, ox * s - p + k);
+        if (inY && x1 === x0 + 3 && x0 === ox * s - p) { // 3×3 window inside the image: unrolled, same summation order
+          const a = xb + y0 * W + x0, b = a + W, c = b + W;
+          out[ob + oy * Wo + ox] = (X[a] + X[a + 1] + X[a + 2] + X[b] + X[b + 1] + X[b + 2] + X[c] + X[c + 1] + X[c + 2]) / 9;
+          continue;
+        }
         let sum = 0;
         for (let y = y0; y < y1; y++) for (let xx = x0; xx < x1; xx++) sum += X[xb + y * W + xx];
         out[ob + oy * Wo + ox] = sum / (include ? k * k : (y1 - y0) * (x1 - x0));
