@@ -422,7 +422,7 @@ test('container errors: compressed entries, missing pieces, legacy files, CRC, m
   throwsCode(() => readPth(makeZip([{ name: 'a/data.pkl', data: pkl }, { name: 'a/data/0', data: f32bytes([1]) }])), PthError, 'pth-storage-size', /'w'/);
   throwsCode(() => readPth(makeZip([{ name: 'a/other', data: pkl }])), PthError, 'pth-no-data-pkl', /'a\/other'/);
   throwsCode(() => readPth(makeZip([{ name: 'a/data.pkl', data: pkl }, { name: 'b/data.pkl', data: pkl }])), PthError, 'pth-ambiguous');
-  throwsCode(() => readPth(pkl), ZipError, 'zip-no-eocd', /legacy/); // a bare pickle: the pre-1.6 format
+  throwsCode(() => readPth(pkl), PthError, 'pth-legacy-magic', /legacy/); // a bare pickle: tried as the pre-1.6 format (pth-legacy.test.ts)
   throwsCode(() => readPth(new Uint8Array(100)), ZipError, 'zip-no-eocd');
   throwsCode(() => readPth(new Uint8Array(3)), ZipError, 'zip-no-eocd');
   const good = makePth(pkl, { 0: f32bytes([1, 2]) });
@@ -437,7 +437,7 @@ test('container errors: compressed entries, missing pieces, legacy files, CRC, m
   // file paths: named in the message; missing files are typed 'io' errors
   const file = path.join(tmpDir, 'bad.pth');
   fs.writeFileSync(file, pkl);
-  throwsCode(() => readPth(file), ZipError, 'zip-no-eocd', /bad\.pth/);
+  throwsCode(() => readPth(file), PthError, 'pth-legacy-magic', /bad\.pth/);
   throwsCode(() => readPth(path.join(tmpDir, 'missing.pth')), PthError, 'io', /missing\.pth/);
   throwsCode(() => readPth(makePth(new PickleWriter().proto().raw(0x4b, 1).stop(), {})), PthError, 'pth-no-state-dict');
 });

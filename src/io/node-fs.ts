@@ -6,6 +6,7 @@
  */
 import type * as Fs from 'node:fs';
 import type * as Path from 'node:path';
+import type * as Crypto from 'node:crypto';
 
 interface NodeProcess { pid: number; getBuiltinModule?: (id: string) => unknown }
 
@@ -25,3 +26,7 @@ export function nodeFs(): typeof Fs { return builtin<typeof Fs>('node:fs'); }
 export function nodePath(): typeof Path { return builtin<typeof Path>('node:path'); }
 /** The process id, for temporary file names (0 outside Node). */
 export function pid(): number { return nodeProcess()?.pid ?? 0; }
+/** SHA-256 of bytes as hex, through `node:crypto` (keys caches by the weights' content; throws a clear error outside Node). */
+export function sha256Hex(bytes: Uint8Array): string {
+  return builtin<typeof Crypto>('node:crypto').createHash('sha256').update(bytes).digest('hex');
+}

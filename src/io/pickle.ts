@@ -44,12 +44,15 @@ export interface UnpickleResult {
   opcodes: Record<string, number>;
   /** `module.name` of every GLOBAL / STACK_GLOBAL, in first-seen order, without duplicates. */
   globals: string[];
+  /** Bytes consumed, STOP included (where a following pickle starts). */
+  end: number;
 }
 
 const tuples = new WeakSet<object>();
 /** True for arrays that came from a pickled tuple. */
 export function isTuple(x: unknown): x is unknown[] { return Array.isArray(x) && tuples.has(x); }
-function tuple(items: unknown[]): unknown[] { tuples.add(items); return items; }
+/** Register an array as a Python tuple (see `isTuple`). */
+export function tuple(items: unknown[]): unknown[] { tuples.add(items); return items; }
 
 /** Largest memo index accepted (memo is a Map, so this bounds keys, not allocation). */
 const MAX_MEMO_INDEX = 0x7fffffff;
@@ -184,7 +187,7 @@ export function unpickle(bytes: Uint8Array, hooks: UnpicklerHooks): UnpickleResu
       case 0x95: u64(); break; // FRAME: a size hint only
       case 0x2e: { // STOP
         const value = pop();
-        return { value, protocol, opcodes, globals };
+        return { value, protocol, opcodes, globals, end: pos };
       }
       case 0x63: { const m = line('module'); const nm = line('name'); global(m, nm); break; }
       case 0x93: {

@@ -1,5 +1,6 @@
 /**
- * PyTorch `.pth` reader: the zip format `torch.save` has written since PyTorch 1.6.
+ * PyTorch `.pth` reader: the zip format `torch.save` has written since PyTorch 1.6 (and the legacy
+ * pre-1.6 format through pth-legacy.ts, whose storages are presented as entries `data/<key>`).
  * Format notes: the README of the var-tiny-pth fixture (shared fixtures, test/util/fixtures.ts).
  *
  * An archive `<prefix>/` holds `data.pkl` (a pickle), one entry `data/<key>` per storage (raw
@@ -39,6 +40,7 @@ import { PthError, PickleError, WeightFileError, withFile } from './errors.js';
 import { ITEMSIZE, boundedNumel, decodeElements, type StoredDType } from './dtype.js';
 import { MemorySource, openFile, wholeOrPerTensor, type ByteSource, type FileSource, type ReadMode } from './source.js';
 import { ZipReader, type ZipEntry } from './zip.js';
+import { LegacyContainer, looksLikeLegacyPth, parseLegacyPth } from './pth-legacy.js';
 import { PyGlobal, describe, isTuple, unpickle, type UnpickleResult, type UnpicklerHooks } from './pickle.js';
 
 export { isTuple, PyGlobal } from './pickle.js';
@@ -227,7 +229,8 @@ function codecsEncode(args: unknown[]): Uint8Array {
 // archive
 
 interface Archive {
-  zip: ZipReader;
+  /** The zip archive, or a legacy file's storage records behind the same interface (pth-legacy.ts). */
+  zip: Pick<ZipReader, 'entries' | 'zip64' | 'get' | 'read' | 'dataOffset' | 'setSource'>;
   prefix: string;
   littleEndian: boolean;
   version: string | null;
@@ -527,9 +530,12 @@ function withArchive<T>(src: string | Uint8Array, opts: ReadPthOptions, fn: (a: 
     if (typeof src === 'string') source = openFile(src, PthError);
     else if (src instanceof Uint8Array) source = MemorySource.of(src, PthError);
     else throw new TypeError('readPth: expected a file path or a Uint8Array');
-    // LEGACY .pth (pre-1.6 torch.save: a bare pickle stream, first byte 0x80, no zip) goes here, to its own reader
-    // (io/pth-legacy.ts, to come), before openArchive; io/weights.ts already routes such files to readPth.
-    const a = openArchive(source, opts);
+    let a: Archive;
+    if (looksLikeLegacyPth(source.read(0, Math.min(1, source.length)))) { // pre-1.6 torch.save: pickles, no zip
+      if (!(source instanceof MemorySource)) { const mem = (source as FileSource).toMemory(); source.close(); source = mem; }
+      const bytes = source.read(0, source.length), legacy = parseLegacyPth(bytes, torchHooks());
+      a = { zip: new LegacyContainer(bytes, legacy), prefix: '', littleEndian: legacy.littleEndian, version: null, pickle: legacy.pickle };
+    } else a = openArchive(source, opts);
     const ensure = (fraction: number): void => {
       if (!(source instanceof MemorySource) && source !== null) {
         const mode = opts.readMode ?? 'auto';

@@ -24,6 +24,7 @@ import { decodePng } from '../../image/png.js';
 import { loadClassifier } from '../../eval/classifier.js';
 import { ClassifierExtractor } from '../../eval/classifier-extractor.js';
 import type { FeatureExtractor } from '../../eval/features.js';
+import { loadInceptionExtractor } from '../../eval/inception.js';
 
 export type ExtractorName = 'classifier' | 'inception';
 
@@ -38,14 +39,13 @@ export function sha256File(path: string): string {
   return createHash('sha256').update(fs.readFileSync(path)).digest('hex');
 }
 
-/**
- * The FID Inception network (pytorch-fid's pt_inception-2015-12-05 weights). The single call site of
- * the inception loader (src/eval/inception.ts, `loadInceptionExtractor(weightsPath)`); until that
- * module is part of the build, `--extractor inception` is refused here.
- */
-function loadInception(weights: string | undefined): FeatureExtractor {
-  void weights;
-  throw new UserError('--extractor inception is not available in this build yet (src/eval/inception.ts is missing); use --extractor classifier');
+/** The FID Inception network (pytorch-fid's pt_inception-2015-12-05 weights, .pth zip or legacy, or safetensors with its keys). */
+function loadInception(weights: string): FeatureExtractor {
+  try {
+    return loadInceptionExtractor(weights);
+  } catch (e) {
+    throw new UserError(`cannot load the FID Inception --weights ${weights}: ${(e as Error).message} (expected pytorch-fid's pt_inception-2015-12-05-6726825d.pth or a file with its key names)`);
+  }
 }
 
 /** Load an extractor by name; `weights` defaults to the shipped classifier of `dataset`. */
