@@ -10,6 +10,9 @@ import { randomVar } from '../../dist/src/var/init.js';
 import { attnBranch, ffnBranch } from '../../dist/src/var/basic-var.js';
 import { ActVAR, runTransformer } from '../../dist/src/actvar/actvar.js';
 import { tokenRateAt } from '../../dist/src/actvar/config.js';
+import { useNodeBackend } from '../../dist/src/backend/node.js';
+
+useNodeBackend(); // OpenBLAS and the native kernels, as the CLI and the `actvar` entry choose them
 
 const passes = Number(process.argv[2] ?? 5);
 const model = randomVar(varPreset('d16'), 0);

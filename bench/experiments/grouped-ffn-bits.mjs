@@ -8,6 +8,9 @@ import * as T from '../../dist/src/tensor/index.js';
 import { Rng } from '../../dist/src/tensor/rng.js';
 import { backend } from '../../dist/src/backend/index.js';
 import { ExpertFFN } from '../../dist/src/actvar/experts.js';
+import { useNodeBackend } from '../../dist/src/backend/node.js';
+
+useNodeBackend(); // OpenBLAS and the native kernels, as the CLI and the `actvar` entry choose them
 
 const be = backend(), rng = new Rng(5);
 if (!be.native) throw new Error('needs the native kernels (npm run build with a C compiler)');

@@ -6,6 +6,9 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Tensor, Rng } from '../../dist/src/tensor/index.js';
 import { loadInceptionExtractor } from '../../dist/src/eval/inception.js';
+import { useNodeBackend } from '../../dist/src/backend/node.js';
+
+useNodeBackend(); // OpenBLAS and the native kernels, as the CLI and the `actvar` entry choose them
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const batch = Number(process.argv[2] ?? 16), passes = Number(process.argv[3] ?? 2);
