@@ -29,12 +29,13 @@ function runWithoutFixtures(require: boolean): { code: number | null; out: strin
   }
 }
 
-test('without fixtures a fixture test is skipped, the run passes and its last line counts the skip', () => {
+test('without fixtures a fixture test is skipped, the run passes and its last lines count the skip', () => {
   const r = runWithoutFixtures(false);
   assert.equal(r.code, 0, r.out);
   assert.match(r.out, /missing fixture var-tiny\/sampling_filter\.safetensors/);
-  const last = r.out.trim().split('\n').at(-1) ?? '';
-  assert.match(last, /^fixtures: 1 test skipped for missing fixtures \(reference fixtures come from \.\.\/shared\/fixtures/);
+  const [summary, closing] = r.out.trim().split('\n').slice(-2);
+  assert.match(summary, /^fixtures: 1 test skipped for missing fixtures \(reference fixtures come from \.\.\/shared\/fixtures/);
+  assert.match(closing, /^tests: \d+ passed, 0 failed, 1 skipped$/);
 });
 
 test('under ACTVAR_REQUIRE_FIXTURES=1 a missing fixture fails the run, naming the file', () => {
