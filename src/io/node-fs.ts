@@ -30,3 +30,5 @@ export function pid(): number { return nodeProcess()?.pid ?? 0; }
 export function sha256Hex(bytes: Uint8Array): string {
   return builtin<typeof Crypto>('node:crypto').createHash('sha256').update(bytes).digest('hex');
 }
+/** SHA-256 of a file's bytes as hex. */
+export function sha256File(path: string): string { return sha256Hex(nodeFs().readFileSync(path)); }

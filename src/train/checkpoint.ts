@@ -31,7 +31,8 @@
 import {
   closeSync, existsSync, fsyncSync, mkdirSync, openSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeSync,
 } from 'node:fs';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { sha256File } from '../io/node-fs.js';
 import { join, resolve } from 'node:path';
 import { Tensor } from '../tensor/tensor.js';
 import type { RngState } from '../tensor/rng.js';
@@ -96,7 +97,6 @@ export class CheckpointError extends Error {
 
 function stepName(step: number): string { return `step-${String(step).padStart(8, '0')}`; }
 
-function sha256(path: string): string { return createHash('sha256').update(readFileSync(path)).digest('hex'); }
 
 function fsyncPath(path: string): void {
   const fd = openSync(path, 'r');
@@ -165,7 +165,7 @@ export function saveCheckpoint(dir: string, c: CheckpointContent, opts: SaveOpti
   stage('optim-written');
 
   const files: Record<string, { bytes: number; sha256: string }> = {};
-  for (const f of FILES) files[f] = { bytes: statSync(join(tmp, f)).size, sha256: sha256(join(tmp, f)) };
+  for (const f of FILES) files[f] = { bytes: statSync(join(tmp, f)).size, sha256: sha256File(join(tmp, f)) };
   const state = {
     format: CHECKPOINT_FORMAT,
     step: c.step,
@@ -266,7 +266,7 @@ export function loadCheckpoint(path: string): LoadedCheckpoint {
     if (size !== rec.bytes) {
       throw new CheckpointError(`checkpoint ${dir} is damaged: ${f} has ${size} bytes but state.json records ${rec.bytes}${size < rec.bytes ? ' (truncated)' : ''}`);
     }
-    if (sha256(p) !== rec.sha256) throw new CheckpointError(`checkpoint ${dir} is damaged: the SHA-256 of ${f} does not match state.json`);
+    if (sha256File(p) !== rec.sha256) throw new CheckpointError(`checkpoint ${dir} is damaged: the SHA-256 of ${f} does not match state.json`);
   }
   const params = readSafetensors(join(dir, 'model.safetensors'));
   let optimizer: LoadedCheckpoint['optimizer'] = null;

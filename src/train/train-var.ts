@@ -18,7 +18,8 @@
  * is checkpointed with the batch position: `--resume` reproduces the loss trajectory bit for bit.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { sha256File } from '../io/node-fs.js';
 import { dirname, join } from 'node:path';
 import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/rng.js';
@@ -231,7 +232,7 @@ export async function trainVar(opts: TrainVarOptions): Promise<TrainVarResult> {
   let vae: VQVAE, vaeHash: string;
   if (typeof opts.tokenizer === 'string') {
     vae = loadVqvae(opts.tokenizer);
-    vaeHash = createHash('sha256').update(readFileSync(opts.tokenizer)).digest('hex');
+    vaeHash = sha256File(opts.tokenizer);
   } else {
     vae = opts.tokenizer;
     vaeHash = hashParams(vae.stateDict());

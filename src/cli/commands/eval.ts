@@ -36,7 +36,8 @@ import type { FeatureExtractor } from '../../eval/features.js';
 import { buildActVar, type ActVarCliOptions } from '../actvar.js';
 import { addActVarInitOptions, addActVarSettingsOptions, addSamplingOptions, choice, int, path } from '../options.js';
 import { OutputPlan } from '../outputs.js';
-import { loadExtractor, listPngs, extractFolder, checkReadable, type ExtractorName } from './features.js';
+import { loadExtractor, listPngs, extractFolder, type ExtractorName } from './features.js';
+import { checkReadable } from '../inputs.js';
 
 /** More images than this would take hours on 2 cores and their features gigabytes (50,000 is the paper's N). */
 export const MAX_EVAL_IMAGES = 100_000;

@@ -12,12 +12,12 @@
  */
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
-import { createHash } from 'node:crypto';
 import { Command } from 'commander';
 import { choice, path } from '../options.js';
 import { OutputPlan } from '../outputs.js';
 import { UserError } from '../errors.js';
-import { unreadableFile } from '../../io/files.js';
+import { sha256File } from '../../io/node-fs.js';
+import { checkReadable } from '../inputs.js';
 import { writeSafetensors } from '../../io/safetensors.js';
 import { Tensor } from '../../tensor/index.js';
 import { decodePng } from '../../image/png.js';
@@ -34,10 +34,6 @@ export function defaultClassifierWeights(dataset: string = 'fashion-mnist'): str
 }
 
 export const extractorOption = choice('--extractor', ['classifier', 'inception'] as const);
-
-export function sha256File(path: string): string {
-  return createHash('sha256').update(fs.readFileSync(path)).digest('hex');
-}
 
 /** The FID Inception network (pytorch-fid's pt_inception-2015-12-05 weights, .pth zip or legacy, or safetensors with its keys). */
 function loadInception(weights: string): FeatureExtractor {
@@ -62,11 +58,6 @@ export function loadExtractor(name: ExtractorName, weights: string | undefined, 
   } catch (e) {
     throw new UserError(`cannot load the classifier --weights ${path}: ${(e as Error).message}`);
   }
-}
-
-export function checkReadable(path: string, flag: string): void {
-  const why = unreadableFile(path);
-  if (why) throw new UserError(`${flag} ${path}: ${why === 'not a file' ? why : `cannot read the file (${why})`}${path.startsWith('models') ? ' (run from the repository root, or give the path)' : ''}`);
 }
 
 /** The PNG file names of a folder, sorted (UserError when there are none). */

@@ -18,7 +18,7 @@ import cliProgress from 'cli-progress';
 import { announceBackend } from '../../backend/node.js';
 import { Rng, Tensor } from '../../tensor/index.js';
 import { UserError } from '../errors.js';
-import { unreadableFile } from '../../io/files.js';
+import { checkReadable } from '../inputs.js';
 import { toUnitRange, type VAR, type VarHooks } from '../../var/var.js';
 import { loadVar } from '../../var/load.js';
 import { randomVar } from '../../var/init.js';
@@ -58,11 +58,6 @@ export const MAX_IMAGES = 10_000;
 export const MAX_GRID_IMAGES = 1024;
 /** Images per forward pass: the KV caches grow with it (d16: ~180 MB per image, d30: ~630 MB). */
 export const MAX_BATCH = 256;
-
-function checkReadable(file: string, flag: string): void {
-  const why = unreadableFile(file);
-  if (why) throw new UserError(`${flag} ${file}: ${why === 'not a file' ? why : `cannot read the file (${why})`}`);
-}
 
 /** Load or build the models (user errors for unreadable / unsuitable files). */
 function loadModels(o: GenerateOptions): { model: VAR; vqvae: VQVAE } {
