@@ -15,7 +15,7 @@ import { Rng } from '../tensor/index.js';
 import type { VAR, VarVqvae, InferResult, VarHooks } from '../var/var.js';
 import { ActVAR } from '../actvar/actvar.js';
 import { ActivationMaps } from '../actvar/actmaps.js';
-import { ActVarConfigError, configToMetadata, type ActVarConfig, type ExpertGrouping } from '../actvar/config.js';
+import { ActVarConfigError, configToMetadata, type ActVarConfig, type ExpertGrouping, type KvPolicy } from '../actvar/config.js';
 import { encodeSafetensors } from '../io/safetensors.js';
 import { encodePng } from '../image/png.js';
 
@@ -26,6 +26,7 @@ export interface ActVarCliOptions {
   expertRate?: number;
   experts?: number;
   scales?: number[];
+  kvPolicy?: KvPolicy;
   actvarWeights?: string;
   actvarCalib?: number;
   actvarGrouping?: ExpertGrouping;
@@ -33,7 +34,7 @@ export interface ActVarCliOptions {
   actMaps?: string;
 }
 
-const NEEDS_ACTVAR = ['tokenRates', 'expertRate', 'experts', 'scales', 'actvarWeights', 'actvarGrouping', 'actvarSave', 'actMaps'] as const;
+const NEEDS_ACTVAR = ['tokenRates', 'expertRate', 'experts', 'scales', 'kvPolicy', 'actvarWeights', 'actvarGrouping', 'actvarSave', 'actMaps'] as const;
 
 /** Declare the ActVAR flags of `generate`. */
 export function addActVarGenerateOptions(cmd: Command): Command {
