@@ -356,3 +356,32 @@ test('a few stage-1 steps lower the distillation loss; validation numbers are in
   const full = ActVAR.wrap(cloneVar(teacher), { tokenRates: [1, 1], expertRate: 1, experts: 4 });
   assert.ok(validateDistill(full, teacher, vae, held).klToDense < 1e-6);
 });
+
+test('policy hooks: a replaced selectTokens / routeTokens drives inference and the teacher-forced forward alike', () => {
+  const model = tinyVar();
+  const a = ActVAR.wrap(model, { tokenRates: [0.5, 0.5], expertRate: 0.5, experts: 4, kvPolicy: 'all' });
+  randomizeGates(a, 4);
+  // fixed pruning of the bottom rows and one static expert set, the baselines of paper Tables 3/4
+  const calls = { select: 0, route: 0 };
+  a.selectTokens = (_b, _s, x, K) => { calls.select++; const R = x.shape[0]; return Int32Array.from({ length: R * K }, (_, i) => i % K); };
+  a.routeTokens = (_b, _s, h, Kw) => { calls.route++; const n = h.shape[0]; return Int32Array.from({ length: n * Kw }, (_, i) => i % Kw); };
+  const labels = [2, 3];
+  const { inputs, x } = randomInputs(model, 2);
+  const seen: Int32Array[] = [];
+  a.onActivation = (r) => { seen.push(r.selected.slice(), r.route.slice()); };
+  const infer = runTransformer(model, labels, inputs, a.hooks, false);
+  assert.equal(calls.select, 2 * 3);
+  assert.equal(calls.route, 2 * 3);
+  for (let i = 0; i < seen.length; i += 2) {
+    assert.ok(seen[i].every((p, j) => p === j % (seen[i].length / 2)), 'inference did not use the replaced selection');
+    assert.ok(seen[i + 1].every((e, j) => e === j % 2), 'inference did not use the replaced routing');
+  }
+  const records: BlockRecord[] = [];
+  const tf = T.noGrad(() => a.forward(labels, x, { record: (r) => records.push(r) }));
+  assert.equal(calls.select, 2 * 2 * 3);
+  for (const r of records) for (const s of r.scales) assert.ok(s.selected.every((p, j) => p === j % s.K) && s.route.every((e, j) => e === j % s.Kw));
+  for (let si = 0; si < model.numScales; si++) {
+    const [bg, ed] = model.beginEnds[si];
+    assert.ok(maxAbsDiff(infer[si].f32, T.slice(tf, 1, bg, ed).f32) < 2e-4, `scale ${si}`);
+  }
+});

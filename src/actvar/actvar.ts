@@ -297,7 +297,7 @@ export class ActVAR {
       let route: Int32Array | null = null;
       const x2 = ffnBranch(block, x1, ada, {}, (_b: VarBlock, h: Tensor) => {
         lap('ffn_other');
-        route = this.routeTokens(ctx.blockIndex, ctx.scaleIndex, h, Kw);
+        route = this.routeTokens(ctx.blockIndex, ctx.scaleIndex, new Tensor(h.f32, [h.size / C, C]), Kw);
         lap('router');
         const y = st.experts.forward(h, route, Kw);
         lap('experts');
