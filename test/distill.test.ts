@@ -319,12 +319,14 @@ test('stage 1 changes only routers and selectors, stage 2 never changes them (bi
   assert.ok(r2.parts.L_b > 0 && r2.parts.L_f > 0);
 });
 
-test('stage 2 refuses co-activation grouping with a clear error', () => {
+test('stage 2 refuses co-activation grouping and a teacher that is the student\'s own VAR, with clear errors', () => {
   const model = tinyVar();
   const perms = model.blocks.map(() => Int32Array.from({ length: 128 }, (_, i) => 127 - i));
   const a = ActVAR.wrap(model, { experts: 4 }, { perms });
   assert.throws(() => trainableParameters(a, 2), (e: Error) => e instanceof ActVarConfigError && /co-activation grouping/.test(e.message));
   assert.equal(trainableParameters(a, 1).size, 4 * 3);
+  const b = ActVAR.wrap(model, { experts: 4 });
+  assert.throws(() => distillLoss(2, b, model, tinyVqvae(), randomBatch(model, 1, 1), { training: false }), /separate frozen copy/);
 });
 
 test('a few stage-1 steps lower the distillation loss; validation numbers are in range and move the right way', () => {

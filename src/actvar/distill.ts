@@ -311,6 +311,7 @@ function gateLosses(s: ScaleRecord, dt: Float32Array, dw: Float32Array, N: numbe
  */
 export function distillLoss(stage: DistillStage, student: ActVAR, teacher: VAR, vae: DistillVqvae, batch: DistillBatch, opts: DistillLossOptions): DistillStepResult {
   const h = { ...DEFAULT_DISTILL_HYPER, ...opts.hyper } as DistillHyper;
+  if (stage === 2 && teacher === student.model) throw new ActVarConfigError('stage 2 fine-tunes the student\'s VAR: the teacher must be a separate frozen copy (cloneVar)');
   prepareStage(student, teacher, stage);
   const V = student.model.config.vocabSize;
   const { x, labels, gt, B } = batchInputs(student.model, vae, batch, opts);
