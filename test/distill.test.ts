@@ -387,3 +387,23 @@ test('policy hooks: a replaced selectTokens / routeTokens drives inference and t
     assert.ok(maxAbsDiff(infer[si].f32, T.slice(tf, 1, bg, ed).f32) < 2e-4, `scale ${si}`);
   }
 });
+
+test('a shorter teacher-forced forward (a prefix of the pyramid) gives the prefix of the full logits', () => {
+  const model = tinyVar();
+  const a = ActVAR.wrap(model, { scales: [2, 3], tokenRates: [0.5, 0.5], expertRate: 0.5, experts: 4 });
+  randomizeGates(a, 8);
+  const { x } = randomInputs(model, 2, 4);
+  const full = T.noGrad(() => a.forward([0, 1], x));
+  for (const ed of [model.beginEnds[3][1], model.beginEnds[3][1] + 7]) { // scale 3's end; inside scale 4 (dense)
+    const part = T.noGrad(() => a.forward([0, 1], T.slice(x, 1, 0, ed - 1)));
+    assert.deepEqual(part.shape, [2, ed, 16]);
+    const end = model.beginEnds[3][1];
+    assert.ok(maxAbsDiff(T.slice(part, 1, 0, end).f32, T.slice(full, 1, 0, end).f32) < 1e-5, `prefix ${ed}`);
+  }
+  // at full activation every prefix, one ending inside a scale included, is the dense prefix
+  const all = ActVAR.wrap(model, { scales: [2, 3], tokenRates: [1, 1], expertRate: 1, experts: 4 });
+  const ed = model.beginEnds[3][1] + 7;
+  const xs = T.slice(x, 1, 0, ed - 1);
+  const d = maxAbsDiff(T.noGrad(() => all.forward([0, 1], xs)).f32, T.noGrad(() => model.forward([0, 1], xs)).f32);
+  assert.ok(d < 1e-5, `full activation, prefix ${ed}: ${d}`);
+});

@@ -135,12 +135,13 @@ export function sparseTeacherBlock(a: ActVAR, ctx: BlockContext, opts: TeacherFo
 
   // 2. the compact sequence: positions (pyramid order) and their scales, the same for every row
   let Lc = 0;
-  for (let si = 0; si < be.length && be[si][1] <= ed; si++) Lc += sel.get(si)?.K ?? be[si][1] - be[si][0];
+  // (a scale cut by a shorter forward, ed inside it, runs dense on its first ed − begin tokens)
+  for (let si = 0; si < be.length && be[si][0] < ed; si++) Lc += sel.get(si)?.K ?? Math.min(be[si][1], ed) - be[si][0];
   const flat = new Int32Array(B * Lc), cLvl = new Int32Array(Lc);
   {
     let c = 0;
-    for (let si = 0; si < be.length && be[si][1] <= ed; si++) {
-      const [bg, en] = be[si];
+    for (let si = 0; si < be.length && be[si][0] < ed; si++) {
+      const bg = be[si][0], en = Math.min(be[si][1], ed);
       const s = sel.get(si);
       if (!s) {
         for (let t = bg; t < en; t++, c++) { cLvl[c] = si; for (let b = 0; b < B; b++) flat[b * Lc + c] = b * ed + t; }
@@ -218,9 +219,9 @@ export function sparseTeacherBlock(a: ActVAR, ctx: BlockContext, opts: TeacherFo
     const pieces: Tensor[] = [];
     let run = 0;
     const flush = (): void => { if (run) { pieces.push(new Tensor(new Float32Array(B * run).fill(1), [B, run, 1])); run = 0; } };
-    for (let si = 0; si < be.length && be[si][1] <= ed; si++) {
+    for (let si = 0; si < be.length && be[si][0] < ed; si++) {
       const s = sel.get(si);
-      if (!s) { run += be[si][1] - be[si][0]; continue; }
+      if (!s) { run += Math.min(be[si][1], ed) - be[si][0]; continue; }
       flush();
       pieces.push(reshape(straightThroughOne(pickPerRow(softmax(s.logits!, -1), s.index, s.K)), [B, s.K, 1]));
     }
