@@ -6,8 +6,9 @@
  * function of exactly what the experts will compute on.
  *
  * paper eq. (4) sums the selected experts' outputs without weighting them by p_w, so routing is a hard
- * choice at inference; the probabilities only matter for the distillation loss (paper eq. (6)) and the
- * load-balancing loss (paper eq. (7)) at training time. `logits()` is differentiable for that purpose.
+ * choice at inference; the probabilities only matter at training time: the distillation loss (paper
+ * eq. (6)), the load-balancing loss (paper eq. (7)) and the straight-through factor p_w/stopgrad(p_w)
+ * that lets the token loss reach the router (teacher.ts, distill.ts). `logits()` is differentiable for that.
  *
  * Parameters: `weight` (N, C), `bias` (N) — stored as `actvar.blocks.{i}.router.{weight,bias}`.
  * FLOPs: 2·n·C·N, category 'router' (the (1−η)·N·2LH term of paper eq. (12)'s overhead).

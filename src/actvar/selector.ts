@@ -17,6 +17,10 @@
  * normalised token, which is what its attention and FFN read; a linear score of ln(x) is
  * scale-invariant and better conditioned for the least-squares fit.
  *
+ * Training (distill.ts): the distribution over a row's l tokens that paper eq. (11) compares to the
+ * pseudo-label is softmax of these logits over the row (monotone in the logits, like the sigmoid, so it
+ * ranks tokens exactly as the inference top-K_t does); the sigmoid itself is not used in training.
+ *
  * Parameters: `weight` (1, C), `bias` (1) — stored as `actvar.blocks.{i}.selector.{weight,bias}`.
  * FLOPs: 2·l·C per row, category 'selector'.
  */
