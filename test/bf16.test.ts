@@ -8,19 +8,20 @@ import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
 import { backend, loadNativeKernels, parseSettings, OpenBlasBackend, type Bf16Path, type NativeKernels } from '../src/backend/node.js';
-import { writeSafetensors } from '../src/io/safetensors.js';
+import { readSafetensors, writeSafetensors } from '../src/io/safetensors.js';
 import { loadVar, toBf16Weights } from '../src/var/load.js';
 import { initVarParams, randomVar } from '../src/var/init.js';
 import { isBf16Weight } from '../src/var/weights-dtype.js';
 import { varConfigForDepth } from '../src/var/config.js';
 import { loadVqvae } from '../src/vqvae/load.js';
-import { fixture as tiny, needsFixtures } from './util/fixtures.js';
+import { fixture as tiny, needsFixtures, repoRoot } from './util/fixtures.js';
 import { assertSameBits, randn as randnOf } from './util/compare.js';
 
 const native = loadNativeKernels().kernels;
@@ -159,7 +160,7 @@ test('randomVar with weightsDtype bf16 = toBf16Weights of the float32 model; the
   assert.equal(fp.params.get('blocks.0.ffn.fc1.weight')!.dtype, 'float32', 'the float32 model is left as it was');
 });
 
-const TINY = needsFixtures(tiny('var_state_dict.safetensors'), tiny('vqvae_state_dict.safetensors'));
+const TINY = needsFixtures(tiny('var_state_dict.safetensors'), tiny('vqvae_state_dict.safetensors'), tiny('generate_greedy_cfg1.5.safetensors'));
 
 test('tiny parity VAR with bf16 weights: native = TypeScript reference bit for bit; logits and greedy tokens near float32', TINY, () => {
   const fp = loadVar(tiny('var_state_dict.safetensors')), bf = loadVar(tiny('var_state_dict.safetensors'), {}, { weightsDtype: 'bf16' });
@@ -187,4 +188,24 @@ test('tiny parity VAR with bf16 weights: native = TypeScript reference bit for b
   let num = 0, den = 0;
   for (let i = 0; i < la.length; i++) { num += (la[i] - lb[i]) ** 2; den += la[i] ** 2; }
   assert.ok(Math.sqrt(num / den) < 0.03, `relative RMS change of the logits: ${Math.sqrt(num / den)}`);
+});
+
+test('actvar generate --weights-dtype bf16: greedy tokens near the official ones; refused with --actvar (exit 2, nothing written)', TINY, () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'actvar-bf16-'));
+  const cli = path.join(repoRoot, 'dist/src/cli/main.js');
+  const base = ['generate', '--var', tiny('var_state_dict.safetensors'), '--vae', tiny('vqvae_state_dict.safetensors'), '--classes', '3,7', '--top-k', '1', '--quiet'];
+  try {
+    const r = spawnSync(process.execPath, [cli, ...base, '--weights-dtype', 'bf16', '--tokens-out', 't.json'], { cwd: dir, encoding: 'utf8' });
+    assert.equal(r.status, 0, r.stderr);
+    const got = (JSON.parse(fs.readFileSync(path.join(dir, 't.json'), 'utf8')) as { idx_BL: number[][] }).idx_BL.flat();
+    const want = Array.from(readSafetensors(tiny('generate_greedy_cfg1.5.safetensors')).get('idx_BL')!.data);
+    const agree = got.filter((v, i) => v === want[i]).length;
+    assert.ok(agree / want.length >= 0.8, `bf16 greedy tokens agree with the official float32 ones at ${agree}/${want.length}`);
+    const bad = spawnSync(process.execPath, [cli, ...base, '--weights-dtype', 'bf16', '--actvar', '--tokens-out', 'u.json'], { cwd: dir, encoding: 'utf8' });
+    assert.equal(bad.status, 2);
+    assert.match(bad.stderr, /^actvar: error: --weights-dtype bf16 does not combine with --actvar yet/m);
+    assert.ok(!fs.existsSync(path.join(dir, 'u.json')));
+  } finally {
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
 });
