@@ -120,7 +120,40 @@ static void cols_scalar(const bf16_job *j, int n0, int n1) {
 /* ---- AVX512-BF16: vdpbf16ps, 4 W rows × up to 4 X rows (16 accumulators) */
 
 #define TGT_BF16 __attribute__((target("avx512f,avx512bw,avx512bf16")))
+#define TGT_512 __attribute__((target("avx512f")))
 #define INLINE static inline __attribute__((always_inline))
+
+/* The tree of tree16 for 16 accumulators at once (a[4q + i]: W row q, X row i of a 4 × 4 tile), by
+ * transposing shuffles: level 1 adds lanes j and j+8, level 2 j and j+4, level 3 makes (h0+h2) and (h1+h3),
+ * level 4 adds those — the same additions as tree16, so the same bits. The sums come out row-major:
+ * r[4i + q] is the element of X row i and W row q; stored as C = r (beta 0) or C + r. */
+TGT_512 INLINE void store_4x4(const bf16_job *j, int m, int n, const __m512 *a) {
+  __m512 t[8], u[4], v[2];
+  for (int k = 0; k < 8; k++) {
+    const __m512 lo = _mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512 hi = _mm512_shuffle_f32x4(a[2 * k], a[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2));
+    t[k] = _mm512_add_ps(lo, hi); /* quarters: acc 2k h0-3, acc 2k h4-7, acc 2k+1 h0-3, acc 2k+1 h4-7 */
+  }
+  for (int k = 0; k < 4; k++) {
+    const __m512 lo = _mm512_shuffle_f32x4(t[2 * k], t[2 * k + 1], _MM_SHUFFLE(2, 0, 2, 0));
+    const __m512 hi = _mm512_shuffle_f32x4(t[2 * k], t[2 * k + 1], _MM_SHUFFLE(3, 1, 3, 1));
+    u[k] = _mm512_add_ps(lo, hi); /* quarter q: the 4 sums h_j + h_{j+4} of acc 4k + q */
+  }
+  for (int k = 0; k < 2; k++) {
+    const __m512 lo = _mm512_shuffle_ps(u[2 * k], u[2 * k + 1], _MM_SHUFFLE(1, 0, 1, 0));
+    const __m512 hi = _mm512_shuffle_ps(u[2 * k], u[2 * k + 1], _MM_SHUFFLE(3, 2, 3, 2));
+    v[k] = _mm512_add_ps(lo, hi); /* quarter q: (h0+h2, h1+h3) of acc 8k + q, then of acc 8k + 4 + q */
+  }
+  const __m512 lo = _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(2, 0, 2, 0));
+  const __m512 hi = _mm512_shuffle_ps(v[0], v[1], _MM_SHUFFLE(3, 1, 3, 1));
+  const __m512 r = _mm512_add_ps(lo, hi); /* r[4q' + e] = acc 4e + q' */
+  float o[16];
+  _mm512_storeu_ps(o, r);
+  for (int i = 0; i < 4; i++) {
+    float *c = j->C + (int64_t)(m + i) * j->ldc + n;
+    for (int q = 0; q < 4; q++) c[q] = j->beta == 0.0f ? o[4 * i + q] : c[q] + o[4 * i + q];
+  }
+}
 
 TGT_BF16 INLINE void tile_bf16(const bf16_job *j, int n, int m, const int nb, const int mb) {
   const int K32 = j->K & ~31;
@@ -144,6 +177,12 @@ TGT_BF16 INLINE void tile_bf16(const bf16_job *j, int n, int m, const int nb, co
       const __m512i p = _mm512_loadu_si512((const void *)(x[i] + K32));
       for (int q = 0; q < nb; q++) a[i][q] = _mm512_dpbf16_ps(a[i][q], (__m512bh)p, (__m512bh)_mm512_loadu_si512((const void *)t[q]));
     }
+  }
+  if (nb == 4 && mb == 4) {
+    __m512 s[16];
+    for (int q = 0; q < 4; q++) for (int i = 0; i < 4; i++) s[4 * q + i] = a[i][q];
+    store_4x4(j, m, n, s);
+    return;
   }
   float l[16];
   for (int i = 0; i < mb; i++) for (int q = 0; q < nb; q++) { _mm512_storeu_ps(l, a[i][q]); store(j, m + i, n + q, l); }
@@ -171,8 +210,6 @@ TGT_BF16 static void cols_bf16(const bf16_job *j, int n0, int n1) {
 
 /* ---- AVX-512F without BF16: widen (odd: the high half as is, even: shifted up 16) and fma */
 
-#define TGT_512 __attribute__((target("avx512f")))
-
 TGT_512 INLINE void tile_512(const bf16_job *j, int n, int m, const int nb, const int mb) {
   const int K32 = j->K & ~31;
   const __m512i hi = _mm512_set1_epi32((int)0xffff0000u);
@@ -195,6 +232,12 @@ TGT_512 INLINE void tile_512(const bf16_job *j, int n, int m, const int nb, cons
       const __m512 po = _mm512_castsi512_ps(_mm512_and_si512(p, hi)), pe = _mm512_castsi512_ps(_mm512_slli_epi32(p, 16));
       for (int q = 0; q < nb; q++) a[i][q] = _mm512_fmadd_ps(pe, be[q], _mm512_fmadd_ps(po, bo[q], a[i][q]));
     }
+  }
+  if (nb == 4 && mb == 4) {
+    __m512 s[16];
+    for (int q = 0; q < 4; q++) for (int i = 0; i < 4; i++) s[4 * q + i] = a[i][q];
+    store_4x4(j, m, n, s);
+    return;
   }
   float l[16];
   for (int i = 0; i < mb; i++) for (int q = 0; q < nb; q++) { _mm512_storeu_ps(l, a[i][q]); store(j, m + i, n + q, l); }
