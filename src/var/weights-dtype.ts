@@ -2,7 +2,7 @@
  * Which VAR weights `weightsDtype: 'bf16'` stores as bf16 (an inference option, never the default: float32
  * keeps parity with the official model; the arithmetic is src/tensor/ops/bf16.ts). bf16: the Linear weight
  * matrices of the blocks (ada_lin, mat_qkv, proj, fc1, fc2) and of the head (head_nm.ada_lin, head) and
- * shared_ada_lin — over 99 % of a VAR's parameters and all of its GEMM weights but one. float32: every bias,
+ * shared_ada_lin — 99.4 % of d16's parameters and all of its GEMM weights but word_embed's. float32: every bias,
  * the embeddings (class_emb, lvl_embed, pos_start, pos_1LC) and word_embed (Cvae = 32 inputs, 0.01 % of
  * d16), scale_mul_1H11 and ada_gss — small, and read by ops other than the GEMMs.
  */
