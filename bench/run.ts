@@ -21,6 +21,7 @@ const benches: { name: string; run: () => void | Promise<void> }[] = [
   { name: 'gemm-threads', run: child('./gemm-threads.js') },
   { name: 'block-train', run: async () => { (await import('./block-train.js')).benchBlockTrain(); } },
   { name: 'var-generate', run: child('./var-generate.js', 'd16') },
+  { name: 'var-generate-bf16', run: child('./var-generate.js', 'd16', '--weights-dtype', 'bf16') },
   { name: 'vqvae-decode', run: child('./vqvae-decode.js', '3') },
   { name: 'actvar', run: child('../src/cli/main.js', 'bench', 'actvar', '--preset', 'd16', '--json') },
   { name: 'actvar-50-25-50', run: child('../src/cli/main.js', 'bench', 'actvar', '--preset', 'd16', '--token-rates', '0.5,0.25', '--expert-rate', '0.5', '--json') },

@@ -7,6 +7,10 @@
  * peak RSS ≤ 1.3× the fp32 weight bytes.
  *
  *   node dist/bench/var-generate.js [preset] [--no-decode] [--no-warmup] [--breakdown] [--attn-threads-all]
+ *     [--weights-dtype fp32|bf16] [--batch N]
+ *
+ * --weights-dtype bf16: the VAR's weight matrices as bf16 (src/var/weights-dtype.ts; converted as they are
+ * drawn, so the float32 model never exists); --batch N: N images (classes 207, 208, …), 2N rows with CFG.
  */
 import fs from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -17,6 +21,7 @@ import { randomVar } from '../src/var/init.js';
 import { setAttentionThreads } from '../src/tensor/index.js';
 import { VQVAE } from '../src/vqvae/vqvae.js';
 import { OFFICIAL_VQVAE } from '../src/vqvae/config.js';
+import { WEIGHTS_DTYPES, type WeightsDtype } from '../src/var/weights-dtype.js';
 
 useNodeBackend(); // the backend from the environment (ACTVAR_BACKEND, …), as the CLI does
 
@@ -35,6 +40,10 @@ export interface VarGenerateBenchOptions {
   /** Also time one more transformer run with the attention GEMMs on this many kernel threads (0 = the backend's count; default setting 1). */
   attnThreads?: number;
   log?: (s: string) => void;
+  /** How the VAR's weight matrices are held (default fp32). */
+  weightsDtype?: WeightsDtype;
+  /** Images per generation (default 1). */
+  batch?: number;
 }
 
 export interface VarGenerateBenchResult {
@@ -54,6 +63,10 @@ export interface VarGenerateBenchResult {
   peak_rss_transformer_mb: number;
   /** fp32 bytes of VAR + VQVAE weights. */
   weight_mb: number;
+  weights_dtype: WeightsDtype;
+  batch: number;
+  /** Bytes of the VAR + VQVAE weights as held (bf16 matrices: 2 bytes each). */
+  held_weight_mb: number;
   rss_over_weights: number;
 }
 
@@ -109,17 +122,19 @@ export function benchVarGenerate(opts: VarGenerateBenchOptions = {}): VarGenerat
   announceBackend();
   const t0 = performance.now();
   const cfg = varPreset(preset);
-  const model = randomVar(cfg, opts.seed ?? 0);
+  const weightsDtype = opts.weightsDtype ?? 'fp32', batch = opts.batch ?? 1;
+  const model = randomVar(cfg, opts.seed ?? 0, { weightsDtype });
   const vqvae = VQVAE.random({ ...OFFICIAL_VQVAE, patchNums: cfg.patchNums }, new Rng(1));
   const init = (performance.now() - t0) / 1000;
-  let nVar = 0, nVae = 0;
-  for (const t of model.params.values()) nVar += t.size;
-  for (const t of vqvae.parameters()) nVae += t.size;
-  const weightMB = ((nVar + nVae) * 4) / (1 << 20);
-  log(`VAR-${preset} (${(nVar / 1e6).toFixed(1)} M params) + VQVAE (${(nVae / 1e6).toFixed(1)} M) random, built in ${init.toFixed(1)} s; RSS ${Math.round(rssMB())} MB, peak ${Math.round(peakRssMB())} MB`);
+  let nVar = 0, nVae = 0, held = 0;
+  for (const t of model.params.values()) { nVar += t.size; held += t.data.byteLength; }
+  for (const t of vqvae.parameters()) { nVae += t.size; held += t.data.byteLength; }
+  const weightMB = ((nVar + nVae) * 4) / (1 << 20), heldMB = held / (1 << 20);
+  log(`VAR-${preset} (${(nVar / 1e6).toFixed(1)} M params, weights ${weightsDtype}) + VQVAE (${(nVae / 1e6).toFixed(1)} M) random, built in ${init.toFixed(1)} s; ` +
+    `weights held: ${Math.round(heldMB)} MB; RSS ${Math.round(rssMB())} MB, peak ${Math.round(peakRssMB())} MB; batch ${batch}`);
 
   const gen = (onScale?: (si: number) => void) => model.autoregressiveInfer({
-    labels: [207], vqvae, cfg: opts.cfg ?? 1.5, topK: opts.topK ?? 900, topP: opts.topP ?? 0.96,
+    labels: Array.from({ length: batch }, (_, i) => (207 + i) % cfg.numClasses), vqvae, cfg: opts.cfg ?? 1.5, topK: opts.topK ?? 900, topP: opts.topP ?? 0.96,
     rng: new Rng(opts.seed ?? 0), decode: false, onScale,
   });
   if (opts.warmup !== false) {
@@ -167,7 +182,7 @@ export function benchVarGenerate(opts: VarGenerateBenchOptions = {}): VarGenerat
     preset, backend: be.name, threads: be.threads, init_s: round(init),
     transformer_s: round(transformer), transformer_cpu_s: round(cpu), transformer_sgemm_s: round(sgemm), per_scale_s: perScale.map(round),
     decode_s: decode === null ? null : round(decode), peak_rss_mb: Math.round(rss), peak_rss_transformer_mb: Math.round(rssTransformer), weight_mb: Math.round(weightMB),
-    rss_over_weights: round(rss / weightMB),
+    rss_over_weights: round(rss / weightMB), weights_dtype: weightsDtype, batch, held_weight_mb: Math.round(heldMB),
   };
   log(`transformer: ${r.transformer_s} s wall, ${r.transformer_cpu_s} s CPU (sgemm ${r.transformer_sgemm_s} s, other ${round(transformer - sgemm)} s); per scale: ${r.per_scale_s.join(' ')}`);
   if (opts.breakdown) {
@@ -183,12 +198,26 @@ export function benchVarGenerate(opts: VarGenerateBenchOptions = {}): VarGenerat
 
 function round(x: number): number { return Math.round(x * 100) / 100; }
 
+/** The value after `flag` in args (or undefined), and args without the pair. */
+function takeValue(args: string[], flag: string): [string | undefined, string[]] {
+  const i = args.indexOf(flag);
+  if (i < 0) return [undefined, args];
+  return [args[i + 1], [...args.slice(0, i), ...args.slice(i + 2)]];
+}
+
 if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
-  const args = process.argv.slice(2);
+  let args = process.argv.slice(2);
+  let dt: string | undefined, batch: string | undefined;
+  [dt, args] = takeValue(args, '--weights-dtype');
+  [batch, args] = takeValue(args, '--batch');
+  const fail = (m: string): never => { console.error(`var-generate: ${m}`); process.exit(2); };
+  if (dt !== undefined && !(WEIGHTS_DTYPES as readonly string[]).includes(dt)) fail(`--weights-dtype must be one of ${WEIGHTS_DTYPES.join(', ')}, got '${dt}'`);
+  if (batch !== undefined && !/^[1-9]\d*$/.test(batch)) fail(`--batch must be a positive integer, got '${batch}'`);
   const r = benchVarGenerate({
     preset: args.find((a) => !a.startsWith('--')) ?? 'd16',
     decode: !args.includes('--no-decode'), warmup: !args.includes('--no-warmup'), breakdown: args.includes('--breakdown'),
     attnThreads: args.includes('--attn-threads-all') ? 0 : undefined,
+    weightsDtype: dt as WeightsDtype | undefined, batch: batch === undefined ? undefined : Number(batch),
   });
   console.log(JSON.stringify(r));
 }

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
  * Builds the optional native library (native/*.c: the elementwise kernels, actvar's thread pool with the
- * split and few-row GEMMs, the grouped expert FFN, the KV-cache attention, the inference row kernels) into build/native/, with the
+ * split and few-row GEMMs, the grouped expert FFN, the KV-cache attention, the inference row kernels, the bf16-weight GEMM) into build/native/, with the
  * system C compiler ($CC, else cc, gcc or clang). Runs as the package's `install` script (so also when
  * actvar is installed as a dependency) and after `tsc` in `npm run build` and `npm test` (a no-op
  * when the library is newer than its sources). Without a compiler it prints one line and exits 0: actvar
@@ -18,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const sources = ['kernels.c', 'threads.c', 'grouped_ffn.c', 'attention.c', 'small_gemm.c', 'rows.c'].map((f) => path.join(root, 'native', f));
+const sources = ['kernels.c', 'threads.c', 'grouped_ffn.c', 'attention.c', 'small_gemm.c', 'rows.c', 'bf16_gemm.c'].map((f) => path.join(root, 'native', f));
 const ext = process.platform === 'darwin' ? 'dylib' : process.platform === 'win32' ? 'dll' : 'so';
 const outDir = path.join(root, 'build', 'native');
 const out = path.join(outDir, `libactvar_kernels.${ext}`);

@@ -254,8 +254,8 @@ test('parseSettings: one object from the ACTVAR_* variables; bad values name the
   assert.deepEqual(parseSettings({}), { ...DEFAULT_SETTINGS });
   assert.deepEqual(parseSettings({
     ACTVAR_BACKEND: ' TypeScript ', ACTVAR_THREADS: '3', ACTVAR_NATIVE: '0', ACTVAR_SPLIT_GEMM: '0',
-    ACTVAR_BLAS_LIB: '/x/libopenblas.so', ACTVAR_ATTN_THREADS: '1',
-  }), { backend: 'ts', threads: 3, native: false, splitGemm: false, blasLib: '/x/libopenblas.so', attentionThreads: 1 });
+    ACTVAR_BLAS_LIB: '/x/libopenblas.so', ACTVAR_ATTN_THREADS: '1', ACTVAR_BF16: '0',
+  }), { backend: 'ts', threads: 3, native: false, splitGemm: false, blasLib: '/x/libopenblas.so', attentionThreads: 1, bf16: false });
   assert.equal(parseSettings({ ACTVAR_BACKEND: 'blas', ACTVAR_NATIVE: '' }).backend, 'openblas');
   assert.equal(parseSettings({ ACTVAR_NATIVE: '' }).native, true, 'empty = unset');
   for (const [env, pattern] of [

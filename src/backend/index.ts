@@ -12,7 +12,7 @@ import { Workspace } from './workspace.js';
 export { Workspace } from './workspace.js';
 
 export type { Backend, JsWorkerPool } from './backend.js';
-export type { NativeKernels } from './native.js';
+export type { NativeKernels, Bf16Path } from './native.js';
 export { TsBackend, checkSgemmArgs } from './ts.js';
 export { parseSettings, configError, DEFAULT_SETTINGS } from './settings.js';
 export type { Settings, BackendChoice, SettingsSource } from './settings.js';

@@ -116,7 +116,29 @@ export interface NativeKernels {
    * Y[r] = w·LN(X_r) + b for rows × C inputs X (LayerNorm without affine, float64 statistics).
    */
   gateScores(X: Float32Array, rows: number, C: number, w: Float32Array, b: number, eps: number, Y: Float32Array): void;
+  /**
+   * bf16 weights (native/bf16_gemm.c; the definition and its TypeScript twin `gemmBf16Reference` in
+   * src/tensor/ops/bf16.ts): C (M × N, ldc) = bf16(X)·Wᵀ + beta·C for float32 X (M × K, ldx), bf16 bit
+   * patterns W (N × K, ldw), beta 0 or 1; columns split over the pool, the same bits for any thread
+   * count. Unchecked: the caller (gemmBf16) checks every argument.
+   */
+  bf16Gemm(M: number, N: number, K: number, X: Float32Array, ldx: number, W: Uint16Array, ldw: number, beta: number,
+    C: Float32Array, ldc: number): void;
+  /** y[i] = bf16(x[i]) (round to nearest even) for the first n elements. */
+  toBf16(x: Float32Array, y: Uint16Array, n: number): void;
+  /**
+   * Whether `bf16Gemm` may use AVX512-BF16's vdpbf16ps where the CPU has it (true, the default) or always
+   * the widening path (false: ACTVAR_BF16=0); a path name caps it there (tests: 'avx2', 'c'). Returns the
+   * path now in effect (the same bits on every path, subnormals aside).
+   */
+  setBf16Mode(useInstruction: boolean | Bf16Path): Bf16Path;
+  /** The path `bf16Gemm` takes now. */
+  bf16Path(): Bf16Path;
 }
+
+/** How `bf16Gemm` runs: vdpbf16ps, or widening bf16 to float32 with AVX-512F / AVX2+FMA / plain C. */
+export type Bf16Path = 'avx512-bf16' | 'avx512f' | 'avx2' | 'c';
+const BF16_PATHS: readonly Bf16Path[] = ['c', 'avx2', 'avx512f', 'avx512-bf16'];
 
 /** Where scripts/build-native.mjs puts the library (relative to the package root). */
 export function nativeLibraryPath(platform: NodeJS.Platform = process.platform): string {
@@ -174,11 +196,28 @@ export function bindNativeKernels(library: string): NativeKernels {
   const gateScores = f('void actvar_gate_scores(const float *X, int64_t rows, int64_t C, const float *w, double b, double eps, float *Y)');
   const setFewRowLimit = num('int actvar_set_small_gemm_max_m(int m)');
   const setSplitParts = num('int actvar_set_split_parts(int parts)');
+  const bf16Gemm = num('int actvar_bf16_gemm(int M, int N, int K, const float *X, int ldx, const uint16_t *W, int ldw, float beta, float *C, int ldc)');
+  const toBf16 = f('void actvar_f32_to_bf16(const float *x, uint16_t *y, int64_t n)');
+  const setBf16Mode = num('int actvar_bf16_set_mode(int cap)');
+  const bf16PathFn = num('int actvar_bf16_path(void)');
   let sgemmBound = false;
   let ffnY = new Float32Array(0), ffnPos = new Int32Array(0);
   const at = (a: Float32Array, off: number) => (off === 0 ? a : a.subarray(off));
   return {
     library,
+    bf16Gemm(M, N, K, X, ldx, W, ldw, beta, C, ldc) {
+      if (bf16Gemm(M, N, K, X, ldx, W, ldw, beta, C, ldc) !== 0) throw new Error('native bf16Gemm: out of memory for the bf16 activations');
+    },
+    toBf16(x, y, n) {
+      count('toBf16', n); need('toBf16', x, n); need('toBf16', y, n);
+      if (n > 0) toBf16(x, y, n);
+    },
+    setBf16Mode(on) {
+      const cap = on === true ? 3 : on === false ? 2 : BF16_PATHS.indexOf(on);
+      if (cap < 0) throw new RangeError(`native setBf16Mode: unknown path '${String(on)}'; use ${BF16_PATHS.join(', ')}`);
+      return BF16_PATHS[setBf16Mode(cap)] ?? 'c';
+    },
+    bf16Path() { return BF16_PATHS[bf16PathFn()] ?? 'c'; },
     bindSgemm(blas) {
       sgemmBound = bindSgemm(blas) === 0;
       return sgemmBound;
@@ -319,13 +358,15 @@ let cached: NativeLoadResult | null = null;
  * The native kernels, once per process: none when ACTVAR_NATIVE=0, or when the library was not
  * built (no C compiler at install) or fails to load — then `why` says so and the TypeScript loops run.
  */
-export function loadNativeKernels(s: Pick<Settings, 'native'> = parseSettings(process.env)): NativeLoadResult {
+export function loadNativeKernels(s: Pick<Settings, 'native' | 'bf16'> = parseSettings(process.env)): NativeLoadResult {
   if (cached) return cached;
   if (!s.native) return (cached = { kernels: null, why: 'ACTVAR_NATIVE=0' });
   const library = nativeLibraryPath();
   if (!existsSync(library)) return (cached = { kernels: null, why: 'native kernels not built: npm run build with a C compiler (apt-get install gcc)' });
   try {
-    return (cached = { kernels: bindNativeKernels(library), why: '' });
+    const kernels = bindNativeKernels(library);
+    kernels.setBf16Mode(s.bf16);
+    return (cached = { kernels, why: '' });
   } catch (e) {
     return (cached = { kernels: null, why: `native kernels failed to load (${(e as Error).message}); rebuild with npm run build` });
   }

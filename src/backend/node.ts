@@ -24,7 +24,7 @@ export * from './index.js';
 export { OpenBlasBackend, loadOpenBlas, blasCandidates, defaultThreads } from './openblas.js';
 export type { BlasKind, BlasLoadResult } from './openblas.js';
 export { loadNativeKernels, bindNativeKernels, nativeLibraryPath } from './native.js';
-export type { NativeLoadResult } from './native.js';
+export type { NativeLoadResult, Bf16Path } from './native.js';
 export { NodeWorkerPool } from './worker-pool.js';
 
 /** The settings named by the ACTVAR_* environment variables (see settings.ts). */

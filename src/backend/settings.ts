@@ -21,10 +21,15 @@ export interface Settings {
   blasLib: string | null;
   /** ACTVAR_ATTN_THREADS: kernel threads of the attention GEMMs; 0 (unset) = the backend's count. */
   attentionThreads: number;
+  /**
+   * ACTVAR_BF16: the bf16-weight GEMM (native/bf16_gemm.c) uses AVX512-BF16's vdpbf16ps where the CPU has
+   * it (1, the default) or always widens bf16 to float32 (0; the same results, for tests and comparisons).
+   */
+  bf16: boolean;
 }
 
 export const DEFAULT_SETTINGS: Readonly<Settings> = Object.freeze({
-  backend: 'auto', threads: null, native: true, splitGemm: true, blasLib: null, attentionThreads: 0,
+  backend: 'auto', threads: null, native: true, splitGemm: true, blasLib: null, attentionThreads: 0, bf16: true,
 });
 
 /** An error the CLI reports as a user mistake (exit 2, no stack); see src/cli/errors.ts. */
@@ -70,5 +75,6 @@ export function parseSettings(env: SettingsSource): Settings {
     splitGemm: flag('ACTVAR_SPLIT_GEMM', true),
     blasLib: raw('ACTVAR_BLAS_LIB') ?? null,
     attentionThreads: count('ACTVAR_ATTN_THREADS', 0) ?? 0,
+    bf16: flag('ACTVAR_BF16', true),
   };
 }

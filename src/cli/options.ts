@@ -15,9 +15,11 @@
  * - `addActVarSettingsOptions(cmd)`: --token-rates, --expert-rate, --experts, --scales, --kv-policy;
  *   `actvarSettings(opts)` turns them into a `Partial<ActVarConfig>`.
  * - `addActVarInitOptions(cmd, calibDefault)`: --actvar-weights, --actvar-calib.
+ * - `addWeightsDtypeOption(cmd)`: --weights-dtype fp32|bf16 (how the VAR's weight matrices are held).
  */
 import { Command, InvalidArgumentError } from 'commander';
 import type { ActVarConfig, KvPolicy } from '../actvar/config.js';
+import { WEIGHTS_DTYPES, type WeightsDtype } from '../var/weights-dtype.js';
 
 export interface Range {
   min?: number;
@@ -170,4 +172,20 @@ export function actvarSettings(o: { tokenRates?: number[]; expertRate?: number; 
   if (o.scales !== undefined) s.scales = o.scales;
   if (o.kvPolicy !== undefined) s.kvPolicy = o.kvPolicy;
   return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// weights
+
+/**
+ * --weights-dtype fp32|bf16 (default fp32): bf16 holds the VAR's weight matrices as bfloat16 with float32
+ * accumulation (src/var/weights-dtype.ts): half their memory, faster GEMMs, results close to but not the
+ * same bits as fp32 (docs/BENCHMARKS.md "bf16 weights").
+ */
+/** Why --weights-dtype bf16 and --actvar exclude each other (generate, eval). */
+export const BF16_ACTVAR = "--weights-dtype bf16 does not combine with --actvar yet (ActVAR's expert FFN kernels read float32 weights); use --weights-dtype fp32 with --actvar";
+
+export function addWeightsDtypeOption(cmd: Command): Command {
+  return cmd.option('--weights-dtype <t>', 'VAR weight matrices in memory: fp32 (parity with the official model) or bf16 (half the memory, float32 accumulation)',
+    choice<WeightsDtype>('--weights-dtype', WEIGHTS_DTYPES), 'fp32');
 }

@@ -277,6 +277,7 @@ function plan(tensors: TensorMap, metadata: Record<string, string> | undefined, 
     if (typeof name !== 'string') throw err('bad-name', `tensor names must be strings, got ${typeof name}`);
     if (name === '__metadata__') throw err('bad-name', `'__metadata__' is reserved and cannot name a tensor`);
     if (!(t instanceof Tensor)) throw err('bad-tensor', `'${name}' is not a Tensor`);
+    if (t.dtype === 'bfloat16') throw err('bad-tensor', `'${name}' holds bf16 weights (an inference-only copy): save the float32 model instead`);
     const dtype = t.dtype === 'float32' ? 'F32' : intDtype;
     const nbytes = t.size * ITEMSIZE[dtype];
     parts.push(`${JSON.stringify(name)}:${JSON.stringify({ dtype, shape: t.shape, data_offsets: [off, off + nbytes] })}`);

@@ -23,3 +23,4 @@ export { workspace, Workspace } from '../backend/index.js';
 export * from './ops/adamw-update.js';
 export * from './ops/conv3x3.js';
 export * from './ops/expert-mix.js';
+export * from './ops/bf16.js';

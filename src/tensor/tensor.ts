@@ -11,8 +11,12 @@
 
 import { backend } from '../backend/index.js';
 
-export type DType = 'float32' | 'int32';
-export type Data = Float32Array | Int32Array;
+/**
+ * 'bfloat16': a weight matrix stored as bf16 bit patterns (Uint16Array), for inference only (read by
+ * `linear` / `linearInto` and nothing else: `f32` throws for it; src/tensor/ops/bf16.ts).
+ */
+export type DType = 'float32' | 'int32' | 'bfloat16';
+export type Data = Float32Array | Int32Array | Uint16Array;
 
 export interface GradNode {
   readonly op: string;
@@ -66,7 +70,7 @@ export class Tensor {
     }
     this.data = data;
     this.shape = Object.freeze(shape.slice());
-    this.dtype = data instanceof Int32Array ? 'int32' : 'float32';
+    this.dtype = data instanceof Int32Array ? 'int32' : data instanceof Uint16Array ? 'bfloat16' : 'float32';
     if (requiresGrad && this.dtype !== 'float32') throw new TypeError('only float32 tensors can require grad');
     this.requiresGrad = requiresGrad;
     liveCount++;
@@ -78,13 +82,13 @@ export class Tensor {
 
   /** Float32 view of the data; throws for int32 tensors. */
   get f32(): Float32Array {
-    if (!(this.data instanceof Float32Array)) throw new TypeError('expected a float32 tensor, got int32');
+    if (!(this.data instanceof Float32Array)) throw new TypeError(`expected a float32 tensor, got ${this.dtype}`);
     return this.data;
   }
 
   /** Int32 view of the data; throws for float32 tensors. */
   get i32(): Int32Array {
-    if (!(this.data instanceof Int32Array)) throw new TypeError('expected an int32 tensor, got float32');
+    if (!(this.data instanceof Int32Array)) throw new TypeError(`expected an int32 tensor, got ${this.dtype}`);
     return this.data;
   }
 
@@ -236,6 +240,6 @@ export function sameShape(a: readonly number[], b: readonly number[]): boolean {
 }
 
 export function assertFloat(t: Tensor, op: string): Float32Array {
-  if (!(t.data instanceof Float32Array)) throw new TypeError(`${op}: expected a float32 tensor, got int32 [${t.shape.join(', ')}]`);
+  if (!(t.data instanceof Float32Array)) throw new TypeError(`${op}: expected a float32 tensor, got ${t.dtype} [${t.shape.join(', ')}]`);
   return t.data;
 }

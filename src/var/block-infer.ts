@@ -6,7 +6,7 @@
  * Never handed out: only the branch outputs, which are fresh arrays, leave these functions.
  */
 import {
-  Tensor, assertFloat, linearInto, gelu, workspace,
+  Tensor, assertFloat, linearInto, weightData, gelu, workspace,
   adaLNModulateInto, gatedResidual, splitHeadsInto, attendCachedInto, checkCacheRoom, type KVCache,
 } from '../tensor/index.js';
 import { attnScale, blockTemperatures, type VarBlock, type AdaLN } from './block.js';
@@ -31,14 +31,14 @@ export function attnBranchCached(block: VarBlock, x: Tensor, ada: AdaLN, cache: 
   checkCacheRoom(cache, l);
   const xn = modulated(block, x, ada.scale1, ada.shift1);
   const ws = workspace(), qkv = ws.float32('var.qkv', rows * C3), q = ws.float32('var.q', rows * C);
-  linearInto(xn, rows, block.qkvW.f32, C3, C, null, qkv, block.qkvW);
+  linearInto(xn, rows, weightData(block.qkvW), C3, C, null, qkv, block.qkvW);
   const l2 = block.attnL2Norm, sH = blockTemperatures(block);
   splitHeadsInto(qkv, B, l, H, hd, 0, block.qBias.f32, l2, sH, q, l, 0);
   splitHeadsInto(qkv, B, l, H, hd, 1, ws.float32('var.zeroBias', C), l2, null, cache.k, cache.capacity, cache.len);
   splitHeadsInto(qkv, B, l, H, hd, 2, block.vBias.f32, false, null, cache.v, cache.capacity, cache.len);
   cache.len += l;
   attendCachedInto(q, B, H, l, hd, cache, xn, attnScale(block), sH); // xn is free again: the attention output
-  linearInto(xn, rows, block.projW.f32, C, C, block.projB.f32, qkv, block.projW);
+  linearInto(xn, rows, weightData(block.projW), C, C, block.projB.f32, qkv, block.projW);
   return gatedResidual(x, new Tensor(qkv.subarray(0, x.size), x.shape), ada.gamma1);
 }
 
@@ -53,8 +53,8 @@ export function ffnBranchInfer(block: VarBlock, x: Tensor, ada: AdaLN): Tensor {
   const C = x.shape[x.ndim - 1], rows = x.size / C, Dh = block.fc1W.shape[0];
   const xn = ffnInputInfer(block, x, ada);
   const ws = workspace(), hid = ws.float32('var.hidden', rows * Dh), y = ws.float32('var.qkv', rows * C);
-  linearInto(xn, rows, block.fc1W.f32, Dh, C, block.fc1B.f32, hid, block.fc1W);
+  linearInto(xn, rows, weightData(block.fc1W), Dh, C, block.fc1B.f32, hid, block.fc1W);
   gelu(new Tensor(hid.length === rows * Dh ? hid : hid.subarray(0, rows * Dh), [rows * Dh]), true);
-  linearInto(hid, rows, block.fc2W.f32, C, Dh, block.fc2B.f32, y, block.fc2W);
+  linearInto(hid, rows, weightData(block.fc2W), C, Dh, block.fc2B.f32, y, block.fc2W);
   return gatedResidual(x, new Tensor(y.subarray(0, x.size), x.shape), ada.gamma2);
 }

@@ -5,3 +5,4 @@ export * from './var.js';
 export * from './sample.js';
 export * from './init.js';
 export * from './load.js';
+export * from './weights-dtype.js';

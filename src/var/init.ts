@@ -10,7 +10,8 @@
  * - q_bias = v_bias = 0; scale_mul_1H11 = ln 4.
  * Draws come from our Rng in the parameter order of `varParamShapes`, so a seed fixes the weights.
  */
-import { Tensor, Rng } from '../tensor/index.js';
+import { Tensor, Rng, toBf16Array } from '../tensor/index.js';
+import { isBf16Weight, type WeightsDtype } from './weights-dtype.js';
 import { type VarConfig } from './config.js';
 import { VAR, varParamShapes } from './var.js';
 
@@ -20,6 +21,9 @@ export interface VarInitOptions {
   initHead?: number;
   /** Weight std; default √(1/(3C)). */
   initStd?: number;
+  /** 'bf16': the weight matrices of src/var/weights-dtype.ts stored as bf16, each converted as soon as it is drawn
+   *  (the same values as `toBf16Weights` of the float32 model, without ever holding all of it). Default 'fp32'. */
+  weightsDtype?: WeightsDtype;
 }
 
 /**
@@ -65,7 +69,7 @@ export function initVarParams(config: VarConfig, rng: Rng, opts: VarInitOptions 
         for (let i = 0; i < n; i++) d[i] *= i < 2 * C * C ? initGamma : initAdaln;
       }
     }
-    const t = new Tensor(d, shape);
+    const t = opts.weightsDtype === 'bf16' && isBf16Weight(k) ? new Tensor(toBf16Array(d), shape) : new Tensor(d, shape);
     t.name = k;
     out.set(k, t);
   }

@@ -12,6 +12,7 @@ import { Tensor } from '../tensor/index.js';
 import { definedOnly, readWeights, recordLoaded } from '../io/weights.js';
 import { inferVarConfig, tokenLayout, type VarConfig } from './config.js';
 import { VAR, varParamShapes, varBufferShapes } from './var.js';
+import { toBf16Params, type WeightsDtype } from './weights-dtype.js';
 
 export { detectWeightFormat, loadedFrom, type WeightFormat } from '../io/weights.js';
 
@@ -98,8 +99,24 @@ export function varFromStateDict(sd: Map<string, Tensor>, overrides: Partial<Var
  * Load a VAR from a path or the file's bytes: official .pth / .safetensors (architecture inferred) or actvar's own
  * file (architecture from its metadata). `overrides` win over both.
  */
-export function loadVar(src: string | Uint8Array, overrides: Partial<VarConfig> = {}): VAR {
+export function loadVar(src: string | Uint8Array, overrides: Partial<VarConfig> = {}, opts: LoadVarOptions = {}): VAR {
   const file = readWeights(src, 'var', NON_FINITE_BUFFERS);
   const own = file.metadata.format === VAR_FORMAT && file.metadata.config ? JSON.parse(file.metadata.config) as Partial<VarConfig> : {};
-  return recordLoaded(varFromStateDict(file.tensors, { ...own, ...definedOnly(overrides) }, file.source), file);
+  let model = varFromStateDict(file.tensors, { ...own, ...definedOnly(overrides) }, file.source);
+  if (opts.weightsDtype === 'bf16') model = toBf16Weights(model);
+  return recordLoaded(model, file);
+}
+
+export interface LoadVarOptions {
+  /** 'bf16': store the weight matrices as bf16 (inference only; src/var/weights-dtype.ts); default 'fp32'. */
+  weightsDtype?: WeightsDtype;
+}
+
+/**
+ * The model with its weight matrices as bf16 (src/var/weights-dtype.ts says which; the arithmetic is
+ * src/tensor/ops/bf16.ts): half their memory, inference only (no gradients, no saving). A new VAR; the
+ * float32 one is left as it was.
+ */
+export function toBf16Weights(model: VAR): VAR {
+  return new VAR(model.config, toBf16Params(model.params));
 }

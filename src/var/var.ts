@@ -22,6 +22,7 @@ import {
   type VarBlock, type AdaLN, type KVCache, type AttnMode,
 } from './basic-var.js';
 import { sampleWithTopKTopP_, gumbelSmoothFeatures } from './sample.js';
+import { isBf16Weight, type WeightsDtype } from './weights-dtype.js';
 
 const fr = Math.fround;
 
@@ -180,7 +181,7 @@ export class VAR {
     for (const [k, s] of shapes) {
       const t = params.get(k);
       if (!t) problems.push(`missing '${k}'`);
-      else if (t.dtype !== 'float32') problems.push(`'${k}' must be float32, got ${t.dtype}`);
+      else if (t.dtype !== 'float32' && !(t.dtype === 'bfloat16' && isBf16Weight(k))) problems.push(`'${k}' must be float32${isBf16Weight(k) ? ' or bfloat16' : ''}, got ${t.dtype}`);
       else if (t.shape.join() !== s.join()) problems.push(`'${k}' has shape [${t.shape.join(', ')}], expected [${s.join(', ')}]`);
     }
     if (problems.length) throw new Error(`VAR parameters do not match the config:\n  - ${problems.join('\n  - ')}`);
@@ -193,6 +194,9 @@ export class VAR {
   }
 
   private p(k: string): Tensor { return this.params.get(k)!; }
+
+  /** How the weight matrices are stored: 'bf16' after `toBf16Weights` / `weightsDtype: 'bf16'` (src/var/weights-dtype.ts), else 'fp32'. */
+  get weightsDtype(): WeightsDtype { return this.blocks[0]?.qkvW.dtype === 'bfloat16' ? 'bf16' : 'fp32'; }
 
   get C(): number { return this.config.width; }
   get numScales(): number { return this.config.patchNums.length; }

@@ -34,7 +34,8 @@ import { transformerFlops } from '../../app/demo.js';
 import { qualityMetrics, evalLabel, type QualityMetrics } from '../../eval/evaluate.js';
 import type { FeatureExtractor } from '../../eval/features.js';
 import { buildActVar, type ActVarCliOptions } from '../actvar.js';
-import { addActVarInitOptions, addActVarSettingsOptions, addSamplingOptions, choice, int, path } from '../options.js';
+import { addActVarInitOptions, addActVarSettingsOptions, addSamplingOptions, addWeightsDtypeOption, BF16_ACTVAR, choice, int, path } from '../options.js';
+import type { WeightsDtype } from '../../var/weights-dtype.js';
 import { OutputPlan } from '../outputs.js';
 import { loadExtractor, listPngs, extractFolder, type ExtractorName } from './features.js';
 import { checkReadable } from '../inputs.js';
@@ -44,7 +45,7 @@ export const MAX_EVAL_IMAGES = 100_000;
 
 interface EvalOptions extends ActVarCliOptions {
   n: number; var: string; tokenizer: string; images?: string; ref: string; extractor: ExtractorName; weights?: string;
-  cfg: number; topK: number; topP: number; seed: number; batch: number; splits: number;
+  cfg: number; topK: number; topP: number; seed: number; batch: number; splits: number; weightsDtype: WeightsDtype;
   cacheDir?: string; featuresOut?: string; shard?: { i: number; n: number }; out?: string; merge?: string[]; json?: boolean; quiet?: boolean;
 }
 
@@ -138,7 +139,7 @@ function generate(o: EvalOptions, ex: FeatureExtractor, first: number, count: nu
   checkReadable(o.var, '--var');
   checkReadable(o.tokenizer, '--tokenizer');
   let model, vqvae;
-  try { model = loadVar(o.var); } catch (e) { throw new UserError(`cannot load --var ${o.var}: ${(e as Error).message}`); }
+  try { model = loadVar(o.var, {}, { weightsDtype: o.weightsDtype }); } catch (e) { throw new UserError(`cannot load --var ${o.var}: ${(e as Error).message}`); }
   try { vqvae = loadVqvae(o.tokenizer); } catch (e) { throw new UserError(`cannot load --tokenizer ${o.tokenizer}: ${(e as Error).message}`); }
   const act = buildActVar(model, o, { vqvae, cfg: o.cfg, topK: o.topK, topP: o.topP, seed: o.seed, log });
   const C = model.config.numClasses, D = ex.featureDim, K = ex.numClasses;
@@ -179,7 +180,8 @@ function generate(o: EvalOptions, ex: FeatureExtractor, first: number, count: nu
 /** The run settings a shard must share with its siblings. */
 function runSignature(o: EvalOptions, ex: FeatureExtractor): string {
   const actvar = o.actvar ? { tokenRates: o.tokenRates, expertRate: o.expertRate, experts: o.experts, scales: o.scales, kvPolicy: o.kvPolicy, actvarWeights: o.actvarWeights, actvarCalib: o.actvarCalib } : null;
-  return JSON.stringify({ n: o.n, var: nodePath.resolve(o.var), tokenizer: nodePath.resolve(o.tokenizer), cfg: o.cfg, topK: o.topK, topP: o.topP, seed: o.seed, actvar, extractor: ex.name, weights_sha256: ex.weightsHash });
+  const bf16 = o.weightsDtype === 'bf16' ? { weightsDtype: 'bf16' } : {}; // fp32 runs keep their signature
+  return JSON.stringify({ n: o.n, var: nodePath.resolve(o.var), tokenizer: nodePath.resolve(o.tokenizer), cfg: o.cfg, topK: o.topK, topP: o.topP, seed: o.seed, actvar, extractor: ex.name, weights_sha256: ex.weightsHash, ...bf16 });
 }
 
 /** Read shard files and concatenate them in shard order (all of 0..n−1, one run). */
@@ -228,6 +230,7 @@ export function runEval(o: EvalOptions): { metrics: QualityMetrics | null; json:
   if (o.shard && !o.out) throw new UserError('--shard i/n needs --out FILE (the shard file to write)');
   if (o.out && !o.shard) throw new UserError('--out is the shard file of --shard i/n; for the features of a whole run use --features-out');
   if (o.shard && o.images) throw new UserError('--shard splits the generated images; with --images there is nothing to generate');
+  if (o.actvar && o.weightsDtype === 'bf16') throw new UserError(BF16_ACTVAR);
   const plan = new OutputPlan().input('--var', o.images || o.merge ? undefined : o.var).input('--tokenizer', o.images || o.merge ? undefined : o.tokenizer)
     .input('--weights', o.weights);
   for (const f of o.merge ?? []) plan.input('--merge', f);
@@ -303,6 +306,7 @@ export function register(program: Command): void {
     .option('--merge <files...>', 'combine the shard files of one run (all n) into the numbers of the unsharded run')
     .option('--json', 'table on stderr, one JSON line on stdout')
     .option('--quiet', 'no progress or messages');
+  addWeightsDtypeOption(cmd);
   addSamplingOptions(cmd);
   cmd.option('--actvar', 'evaluate ActVAR (sparse tokens and FFN experts at the activated scales) instead of the dense VAR');
   addActVarSettingsOptions(cmd);

@@ -27,7 +27,8 @@ import { imageSeed } from '../../var/sample.js';
 import { VQVAE } from '../../vqvae/vqvae.js';
 import { loadVqvae } from '../../vqvae/load.js';
 import { tensorToImages, makeGrid, encodePng, type RgbImage } from '../../image/png.js';
-import { addSamplingOptions, int, intList, path, seed } from '../options.js';
+import { addSamplingOptions, addWeightsDtypeOption, BF16_ACTVAR, int, intList, path, seed } from '../options.js';
+import type { WeightsDtype } from '../../var/weights-dtype.js';
 import { OutputPlan, writeOutput } from '../outputs.js';
 import { addActVarGenerateOptions, actvarRun, buildActVar, checkActVarFlags, type ActVarCliOptions, type ActVarRun } from '../actvar.js';
 
@@ -49,6 +50,7 @@ export interface GenerateOptions extends ActVarCliOptions {
   randomInit?: boolean;
   preset: string;
   initSeed: number;
+  weightsDtype: WeightsDtype;
   quiet?: boolean;
 }
 
@@ -63,9 +65,9 @@ export const MAX_BATCH = 256;
 function loadModels(o: GenerateOptions): { model: VAR; vqvae: VQVAE } {
   let model: VAR;
   if (o.randomInit) {
-    try { model = randomVar(varPreset(o.preset), o.initSeed); } catch (e) { throw new UserError((e as Error).message); }
+    try { model = randomVar(varPreset(o.preset), o.initSeed, { weightsDtype: o.weightsDtype }); } catch (e) { throw new UserError((e as Error).message); }
   } else {
-    try { model = loadVar(o.var!); } catch (e) { throw new UserError(`cannot load --var ${o.var}: ${(e as Error).message}`); }
+    try { model = loadVar(o.var!, {}, { weightsDtype: o.weightsDtype }); } catch (e) { throw new UserError(`cannot load --var ${o.var}: ${(e as Error).message}`); }
   }
   let vqvae: VQVAE;
   if (o.vae) {
@@ -102,6 +104,7 @@ function checkFlags(o: GenerateOptions): number[] {
     if (!o.vae) throw new UserError('--vae FILE is required');
   }
   checkActVarFlags(o);
+  if (o.actvar && o.weightsDtype === 'bf16') throw new UserError(BF16_ACTVAR);
   const n = o.classes.length * o.perClass;
   if (n > MAX_IMAGES) {
     throw new UserError(`--classes × --per-class = ${n} images; at most ${MAX_IMAGES} per run (all are held in memory until the end): run several times with different --seed`);
@@ -220,6 +223,7 @@ export function register(program: Command): void {
     .addOption(new Option('--preset <name>', 'architecture for --random-init').choices(['d16', 'd20', 'd24', 'd30', 'd36']).default('d16'))
     .option('--init-seed <s>', 'seed of --random-init weights', seed('--init-seed'), 0)
     .option('--quiet', 'no progress bar or messages');
+  addWeightsDtypeOption(cmd);
   addActVarGenerateOptions(cmd);
   cmd.action((opts: GenerateOptions) => { runGenerate(opts); });
 }

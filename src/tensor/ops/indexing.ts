@@ -17,7 +17,7 @@ import { Tensor, result, assertFloat, normAxis, sizeOf, type Data } from '../ten
 // helpers
 
 function assertInt(t: Tensor, op: string, what = 'indices'): Int32Array {
-  if (!(t.data instanceof Int32Array)) throw new TypeError(`${op}: ${what} must be an int32 tensor, got float32 [${t.shape.join(', ')}]`);
+  if (!(t.data instanceof Int32Array)) throw new TypeError(`${op}: ${what} must be an int32 tensor, got ${t.dtype} [${t.shape.join(', ')}]`);
   return t.data;
 }
 
@@ -30,11 +30,11 @@ function checkIndices(op: string, idx: Int32Array, n: number, what: string): voi
 }
 
 function sameDataType(a: Data, b: Data): boolean {
-  return (a instanceof Float32Array) === (b instanceof Float32Array);
+  return a.constructor === b.constructor;
 }
 
 function newLike(d: Data, n: number): Data {
-  return d instanceof Int32Array ? new Int32Array(n) : new Float32Array(n);
+  return d instanceof Int32Array ? new Int32Array(n) : d instanceof Uint16Array ? new Uint16Array(n) : new Float32Array(n);
 }
 
 function shapeStr(s: readonly number[]): string { return `[${s.join(', ')}]`; }

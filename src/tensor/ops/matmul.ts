@@ -1,7 +1,8 @@
 /** Matrix products through the backend's sgemm: matmul, batched matmul, linear. */
 import { backend } from '../../backend/index.js';
-import { Tensor, result, assertFloat, sizeOf } from '../tensor.js';
+import { Tensor, result, assertFloat, sizeOf, isGradEnabled } from '../tensor.js';
 import { recordFlops, isDryRun } from '../flops.js';
+import { gemmBf16 } from './bf16.js';
 
 /**
  * The backend's GEMM on arrays, row-major: C = alpha·op(A)·op(B) + beta·C with offsets and leading
@@ -102,15 +103,27 @@ export function columnSumsInto(g: Float32Array, rows: number, cols: number, out:
 }
 
 /**
- * y[rows, out] = X[rows, inF]·Wᵀ + bias into a given buffer (W stored (out, inF)): the bias rows are preset
- * and the GEMM accumulates into them (beta = 1). Records the FLOPs (as the work of the tensor `weight`, for its
- * FLOP category, when given); no arithmetic in a dry run.
+ * The data of a weight matrix for `linearInto`: float32 values, or bf16 bit patterns for a 'bfloat16'
+ * tensor (bf16 weights, src/tensor/ops/bf16.ts).
  */
-export function linearInto(X: Float32Array, rows: number, W: Float32Array, out: number, inF: number, bias: Float32Array | null, y: Float32Array,
+export function weightData(w: Tensor): Float32Array | Uint16Array {
+  if (w.data instanceof Int32Array) throw new TypeError(`linear: the weight must be float32 or bfloat16, got int32 [${w.shape.join(', ')}]`);
+  return w.data;
+}
+
+/**
+ * y[rows, out] = X[rows, inF]·Wᵀ + bias into a given buffer (W stored (out, inF)): the bias rows are preset
+ * and the GEMM accumulates into them (beta = 1). W is float32 (the backend's sgemm) or bf16 bit patterns
+ * (`gemmBf16`: X rounded to bf16, float32 accumulation; src/tensor/ops/bf16.ts). Records the FLOPs (as the work
+ * of the tensor `weight`, for its FLOP category, when given); no arithmetic in a dry run.
+ */
+export function linearInto(X: Float32Array, rows: number, W: Float32Array | Uint16Array, out: number, inF: number, bias: Float32Array | null, y: Float32Array,
   weight: object | null = null): void {
   if (bias) for (let r = 0; r < rows; r++) y.set(bias, r * out);
   recordFlops(2 * rows * out * inF, weight);
-  if (!isDryRun()) backend().sgemm(false, true, rows, out, inF, 1, X, 0, inF, W, 0, inF, bias ? 1 : 0, y, 0, out);
+  if (isDryRun()) return;
+  if (W instanceof Uint16Array) gemmBf16(rows, out, inF, X, inF, W, inF, bias ? 1 : 0, y, out);
+  else backend().sgemm(false, true, rows, out, inF, 1, X, 0, inF, W, 0, inF, bias ? 1 : 0, y, 0, out);
 }
 
 /**
@@ -118,13 +131,20 @@ export function linearInto(X: Float32Array, rows: number, W: Float32Array, out: 
  * x is [..., in]; y is [..., out].
  */
 export function linear(x: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
-  const X = assertFloat(x, 'linear'), W = assertFloat(weight, 'linear');
+  const X = assertFloat(x, 'linear');
   const [out, inF] = weight.shape;
   if (weight.ndim !== 2) throw new RangeError(`linear: weight must be 2-d (out, in), got [${weight.shape.join(', ')}]`);
   if (x.shape[x.ndim - 1] !== inF) throw new RangeError(`linear: input has ${x.shape[x.ndim - 1]} features, weight expects ${inF}`);
   if (bias && (bias.ndim !== 1 || bias.shape[0] !== out)) throw new RangeError(`linear: bias must be [${out}], got [${bias.shape.join(', ')}]`);
   const rows = x.size / inF;
   const y = new Float32Array(rows * out);
+  if (weight.dtype === 'bfloat16') {
+    // bf16 weights are an inference copy: no backward through them
+    if (isGradEnabled() && (x.requiresGrad || bias?.requiresGrad)) throw new Error(`linear: ${weight.name ?? 'the weight'} is bf16 (inference only); run under noGrad or use float32 weights`);
+    linearInto(X, rows, weightData(weight), out, inF, bias ? bias.f32 : null, y, weight);
+    return new Tensor(y, [...x.shape.slice(0, -1), out]);
+  }
+  const W = assertFloat(weight, 'linear');
   const be = backend();
   linearInto(X, rows, W, out, inF, bias ? bias.f32 : null, y, weight);
   const shape = [...x.shape.slice(0, -1), out];

@@ -67,7 +67,7 @@ export function concat(ts: readonly Tensor[], axis = 0): Tensor {
   const sizes = ts.map((t) => t.shape[ax]);
   const total = sizes.reduce((x, y) => x + y, 0);
   const shape = ts[0].shape.slice(); shape[ax] = total;
-  const out = ts[0].dtype === 'int32' ? new Int32Array(sizeOf(shape)) : new Float32Array(sizeOf(shape));
+  const out = ts[0].dtype === 'int32' ? new Int32Array(sizeOf(shape)) : ts[0].dtype === 'bfloat16' ? new Uint16Array(sizeOf(shape)) : new Float32Array(sizeOf(shape));
   let col = 0;
   for (let k = 0; k < ts.length; k++) {
     const w = sizes[k] * inner, src = ts[k].data;
@@ -94,7 +94,7 @@ export function slice(a: Tensor, axis: number, start: number, end: number): Tens
   const outer = sizeOf(a.shape.slice(0, ax)), inner = sizeOf(a.shape.slice(ax + 1));
   const w = (end - start) * inner, rowIn = n * inner;
   const shape = a.shape.slice(); shape[ax] = end - start;
-  const out = a.dtype === 'int32' ? new Int32Array(outer * w) : new Float32Array(outer * w);
+  const out = a.dtype === 'int32' ? new Int32Array(outer * w) : a.dtype === 'bfloat16' ? new Uint16Array(outer * w) : new Float32Array(outer * w);
   for (let o = 0; o < outer; o++) out.set(a.data.subarray(o * rowIn + start * inner, o * rowIn + start * inner + w), o * w);
   return result(out, shape, 'slice', [a], (g) => {
     const r = new Float32Array(a.size);
