@@ -75,7 +75,9 @@ function fillKernel(P: Float32Array, X: Float32Array, xOff: number, Cin: number,
 let poolSize = -1; // −1: backend threads − 1
 let parallelMinFloats = 1 << 18;
 /** Counters of the fast path (for tests and benchmarks): calls, split fills, milliseconds per phase. */
-export const conv3x3Stats = { calls: 0, parallelFills: 0, fillMs: 0, tapsMs: 0, gemmMs: 0, copyOutMs: 0 };
+export const conv3x3Stats = { calls: 0, nativeCalls: 0, parallelFills: 0, fillMs: 0, tapsMs: 0, gemmMs: 0, copyOutMs: 0 };
+/** Milliseconds per phase of one native call (fills, repack, GEMMs, copies out). */
+const nativeMs = new Float64Array(4);
 
 /** The helper threads for this fill, sized to the wanted count; null when the backend has none. */
 function getPool(): JsWorkerPool | null {
@@ -88,13 +90,16 @@ function getPool(): JsWorkerPool | null {
 
 /**
  * Options of the inference 3×3 conv; returns the previous values. `enabled`: false runs the composed
- * ops (conv2d, groupNorm, silu, upsampleNearest2x) even without a graph; `bandFloats`: output floats per GEMM
+ * ops (conv2d, groupNorm, silu, upsampleNearest2x) even without a graph; `native`: false keeps the
+ * TypeScript steps below even when the backend has the native kernels (which otherwise run the whole
+ * op, native/conv3x3.c, and ignore `workers`); `bandFloats`: output floats per GEMM
  * band; `workers`: helper threads for the fills (−1 = backend threads − 1, 0 = main thread only);
  * `parallelMinFloats`: smallest fill worth splitting. Tests use tiny values to exercise every path.
  */
-export function setConv3x3Options(o: { enabled?: boolean; bandFloats?: number; workers?: number; parallelMinFloats?: number }): { enabled: boolean; bandFloats: number; workers: number; parallelMinFloats: number } {
-  const prev = { enabled: fastPathEnabled, bandFloats, workers: poolSize, parallelMinFloats };
+export function setConv3x3Options(o: { enabled?: boolean; native?: boolean; bandFloats?: number; workers?: number; parallelMinFloats?: number }): { enabled: boolean; native: boolean; bandFloats: number; workers: number; parallelMinFloats: number } {
+  const prev = { enabled: fastPathEnabled, native: nativeEnabled, bandFloats, workers: poolSize, parallelMinFloats };
   if (o.enabled !== undefined) fastPathEnabled = o.enabled;
+  if (o.native !== undefined) nativeEnabled = o.native;
   const posInt = (v: number) => Number.isInteger(v) && v > 0;
   if (o.bandFloats !== undefined) {
     if (!posInt(o.bandFloats)) throw new RangeError(`bandFloats must be a positive integer, got ${o.bandFloats}`);
@@ -114,6 +119,7 @@ export function setConv3x3Options(o: { enabled?: boolean; bandFloats?: number; w
 /** Output floats per GEMM band (Cout × rows × (W+2)); small enough to stay in cache while it is filled. */
 let bandFloats = 1 << 20;
 let fastPathEnabled = true;
+let nativeEnabled = true;
 /** False when `setConv3x3Options({ enabled: false })` asks for the composed ops instead. */
 export function conv3x3Enabled(): boolean { return fastPathEnabled; }
 
@@ -219,6 +225,21 @@ export function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Conv3x
   if (isDryRun() || out.length === 0) return new Tensor(out, [B, Cout, H, W]);
   const X = x.f32, Wt = weight.f32, Bi = bias.f32, Res = residual ? residual.f32 : null;
   const Wp = W + 2, plane = (H + 2) * Wp;
+  const R = Math.max(1, Math.min(H, Math.floor(bandFloats / (Cout * Wp))));
+  const nat = nativeEnabled ? backend().native : null;
+  if (nat) {
+    // the whole op in C (native/conv3x3.c): the same steps as below, fills and copies on the thread pool
+    const gn = pro.kind === 'gnSilu' ? pro : null;
+    const ws = workspace();
+    const done = nat.conv3x3(X, B, Cin, Hin, Win, MODE[pro.kind], gn ? gn.groups : 1, gn ? gn.weight : null, gn ? gn.bias : null,
+      gn ? gn.eps : 0, Wt, Bi, Cout, Res, inPlace, out, ws.float32('conv3x3.padded', Cin * plane + 2), ws.float32('conv3x3.taps', 9 * Cout * Cin),
+      ws.float32('conv3x3.band', Cout * R * Wp), R, nativeMs.fill(0));
+    if (done) {
+      conv3x3Stats.nativeCalls++;
+      conv3x3Stats.fillMs += nativeMs[0]; conv3x3Stats.tapsMs += nativeMs[1]; conv3x3Stats.gemmMs += nativeMs[2]; conv3x3Stats.copyOutMs += nativeMs[3];
+      return new Tensor(out, [B, Cout, H, W]);
+    }
+  }
   // taps as 9 contiguous [Cout, Cin] matrices (repacked at every call: weights may change in place)
   const n = Cout * Cin;
   const wk = workspace().float32('conv3x3.taps', 9 * n);
@@ -229,7 +250,6 @@ export function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Conv3x
   }
   let t1 = performance.now();
   conv3x3Stats.tapsMs += t1 - t0;
-  const R = Math.max(1, Math.min(H, Math.floor(bandFloats / (Cout * Wp))));
   const band = workspace().float32('conv3x3.band', Cout * R * Wp);
   const be = backend();
   for (let b = 0; b < B; b++) {
