@@ -75,7 +75,7 @@ function fillKernel(P: Float32Array, X: Float32Array, xOff: number, Cin: number,
 let poolSize = -1; // −1: backend threads − 1
 let parallelMinFloats = 1 << 18;
 /** Counters of the fast path (for tests and benchmarks): calls, split fills, milliseconds per phase. */
-export const conv3x3Stats = { calls: 0, nativeCalls: 0, parallelFills: 0, fillMs: 0, tapsMs: 0, gemmMs: 0, copyOutMs: 0 };
+export const conv3x3Stats = { calls: 0, nativeCalls: 0, parallelFills: 0, flops: 0, fillMs: 0, tapsMs: 0, gemmMs: 0, copyOutMs: 0 };
 /** Milliseconds per phase of one native call (fills, repack, GEMMs, copies out). */
 const nativeMs = new Float64Array(4);
 
@@ -223,6 +223,7 @@ export function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Conv3x
   const out = inPlace ? residual.f32 : takeOutput(nOut);
   recordFlops(2 * B * Cout * H * W * Cin * 9, weight);
   if (isDryRun() || out.length === 0) return new Tensor(out, [B, Cout, H, W]);
+  conv3x3Stats.flops += 2 * B * Cout * H * W * Cin * 9;
   const X = x.f32, Wt = weight.f32, Bi = bias.f32, Res = residual ? residual.f32 : null;
   const Wp = W + 2, plane = (H + 2) * Wp;
   const R = Math.max(1, Math.min(H, Math.floor(bandFloats / (Cout * Wp))));
