@@ -75,7 +75,7 @@ function fillKernel(P: Float32Array, X: Float32Array, xOff: number, Cin: number,
 let poolSize = -1; // −1: backend threads − 1
 let parallelMinFloats = 1 << 18;
 /** Counters of the fast path (for tests and benchmarks): calls, split fills, milliseconds per phase. */
-export const conv3x3Stats = { calls: 0, nativeCalls: 0, parallelFills: 0, flops: 0, fillMs: 0, tapsMs: 0, gemmMs: 0, copyOutMs: 0 };
+export const conv3x3Stats = { calls: 0, nativeCalls: 0, winogradCalls: 0, parallelFills: 0, flops: 0, fillMs: 0, tapsMs: 0, gemmMs: 0, copyOutMs: 0 };
 /** Milliseconds per phase of one native call (fills, repack, GEMMs, copies out). */
 const nativeMs = new Float64Array(4);
 
@@ -92,12 +92,14 @@ function getPool(): JsWorkerPool | null {
  * Options of the inference 3×3 conv; returns the previous values. `enabled`: false runs the composed
  * ops (conv2d, groupNorm, silu, upsampleNearest2x) even without a graph; `native`: false keeps the
  * TypeScript steps below even when the backend has the native kernels (which otherwise run the whole
- * op, native/conv3x3.c, and ignore `workers`); `bandFloats`: output floats per GEMM
+ * op, native/conv3x3.c, and ignore `workers`); `winograd`: false makes the native op use the 9 shifted
+ * GEMMs below instead of Winograd F(2×2, 3×3) for even sizes; `bandFloats`: output floats per GEMM
  * band; `workers`: helper threads for the fills (−1 = backend threads − 1, 0 = main thread only);
  * `parallelMinFloats`: smallest fill worth splitting. Tests use tiny values to exercise every path.
  */
-export function setConv3x3Options(o: { enabled?: boolean; native?: boolean; bandFloats?: number; workers?: number; parallelMinFloats?: number }): { enabled: boolean; native: boolean; bandFloats: number; workers: number; parallelMinFloats: number } {
-  const prev = { enabled: fastPathEnabled, native: nativeEnabled, bandFloats, workers: poolSize, parallelMinFloats };
+export function setConv3x3Options(o: { enabled?: boolean; native?: boolean; winograd?: boolean; bandFloats?: number; workers?: number; parallelMinFloats?: number }): { enabled: boolean; native: boolean; winograd: boolean; bandFloats: number; workers: number; parallelMinFloats: number } {
+  const prev = { enabled: fastPathEnabled, native: nativeEnabled, winograd: winogradEnabled, bandFloats, workers: poolSize, parallelMinFloats };
+  if (o.winograd !== undefined) winogradEnabled = o.winograd;
   if (o.enabled !== undefined) fastPathEnabled = o.enabled;
   if (o.native !== undefined) nativeEnabled = o.native;
   const posInt = (v: number) => Number.isInteger(v) && v > 0;
@@ -120,6 +122,7 @@ export function setConv3x3Options(o: { enabled?: boolean; native?: boolean; band
 let bandFloats = 1 << 20;
 let fastPathEnabled = true;
 let nativeEnabled = true;
+let winogradEnabled = true;
 /** False when `setConv3x3Options({ enabled: false })` asks for the composed ops instead. */
 export function conv3x3Enabled(): boolean { return fastPathEnabled; }
 
@@ -232,11 +235,17 @@ export function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Conv3x
     // the whole op in C (native/conv3x3.c): the same steps as below, fills and copies on the thread pool
     const gn = pro.kind === 'gnSilu' ? pro : null;
     const ws = workspace();
+    // Winograd F(2×2, 3×3) for even sizes: bands of TR tile rows, V and M (16·C·TR·W/2 floats each) within 2·bandFloats
+    const wino = winogradEnabled && H % 2 === 0 && W % 2 === 0;
+    const TR = Math.max(1, Math.min(H / 2, Math.floor((2 * bandFloats) / (16 * (Cin + Cout) * (W / 2)))));
+    const tiles = TR * (W / 2);
     const done = nat.conv3x3(X, B, Cin, Hin, Win, MODE[pro.kind], gn ? gn.groups : 1, gn ? gn.weight : null, gn ? gn.bias : null,
-      gn ? gn.eps : 0, Wt, Bi, Cout, Res, inPlace, out, ws.float32('conv3x3.padded', Cin * plane + 2), ws.float32('conv3x3.taps', 9 * Cout * Cin),
-      ws.float32('conv3x3.band', Cout * R * Wp), R, nativeMs.fill(0));
+      gn ? gn.eps : 0, Wt, Bi, Cout, Res, inPlace, out, ws.float32('conv3x3.padded', Cin * plane + 2),
+      ws.float32('conv3x3.taps', (wino ? 16 : 9) * Cout * Cin), ws.float32('conv3x3.band', wino ? 16 * Cout * tiles : Cout * R * Wp),
+      wino ? TR : R, wino ? ws.float32('conv3x3.winoInput', 16 * Cin * tiles) : null, nativeMs.fill(0));
     if (done) {
       conv3x3Stats.nativeCalls++;
+      if (wino) conv3x3Stats.winogradCalls++;
       conv3x3Stats.fillMs += nativeMs[0]; conv3x3Stats.tapsMs += nativeMs[1]; conv3x3Stats.gemmMs += nativeMs[2]; conv3x3Stats.copyOutMs += nativeMs[3];
       return new Tensor(out, [B, Cout, H, W]);
     }
