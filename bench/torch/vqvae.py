@@ -25,7 +25,8 @@ float32 tensors (a plain reader of the format, numpy only).
 
 CLI:
     python3 bench/torch/vqvae.py time --batch 1 --repeats 3 --threads 2
-        prints one JSON line {"seconds": [...], "median": s, "min": s, "max": s, "batch": B, "threads": T, ...}
+        prints one JSON line {"seconds": [...], "cpuSeconds": [...], "median": s, "min": s, "max": s, "batch": B, ...}
+        (cpuSeconds: process CPU time per decode, which a loaded machine inflates less than wall time on 1 thread)
     python3 bench/torch/vqvae.py parity EXPORT.safetensors [--threads T]
         EXPORT holds the weights, `f_hat` and actvar's output `img` (written by
         `node dist/bench/vqvae-decode.js --export EXPORT`); prints the max |torch − actvar| as JSON.
@@ -192,15 +193,16 @@ def cmd_time(a) -> None:
     dec = build_image_decoder()
     g = torch.Generator().manual_seed(1)
     f_hat = torch.randn(a.batch, 32, 16, 16, generator=g)
-    seconds = []
+    seconds, cpu = [], []
     with torch.no_grad():
         dec(f_hat)  # warm-up (oneDNN primitives, allocator)
         for _ in range(a.repeats):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             img = dec(f_hat)
             seconds.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
     assert img.shape == (a.batch, 3, 256, 256)
-    print(json.dumps({'side': 'torch', 'batch': a.batch, 'threads': torch.get_num_threads(), 'seconds': seconds,
+    print(json.dumps({'side': 'torch', 'batch': a.batch, 'threads': torch.get_num_threads(), 'seconds': seconds, 'cpuSeconds': cpu,
                       'median': statistics.median(seconds), 'min': min(seconds), 'max': max(seconds),
                       'torch': torch.__version__, 'mkldnn': torch.backends.mkldnn.is_available()}))
 
