@@ -187,29 +187,32 @@ typedef struct {
   i64 Cout, Cin;
 } wtrans_job;
 
-/* U[ξ][co][ci] = (G g Gᵀ)[ξ] for g = W[co, ci] (3×3). */
+/* U[ξ][co][ci] = (G g Gᵀ)[ξ] for g = W[co, ci] (3×3): the 9 taps first as 9 contiguous rows in the last 9 slices
+ * of U (each d is read before it is overwritten), then the transform in scalars, vectorised over the kernels. */
+#define G4(o, a0, a1, a2) \
+  const float o##0 = (a0), o##1 = 0.5f * (((a0) + (a1)) + (a2)), o##2 = 0.5f * (((a0) - (a1)) + (a2)), o##3 = (a2);
+#define W_COL(c) G4(t##c##_, g[c * n + d], g[(3 + c) * n + d], g[(6 + c) * n + d])
+#define W_ROW(k)                                                                                                 \
+  {                                                                                                              \
+    G4(e, t0_##k, t1_##k, t2_##k)                                                                                \
+    U[(k * 4 + 0) * n + d] = e0, U[(k * 4 + 1) * n + d] = e1, U[(k * 4 + 2) * n + d] = e2, U[(k * 4 + 3) * n + d] = e3; \
+  }
 KERNEL static void wtrans_task(void *p, int part, int parts) {
   const wtrans_job *j = p;
   const i64 n = j->Cout * j->Cin, r0 = pool_part_start(n, part, parts, 64), r1 = pool_part_start(n, part + 1, parts, 64);
+  float *U = j->U;
+  const float *g = U + 7 * n;
+  for (int k = 0; k < 9; k++)
+    for (i64 d = r0; d < r1; d++) U[(7 + k) * n + d] = j->Wt[d * 9 + k];
+#pragma omp simd
   for (i64 d = r0; d < r1; d++) {
-    const float *g = j->Wt + d * 9;
-    float t[4][3]; /* G g */
-    for (int c = 0; c < 3; c++) {
-      const float g0 = g[c], g1 = g[3 + c], g2 = g[6 + c];
-      t[0][c] = g0;
-      t[1][c] = 0.5f * ((g0 + g1) + g2);
-      t[2][c] = 0.5f * ((g0 - g1) + g2);
-      t[3][c] = g2;
-    }
-    for (int r = 0; r < 4; r++) {
-      const float a = t[r][0], b = t[r][1], c = t[r][2];
-      j->U[(r * 4 + 0) * n + d] = a;
-      j->U[(r * 4 + 1) * n + d] = 0.5f * ((a + b) + c);
-      j->U[(r * 4 + 2) * n + d] = 0.5f * ((a - b) + c);
-      j->U[(r * 4 + 3) * n + d] = c;
-    }
+    W_COL(0) W_COL(1) W_COL(2)
+    W_ROW(0) W_ROW(1) W_ROW(2) W_ROW(3)
   }
 }
+#undef G4
+#undef W_COL
+#undef W_ROW
 
 typedef struct {
   const float *P; /* padded input planes [Cin][H + 2][Wp] */
@@ -308,6 +311,138 @@ KERNEL static void wtrans_out_task(void *p, int part, int parts) {
   }
 }
 
+/* ------------------------------------------------------------------------------------------------
+ * Winograd F(4×4, 3×3) (same paper): 4×4 output tiles from 6×6 input windows, 36 GEMMs, 2.25 multiplies per
+ * output and input channel instead of 4 (F(2×2, 3×3)) or 9 (direct), with the interpolation points 0, ±1, ±2, ∞:
+ *   Bᵀ = [4 0 −5 0 1 0; 0 −4 −4 1 1 0; 0 4 −4 −1 1 0; 0 −2 −1 2 1 0; 0 2 −1 −2 1 0; 0 4 0 −5 0 1],
+ *   G = [¼ 0 0; −⅙ −⅙ −⅙; −⅙ ⅙ −⅙; 1/24 1/12 ⅙; 1/24 −1/12 ⅙; 0 0 1],
+ *   Aᵀ = [1 1 1 1 1 0; 0 1 −1 2 −2 0; 0 1 1 4 4 0; 0 1 −1 8 −8 1].
+ * H and W multiples of 4 (the caller checks). Same banding and threading as F(2×2, 3×3). */
+
+/* U[ξ][co][ci] = (G g Gᵀ)[ξ] (written out in scalars so that the compiler vectorises over the kernels). */
+#define G6(o, a0, a1, a2)                                                                                  \
+  const float o##0 = 0.25f * (a0), o##1 = -((a0) + (a1) + (a2)) * (1.0f / 6), o##2 = -((a0) - (a1) + (a2)) * (1.0f / 6), \
+              o##3 = ((a0) * (1.0f / 24) + (a1) * (1.0f / 12)) + (a2) * (1.0f / 6),                          \
+              o##4 = ((a0) * (1.0f / 24) - (a1) * (1.0f / 12)) + (a2) * (1.0f / 6), o##5 = (a2);
+#define W_COL(c) G6(t##c##_, g[c * n + d], g[(3 + c) * n + d], g[(6 + c) * n + d])
+#define W_ROW(k)                                                                     \
+  {                                                                                  \
+    G6(e, t0_##k, t1_##k, t2_##k)                                                    \
+    U[(k * 6 + 0) * n + d] = e0, U[(k * 6 + 1) * n + d] = e1, U[(k * 6 + 2) * n + d] = e2; \
+    U[(k * 6 + 3) * n + d] = e3, U[(k * 6 + 4) * n + d] = e4, U[(k * 6 + 5) * n + d] = e5; \
+  }
+KERNEL static void wtrans43_task(void *p, int part, int parts) {
+  const wtrans_job *j = p;
+  const i64 n = j->Cout * j->Cin, r0 = pool_part_start(n, part, parts, 64), r1 = pool_part_start(n, part + 1, parts, 64);
+  float *U = j->U;
+  /* the 9 taps first, as 9 contiguous rows in the last 9 slices of U (each d is read before it is overwritten) */
+  const float *g = U + 27 * n;
+  for (int k = 0; k < 9; k++)
+    for (i64 d = r0; d < r1; d++) U[(27 + k) * n + d] = j->Wt[d * 9 + k];
+#pragma omp simd
+  for (i64 d = r0; d < r1; d++) {
+    /* tC_K = (G g)[K][C], then row K of (G g) times Gᵀ */
+    W_COL(0) W_COL(1) W_COL(2)
+    W_ROW(0) W_ROW(1) W_ROW(2) W_ROW(3) W_ROW(4) W_ROW(5)
+  }
+}
+#undef G6
+#undef W_COL
+#undef W_ROW
+
+/* V[ξ][ci][t] = (Bᵀ d B)[ξ] for the band's tiles t, channels of this part (written out in scalars so that the
+ * compiler vectorises over the tiles). */
+#define BT6(o, a0, a1, a2, a3, a4, a5)                                                                      \
+  const float o##0 = (4.0f * (a0) - 5.0f * (a2)) + (a4), o##1 = ((a3) + (a4)) - 4.0f * ((a1) + (a2)),        \
+              o##2 = ((a4) - (a3)) + 4.0f * ((a1) - (a2)), o##3 = ((a4) - (a2)) + 2.0f * ((a3) - (a1)),       \
+              o##4 = ((a4) - (a2)) - 2.0f * ((a3) - (a1)), o##5 = (4.0f * (a1) - 5.0f * (a3)) + (a5);
+#define IN_COL(c) BT6(u##c##_, d[4 * x + c], d[Wp + 4 * x + c], d[2 * Wp + 4 * x + c], d[3 * Wp + 4 * x + c], \
+                      d[4 * Wp + 4 * x + c], d[5 * Wp + 4 * x + c])
+#define IN_ROW(k)                                                                                        \
+  {                                                                                                      \
+    BT6(e, u0_##k, u1_##k, u2_##k, u3_##k, u4_##k, u5_##k)                                               \
+    v[(k * 6 + 0) * stride + x] = e0, v[(k * 6 + 1) * stride + x] = e1, v[(k * 6 + 2) * stride + x] = e2; \
+    v[(k * 6 + 3) * stride + x] = e3, v[(k * 6 + 4) * stride + x] = e4, v[(k * 6 + 5) * stride + x] = e5; \
+  }
+KERNEL static void wtrans43_in_task(void *p, int part, int parts) {
+  const wband_job *j = p;
+  const i64 c0 = pool_part_start(j->Cin, part, parts, 1), c1 = pool_part_start(j->Cin, part + 1, parts, 1);
+  const i64 tw = j->tw, Wp = j->Wp, Tb = j->Tb, rows = Tb / tw, stride = j->Cin * Tb;
+  for (i64 ci = c0; ci < c1; ci++) {
+    for (i64 r = 0; r < rows; r++) {
+      const float *d = j->P + ci * j->plane + 4 * (j->ty0 + r) * Wp;
+      float *v = j->V + ci * Tb + r * tw;
+#pragma omp simd
+      for (i64 x = 0; x < tw; x++) {
+        /* uC_K = (Bᵀ d)[K][C] (column C of d transformed), then row K of that transformed */
+        IN_COL(0) IN_COL(1) IN_COL(2) IN_COL(3) IN_COL(4) IN_COL(5)
+        IN_ROW(0) IN_ROW(1) IN_ROW(2) IN_ROW(3) IN_ROW(4) IN_ROW(5)
+      }
+    }
+  }
+}
+#undef IN_COL
+#undef IN_ROW
+
+/* The 36 GEMMs of the band, split by ξ. */
+static void wgemm43_task(void *p, int part, int parts) {
+  const wband_job *j = p;
+  const int Co = (int)j->Cout, Ci = (int)j->Cin, Tb = (int)j->Tb;
+  for (int xi = part; xi < 36; xi += parts) {
+    blas_sgemm(ROW_MAJOR, NO_TRANS, NO_TRANS, Co, Tb, Ci, 1.0f, j->U + (i64)xi * Co * Ci, Ci, j->V + (i64)xi * Ci * Tb, Tb, 0.0f,
+               j->M + (i64)xi * Co * Tb, Tb);
+  }
+}
+
+/* Aᵀ·m for one column or row of six */
+#define AT6(o, m0, m1, m2, m3, m4, m5)                                                                    \
+  const float o##a = (m1) + (m2), o##b = (m1) - (m2), o##c = (m3) + (m4), o##d = (m3) - (m4);              \
+  const float o##0 = ((m0) + o##a) + o##c, o##1 = o##b + 2.0f * o##d, o##2 = o##a + 4.0f * o##c,          \
+              o##3 = (o##b + 8.0f * o##d) + (m5);
+#define OUT_COL(c) AT6(s##c##_, m[(0 + c) * stride + x], m[(6 + c) * stride + x], m[(12 + c) * stride + x], \
+                       m[(18 + c) * stride + x], m[(24 + c) * stride + x], m[(30 + c) * stride + x])
+#define OUT_ROW(i, RES)                                                                          \
+  {                                                                                              \
+    AT6(e, s0_##i, s1_##i, s2_##i, s3_##i, s4_##i, s5_##i)                                       \
+    float *yy = y + i * W + 4 * x;                                                               \
+    yy[0] = RES(i, 0, e0 + b), yy[1] = RES(i, 1, e1 + b), yy[2] = RES(i, 2, e2 + b), yy[3] = RES(i, 3, e3 + b); \
+  }
+#define PLAIN(i, k, v) (v)
+#define WITH_RES(i, k, v) (q[i * W + 4 * x + k] + (v))
+
+/* out = Aᵀ M A + bias (+ Res) for the band's tiles, output channels of this part. */
+KERNEL static void wtrans43_out_task(void *p, int part, int parts) {
+  const wband_job *j = p;
+  const i64 c0 = pool_part_start(j->Cout, part, parts, 1), c1 = pool_part_start(j->Cout, part + 1, parts, 1);
+  const i64 tw = j->tw, Tb = j->Tb, rows = Tb / tw, stride = j->Cout * Tb, W = j->W;
+  for (i64 co = c0; co < c1; co++) {
+    const float b = j->bias[co];
+    for (i64 r = 0; r < rows; r++) {
+      const float *m = j->M + co * Tb + r * tw;
+      const i64 o = j->ob + co * j->HW + 4 * (j->ty0 + r) * W;
+      float *y = j->out + o;
+      const float *q = j->in_place ? y : j->Res ? j->Res + o : NULL;
+      if (q) {
+#pragma omp simd
+        for (i64 x = 0; x < tw; x++) {
+          OUT_COL(0) OUT_COL(1) OUT_COL(2) OUT_COL(3) OUT_COL(4) OUT_COL(5)
+          OUT_ROW(0, WITH_RES) OUT_ROW(1, WITH_RES) OUT_ROW(2, WITH_RES) OUT_ROW(3, WITH_RES)
+        }
+      } else {
+#pragma omp simd
+        for (i64 x = 0; x < tw; x++) {
+          OUT_COL(0) OUT_COL(1) OUT_COL(2) OUT_COL(3) OUT_COL(4) OUT_COL(5)
+          OUT_ROW(0, PLAIN) OUT_ROW(1, PLAIN) OUT_ROW(2, PLAIN) OUT_ROW(3, PLAIN)
+        }
+      }
+    }
+  }
+}
+#undef OUT_COL
+#undef OUT_ROW
+#undef PLAIN
+#undef WITH_RES
+
 static double now_ms(void) {
   struct timespec t;
   clock_gettime(CLOCK_MONOTONIC, &t);
@@ -318,24 +453,26 @@ static double now_ms(void) {
  * out[B, Cout, H, W] = conv3x3(prologue(X)) + bias (+ Res), H = Hin or 2·Hin (MODE_UP2). `in_place`: out is
  * Res (the sum is added into it). Workspaces from the caller: P (Cin·(H+2)·(W+2) + 2 floats), wk
  * (9·Cout·Cin), band (Cout·R·(W+2)); R output rows per band. ms[4] += milliseconds of the fills, the weight
- * repack, the GEMMs (bias preset included) and the copies out. With V (16·Cin·R·(W/2) floats; H and W even)
- * by Winograd F(2×2, 3×3) instead: wk then holds 16·Cout·Cin floats, band 16·Cout·R·(W/2), R counts tile rows
- * (two output rows each), and ms[0] includes the input transform, ms[1] the weight transform, ms[3] the
- * output transform. Returns 0, or −1 when no BLAS is bound.
+ * repack, the GEMMs (bias preset included) and the copies out. With wino = m ∈ {2, 4} (H and W multiples of m)
+ * by Winograd F(m×m, 3×3) instead, ξ = (m + 2)² GEMMs: wk then holds ξ·Cout·Cin floats, band ξ·Cout·R·(W/m), V
+ * ξ·Cin·R·(W/m), R counts tile rows (m output rows each), and ms[0] includes the input transform, ms[1] the weight
+ * transform, ms[3] the output transform. Returns 0, or −1 when no BLAS is bound.
  */
 int actvar_conv3x3(const float *X, i64 B, i64 Cin, i64 Hin, i64 Win, int mode, i64 groups, const float *gw,
                    const float *gb, double eps, const float *Wt, const float *bias, i64 Cout, const float *Res,
-                   int in_place, float *out, float *P, float *wk, float *band, i64 R, float *V, double *ms) {
+                   int in_place, float *out, float *P, float *wk, float *band, i64 R, float *V, int wino, double *ms) {
   if (!blas_sgemm) return -1;
   const int up = mode == MODE_UP2;
   const i64 H = up ? 2 * Hin : Hin, W = up ? 2 * Win : Win, Wp = W + 2, plane = (H + 2) * Wp;
   const int threads = actvar_pool_threads();
   double t0 = now_ms(), t1;
-  if (V) {
-    /* Winograd: wk holds U [16][Cout][Cin], band M [16][Cout][R·tw], V [16][Cin][R·tw]; R tile rows per band */
-    const i64 th = H / 2, tw = W / 2;
+  if (wino == 2 || wino == 4) {
+    /* Winograd F(m×m, 3×3), m = wino: wk holds U [ξ][Cout][Cin], band M [ξ][Cout][R·tw], V [ξ][Cin][R·tw]; R tile rows
+     * per band; ξ = (m + 2)² */
+    const i64 th = H / wino, tw = W / wino;
+    const int nxi = (wino + 2) * (wino + 2);
     wtrans_job wj = {Wt, wk, Cout, Cin};
-    pool_run(wtrans_task, &wj, threads);
+    pool_run(wino == 2 ? wtrans_task : wtrans43_task, &wj, threads);
     t1 = now_ms();
     ms[1] += t1 - t0;
     for (i64 b = 0; b < B; b++) {
@@ -348,13 +485,13 @@ int actvar_conv3x3(const float *X, i64 B, i64 Cin, i64 Hin, i64 Win, int mode, i
         const i64 rows = th - ty0 < R ? th - ty0 : R;
         wband_job bj = {P, V, wk, band, bias, in_place ? NULL : Res, out, Cin, Cout, Wp, plane, W, H * W, tw, ty0, rows * tw,
                         b * Cout * H * W, in_place};
-        pool_run(wtrans_in_task, &bj, Cin < threads ? (int)Cin : threads);
+        pool_run(wino == 2 ? wtrans_in_task : wtrans43_in_task, &bj, Cin < threads ? (int)Cin : threads);
         t1 = now_ms();
         ms[0] += t1 - t0;
-        pool_run(wgemm_task, &bj, threads < 16 ? threads : 16);
+        pool_run(wino == 2 ? wgemm_task : wgemm43_task, &bj, threads < nxi ? threads : nxi);
         t0 = now_ms();
         ms[2] += t0 - t1;
-        pool_run(wtrans_out_task, &bj, Cout < threads ? (int)Cout : threads);
+        pool_run(wino == 2 ? wtrans_out_task : wtrans43_out_task, &bj, Cout < threads ? (int)Cout : threads);
         t1 = now_ms();
         ms[3] += t1 - t0;
         t0 = t1;

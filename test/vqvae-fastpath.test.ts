@@ -383,10 +383,11 @@ test('several Decoder.forward calls in a row equal the composed-ops decoder, com
 });
 
 test('setConv3x3Options returns the previous values and rejects invalid ones', () => {
-  const prev = setConv3x3Options({ enabled: false, native: false, winograd: false, bandFloats: 123, workers: 0, parallelMinFloats: 456 });
+  const prev = setConv3x3Options({ enabled: false, native: false, winograd: 2, bandFloats: 123, workers: 0, parallelMinFloats: 456 });
   try {
     const mid = setConv3x3Options({});
-    assert.deepEqual(mid, { enabled: false, native: false, winograd: false, bandFloats: 123, workers: 0, parallelMinFloats: 456 });
+    assert.deepEqual(mid, { enabled: false, native: false, winograd: 2, bandFloats: 123, workers: 0, parallelMinFloats: 456 });
+    assert.throws(() => setConv3x3Options({ winograd: 3 }), RangeError);
     assert.throws(() => setConv3x3Options({ bandFloats: 0 }), RangeError);
     assert.throws(() => setConv3x3Options({ bandFloats: 1.5 }), RangeError);
     assert.throws(() => setConv3x3Options({ workers: -2 }), RangeError);
@@ -404,33 +405,34 @@ test('setConv3x3Options returns the previous values and rejects invalid ones', (
 const be = backend();
 const skipNativeConv = be.native ? false : 'native kernels unavailable';
 
-test('native 3×3 conv (shifted GEMMs and Winograd F(2×2, 3×3)): every prologue and residual mode equals the composed ops and the TypeScript steps, and is bit-identical on 1, 2 and 3 threads', { skip: skipNativeConv }, () => {
+test('native 3×3 conv (shifted GEMMs, Winograd F(2×2, 3×3) and F(4×4, 3×3)): every prologue and residual mode equals the composed ops and the TypeScript steps, and is bit-identical on 1, 2 and 3 threads', { skip: skipNativeConv }, () => {
   const prev = setConv3x3Options({ enabled: true, workers: 0 });
   const threads0 = be.threads;
   try {
     const rng = new Rng(30);
     // [B, cin, cout, H, W, groups, bandFloats]: GEMMs big enough to be split over the pool, bands of one (tile) row
-    // and uneven last bands, a GroupNorm with more groups than threads; even sizes take Winograd, odd ones
-    // (and the ×2 upsampling of odd ones: even) the shifted GEMMs
+    // and uneven last bands, a GroupNorm with more groups than threads; sizes divisible by 4 take F(4×4), even ones
+    // F(2×2), odd ones (and the ×2 upsampling of odd ones: even) the shifted GEMMs
     const shapes: [number, number, number, number, number, number, number][] = [
       [2, 64, 48, 20, 24, 8, 1 << 20], [1, 32, 40, 18, 10, 4, 16 * 72 * 5 * 2 + 3], [2, 12, 7, 6, 4, 3, 1],
-      [2, 64, 48, 20, 23, 8, 1 << 20], [1, 32, 40, 17, 9, 4, 3 * 40 * 11 + 5], [2, 12, 7, 5, 3, 3, 1],
+      [1, 32, 40, 12, 20, 4, 36 * 72 * 5 * 2 + 3], [2, 64, 48, 20, 23, 8, 1 << 20], [1, 32, 40, 17, 9, 4, 3 * 40 * 11 + 5], [2, 12, 7, 5, 3, 3, 1],
     ];
-    for (const winograd of [true, false]) {
+    for (const winograd of [4, 2, 0]) {
       for (const [B, cin, cout, H, W, groups, bandFloats] of shapes) {
         const m = convModule(rng, cin, cout, groups);
         for (const kind of KINDS) {
-          const what = `native ${winograd ? 'Winograd' : 'shifted GEMMs'} ${kind} [${B},${cin},${H},${W}]→${cout} g=${groups} band ${bandFloats}`;
+          const what = `native ${winograd ? `Winograd ≤ F(${winograd}×${winograd})` : 'shifted GEMMs'} ${kind} [${B},${cin},${H},${W}]→${cout} g=${groups} band ${bandFloats}`;
           const x = randn(rng, [B, cin, H, W], 2, kind === 'gnSilu' ? 3 : 0);
           const res = kind === 'silu' || kind === 'gnSilu' ? randn(rng, [B, cout, H, W]) : null;
-          const even = kind === 'up2' || (H % 2 === 0 && W % 2 === 0);
+          const [h, w] = kind === 'up2' ? [2 * H, 2 * W] : [H, W];
+          const even = winograd > 0 && h % 2 === 0 && w % 2 === 0; // F(4×4) or, failing 4 | h, w, F(2×2)
           const run = (native: boolean, t: number, into = false): T.Tensor => {
             setConv3x3Options({ native, winograd, bandFloats });
             be.setThreads(t);
             const n0 = conv3x3Stats.nativeCalls, w0 = conv3x3Stats.winogradCalls;
             const out = fast(m, kind, x, res && into ? clone(res) : res, into);
             assert.equal(conv3x3Stats.nativeCalls - n0, native ? 1 : 0, `${what}: native calls`);
-            assert.equal(conv3x3Stats.winogradCalls - w0, native && winograd && even ? 1 : 0, `${what}: Winograd calls`);
+            assert.equal(conv3x3Stats.winogradCalls - w0, native && even ? 1 : 0, `${what}: Winograd calls`);
             return out;
           };
           const one = run(true, 1), two = run(true, 2), three = run(true, 3);

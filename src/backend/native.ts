@@ -122,14 +122,14 @@ export interface NativeKernels {
    * prologue `mode` 0 copy, 1 SiLU, 2 nearest ×2 (H = 2·Hin), 3 GroupNorm(groups, gw, gb, eps) + SiLU;
    * `inPlace`: out is Res's array. Workspaces P (Cin·(H+2)·(W+2) + 2), wk (9·Cout·Cin), band (Cout·R·(W+2))
    * with R output rows per band; ms[0..3] += milliseconds of fills, weight repack, GEMMs, copies out.
-   * With V (H, W even): Winograd F(2×2, 3×3), R tile rows (of two output rows) per band, wk 16·Cout·Cin,
-   * band 16·Cout·R·W/2 and V 16·Cin·R·W/2 floats.
+   * With wino = m ∈ {2, 4} (H, W multiples of m): Winograd F(m×m, 3×3) with ξ = (m + 2)², R tile rows (of m output
+   * rows) per band, wk ξ·Cout·Cin, band ξ·Cout·R·W/m and V ξ·Cin·R·W/m floats.
    * Results do not depend on the thread count. False when no BLAS is bound (the caller runs its own loop).
    */
   conv3x3(X: Float32Array, B: number, Cin: number, Hin: number, Win: number, mode: number, groups: number,
     gw: Float32Array | null, gb: Float32Array | null, eps: number, Wt: Float32Array, bias: Float32Array, Cout: number,
     Res: Float32Array | null, inPlace: boolean, out: Float32Array, P: Float32Array, wk: Float32Array, band: Float32Array,
-    R: number, V: Float32Array | null, ms: Float64Array): boolean;
+    R: number, V: Float32Array | null, wino: number, ms: Float64Array): boolean;
 }
 
 /** Where scripts/build-native.mjs puts the library (relative to the package root). */
@@ -189,7 +189,7 @@ export function bindNativeKernels(library: string): NativeKernels {
   const setFewRowLimit = num('int actvar_set_small_gemm_max_m(int m)');
   const conv3x3 = num('int actvar_conv3x3(const float *X, int64_t B, int64_t Cin, int64_t Hin, int64_t Win, int mode, ' +
     'int64_t groups, const float *gw, const float *gb, double eps, const float *Wt, const float *bias, int64_t Cout, ' +
-    'const float *Res, int in_place, float *out, float *P, float *wk, float *band, int64_t R, float *V, double *ms)');
+    'const float *Res, int in_place, float *out, float *P, float *wk, float *band, int64_t R, float *V, int wino, double *ms)');
   const setSplitParts = num('int actvar_set_split_parts(int parts)');
   let sgemmBound = false;
   let ffnY = new Float32Array(0), ffnPos = new Int32Array(0);
@@ -231,7 +231,7 @@ export function bindNativeKernels(library: string): NativeKernels {
       need('gateScores', X, rows * C); need('gateScores', w, C); need('gateScores', Y, rows);
       if (rows > 0) gateScores(X, rows, C, w, b, eps, Y);
     },
-    conv3x3(X, B, Cin, Hin, Win, mode, groups, gw, gb, eps, Wt, bias, Cout, Res, inPlace, out, P, wk, band, R, V, ms) {
+    conv3x3(X, B, Cin, Hin, Win, mode, groups, gw, gb, eps, Wt, bias, Cout, Res, inPlace, out, P, wk, band, R, V, wino, ms) {
       for (const v of [B, Cin, Hin, Win, groups, Cout, R]) count('conv3x3', v);
       if (mode !== 0 && mode !== 1 && mode !== 2 && mode !== 3) throw new RangeError(`native conv3x3: mode must be 0…3, got ${mode}`);
       const up = mode === 2, H = up ? 2 * Hin : Hin, W = up ? 2 * Win : Win;
@@ -245,16 +245,18 @@ export function bindNativeKernels(library: string): NativeKernels {
       need('conv3x3', out, B * Cout * H * W); need('conv3x3', Res, B * Cout * H * W);
       if (inPlace && Res !== out) throw new RangeError('native conv3x3: inPlace needs Res to be out');
       need('conv3x3', P, Cin * (H + 2) * (W + 2) + 2); need('conv3x3', ms, 4);
-      if (V) {
-        if (H % 2 !== 0 || W % 2 !== 0) throw new RangeError(`native conv3x3: Winograd needs an even output size, got ${H}×${W}`);
-        const tiles = Math.min(R, H / 2) * (W / 2);
-        need('conv3x3', wk, 16 * Cout * Cin); need('conv3x3', band, 16 * Cout * tiles); need('conv3x3', V, 16 * Cin * tiles);
+      if (wino !== 0 && wino !== 2 && wino !== 4) throw new RangeError(`native conv3x3: wino must be 0, 2 or 4, got ${wino}`);
+      if (wino) {
+        if (H % wino !== 0 || W % wino !== 0) throw new RangeError(`native conv3x3: Winograd F(${wino}×${wino}, 3×3) needs sizes divisible by ${wino}, got ${H}×${W}`);
+        const tiles = Math.min(R, H / wino) * (W / wino), xi = (wino + 2) ** 2;
+        if (!V) throw new RangeError('native conv3x3: Winograd needs the V workspace');
+        need('conv3x3', wk, xi * Cout * Cin); need('conv3x3', band, xi * Cout * tiles); need('conv3x3', V, xi * Cin * tiles);
       } else {
         need('conv3x3', wk, 9 * Cout * Cin); need('conv3x3', band, Cout * Math.min(R, H) * (W + 2));
       }
       if (B * Cout * H * W === 0) return true;
       if (Cin === 0) return false;
-      return sgemmBound && conv3x3(X, B, Cin, Hin, Win, mode, groups, gw, gb, eps, Wt, bias, Cout, Res, inPlace ? 1 : 0, out, P, wk, band, R, V, ms) === 0;
+      return sgemmBound && conv3x3(X, B, Cin, Hin, Win, mode, groups, gw, gb, eps, Wt, bias, Cout, Res, inPlace ? 1 : 0, out, P, wk, band, R, wino ? V : null, wino, ms) === 0;
     },
     setFewRowLimit(rows) {
       count('setFewRowLimit', rows);

@@ -92,14 +92,18 @@ function getPool(): JsWorkerPool | null {
  * Options of the inference 3×3 conv; returns the previous values. `enabled`: false runs the composed
  * ops (conv2d, groupNorm, silu, upsampleNearest2x) even without a graph; `native`: false keeps the
  * TypeScript steps below even when the backend has the native kernels (which otherwise run the whole
- * op, native/conv3x3.c, and ignore `workers`); `winograd`: false makes the native op use the 9 shifted
- * GEMMs below instead of Winograd F(2×2, 3×3) for even sizes; `bandFloats`: output floats per GEMM
+ * op, native/conv3x3.c, and ignore `workers`); `winograd`: the largest output tile m of the native op's
+ * Winograd F(m×m, 3×3) (4: F(4×4) where H and W are multiples of 4, else F(2×2) where they are even, else
+ * the 9 shifted GEMMs below; 2: F(2×2) only; 0: always the shifted GEMMs); `bandFloats`: output floats per GEMM
  * band; `workers`: helper threads for the fills (−1 = backend threads − 1, 0 = main thread only);
  * `parallelMinFloats`: smallest fill worth splitting. Tests use tiny values to exercise every path.
  */
-export function setConv3x3Options(o: { enabled?: boolean; native?: boolean; winograd?: boolean; bandFloats?: number; workers?: number; parallelMinFloats?: number }): { enabled: boolean; native: boolean; winograd: boolean; bandFloats: number; workers: number; parallelMinFloats: number } {
-  const prev = { enabled: fastPathEnabled, native: nativeEnabled, winograd: winogradEnabled, bandFloats, workers: poolSize, parallelMinFloats };
-  if (o.winograd !== undefined) winogradEnabled = o.winograd;
+export function setConv3x3Options(o: { enabled?: boolean; native?: boolean; winograd?: number; bandFloats?: number; workers?: number; parallelMinFloats?: number }): { enabled: boolean; native: boolean; winograd: number; bandFloats: number; workers: number; parallelMinFloats: number } {
+  const prev = { enabled: fastPathEnabled, native: nativeEnabled, winograd: winogradTile, bandFloats, workers: poolSize, parallelMinFloats };
+  if (o.winograd !== undefined) {
+    if (o.winograd !== 0 && o.winograd !== 2 && o.winograd !== 4) throw new RangeError(`winograd must be 0 (off), 2 or 4 (the largest output tile), got ${o.winograd}`);
+    winogradTile = o.winograd;
+  }
   if (o.enabled !== undefined) fastPathEnabled = o.enabled;
   if (o.native !== undefined) nativeEnabled = o.native;
   const posInt = (v: number) => Number.isInteger(v) && v > 0;
@@ -122,7 +126,7 @@ export function setConv3x3Options(o: { enabled?: boolean; native?: boolean; wino
 let bandFloats = 1 << 20;
 let fastPathEnabled = true;
 let nativeEnabled = true;
-let winogradEnabled = true;
+let winogradTile = 4;
 /** False when `setConv3x3Options({ enabled: false })` asks for the composed ops instead. */
 export function conv3x3Enabled(): boolean { return fastPathEnabled; }
 
@@ -235,17 +239,19 @@ export function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Conv3x
     // the whole op in C (native/conv3x3.c): the same steps as below, fills and copies on the thread pool
     const gn = pro.kind === 'gnSilu' ? pro : null;
     const ws = workspace();
-    // Winograd F(2×2, 3×3) for even sizes: bands of TR tile rows, V and M (16·C·TR·W/2 floats each) within 2·bandFloats
-    const wino = winogradEnabled && H % 2 === 0 && W % 2 === 0;
-    const TR = Math.max(1, Math.min(H / 2, Math.floor((2 * bandFloats) / (16 * (Cin + Cout) * (W / 2)))));
-    const tiles = TR * (W / 2);
+    // Winograd F(m×m, 3×3), m the largest allowed tile dividing H and W: bands of TR tile rows, V and M
+    // (ξ·C·TR·W/m floats each, ξ = (m + 2)²) within about 2·bandFloats
+    const m = winogradTile >= 4 && H % 4 === 0 && W % 4 === 0 ? 4 : winogradTile >= 2 && H % 2 === 0 && W % 2 === 0 ? 2 : 0;
+    const xi = (m + 2) ** 2, tw = m ? W / m : 0;
+    const TR = m ? Math.max(1, Math.min(H / m, Math.floor((2 * bandFloats) / (xi * (Cin + Cout) * tw)))) : 0;
+    const tiles = TR * tw;
     const done = nat.conv3x3(X, B, Cin, Hin, Win, MODE[pro.kind], gn ? gn.groups : 1, gn ? gn.weight : null, gn ? gn.bias : null,
       gn ? gn.eps : 0, Wt, Bi, Cout, Res, inPlace, out, ws.float32('conv3x3.padded', Cin * plane + 2),
-      ws.float32('conv3x3.taps', (wino ? 16 : 9) * Cout * Cin), ws.float32('conv3x3.band', wino ? 16 * Cout * tiles : Cout * R * Wp),
-      wino ? TR : R, wino ? ws.float32('conv3x3.winoInput', 16 * Cin * tiles) : null, nativeMs.fill(0));
+      ws.float32('conv3x3.taps', (m ? xi : 9) * Cout * Cin), ws.float32('conv3x3.band', m ? xi * Cout * tiles : Cout * R * Wp),
+      m ? TR : R, m ? ws.float32('conv3x3.winoInput', xi * Cin * tiles) : null, m, nativeMs.fill(0));
     if (done) {
       conv3x3Stats.nativeCalls++;
-      if (wino) conv3x3Stats.winogradCalls++;
+      if (m) conv3x3Stats.winogradCalls++;
       conv3x3Stats.fillMs += nativeMs[0]; conv3x3Stats.tapsMs += nativeMs[1]; conv3x3Stats.gemmMs += nativeMs[2]; conv3x3Stats.copyOutMs += nativeMs[3];
       return new Tensor(out, [B, Cout, H, W]);
     }
