@@ -383,11 +383,12 @@ test('several Decoder.forward calls in a row equal the composed-ops decoder, com
 });
 
 test('setConv3x3Options returns the previous values and rejects invalid ones', () => {
-  const prev = setConv3x3Options({ enabled: false, native: false, winograd: 2, bandFloats: 123, workers: 0, parallelMinFloats: 456 });
+  const prev = setConv3x3Options({ enabled: false, native: false, winograd: 2, winogradMinTiles: 7, bandFloats: 123, workers: 0, parallelMinFloats: 456 });
   try {
     const mid = setConv3x3Options({});
-    assert.deepEqual(mid, { enabled: false, native: false, winograd: 2, bandFloats: 123, workers: 0, parallelMinFloats: 456 });
+    assert.deepEqual(mid, { enabled: false, native: false, winograd: 2, winogradMinTiles: 7, bandFloats: 123, workers: 0, parallelMinFloats: 456 });
     assert.throws(() => setConv3x3Options({ winograd: 3 }), RangeError);
+    assert.throws(() => setConv3x3Options({ winogradMinTiles: 0 }), RangeError);
     assert.throws(() => setConv3x3Options({ bandFloats: 0 }), RangeError);
     assert.throws(() => setConv3x3Options({ bandFloats: 1.5 }), RangeError);
     assert.throws(() => setConv3x3Options({ workers: -2 }), RangeError);
@@ -406,7 +407,7 @@ const be = backend();
 const skipNativeConv = be.native ? false : 'native kernels unavailable';
 
 test('native 3×3 conv (shifted GEMMs, Winograd F(2×2, 3×3) and F(4×4, 3×3)): every prologue and residual mode equals the composed ops and the TypeScript steps, and is bit-identical on 1, 2 and 3 threads', { skip: skipNativeConv }, () => {
-  const prev = setConv3x3Options({ enabled: true, workers: 0 });
+  const prev = setConv3x3Options({ enabled: true, workers: 0, winogradMinTiles: 1 });
   const threads0 = be.threads;
   try {
     const rng = new Rng(30);

@@ -94,15 +94,21 @@ function getPool(): JsWorkerPool | null {
  * TypeScript steps below even when the backend has the native kernels (which otherwise run the whole
  * op, native/conv3x3.c, and ignore `workers`); `winograd`: the largest output tile m of the native op's
  * Winograd F(m×m, 3×3) (4: F(4×4) where H and W are multiples of 4, else F(2×2) where they are even, else
- * the 9 shifted GEMMs below; 2: F(2×2) only; 0: always the shifted GEMMs); `bandFloats`: output floats per GEMM
+ * the 9 shifted GEMMs below; 2: F(2×2) only; 0: always the shifted GEMMs), a tile size only where an image has
+ * at least `winogradMinTiles` tiles (default 64: a 16×16 decoder level takes F(2×2), 32×32 and up F(4×4));
+ * `bandFloats`: output floats per GEMM
  * band; `workers`: helper threads for the fills (−1 = backend threads − 1, 0 = main thread only);
  * `parallelMinFloats`: smallest fill worth splitting. Tests use tiny values to exercise every path.
  */
-export function setConv3x3Options(o: { enabled?: boolean; native?: boolean; winograd?: number; bandFloats?: number; workers?: number; parallelMinFloats?: number }): { enabled: boolean; native: boolean; winograd: number; bandFloats: number; workers: number; parallelMinFloats: number } {
-  const prev = { enabled: fastPathEnabled, native: nativeEnabled, winograd: winogradTile, bandFloats, workers: poolSize, parallelMinFloats };
+export function setConv3x3Options(o: { enabled?: boolean; native?: boolean; winograd?: number; winogradMinTiles?: number; bandFloats?: number; workers?: number; parallelMinFloats?: number }): { enabled: boolean; native: boolean; winograd: number; winogradMinTiles: number; bandFloats: number; workers: number; parallelMinFloats: number } {
+  const prev = { enabled: fastPathEnabled, native: nativeEnabled, winograd: winogradTile, winogradMinTiles, bandFloats, workers: poolSize, parallelMinFloats };
   if (o.winograd !== undefined) {
     if (o.winograd !== 0 && o.winograd !== 2 && o.winograd !== 4) throw new RangeError(`winograd must be 0 (off), 2 or 4 (the largest output tile), got ${o.winograd}`);
     winogradTile = o.winograd;
+  }
+  if (o.winogradMinTiles !== undefined) {
+    if (!Number.isInteger(o.winogradMinTiles) || o.winogradMinTiles < 1) throw new RangeError(`winogradMinTiles must be a positive integer, got ${o.winogradMinTiles}`);
+    winogradMinTiles = o.winogradMinTiles;
   }
   if (o.enabled !== undefined) fastPathEnabled = o.enabled;
   if (o.native !== undefined) nativeEnabled = o.native;
@@ -127,6 +133,8 @@ let bandFloats = 1 << 20;
 let fastPathEnabled = true;
 let nativeEnabled = true;
 let winogradTile = 4;
+/** Fewest tiles per image for a Winograd tile size (below, the weight transform outweighs the GEMMs it saves). */
+let winogradMinTiles = 64;
 /** False when `setConv3x3Options({ enabled: false })` asks for the composed ops instead. */
 export function conv3x3Enabled(): boolean { return fastPathEnabled; }
 
@@ -241,7 +249,8 @@ export function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Conv3x
     const ws = workspace();
     // Winograd F(m×m, 3×3), m the largest allowed tile dividing H and W: bands of TR tile rows, V and M
     // (ξ·C·TR·W/m floats each, ξ = (m + 2)²) within about 2·bandFloats
-    const m = winogradTile >= 4 && H % 4 === 0 && W % 4 === 0 ? 4 : winogradTile >= 2 && H % 2 === 0 && W % 2 === 0 ? 2 : 0;
+    const fits = (t: number) => winogradTile >= t && H % t === 0 && W % t === 0 && (H / t) * (W / t) >= winogradMinTiles;
+    const m = fits(4) ? 4 : fits(2) ? 2 : 0;
     const xi = (m + 2) ** 2, tw = m ? W / m : 0;
     const TR = m ? Math.max(1, Math.min(H / m, Math.floor((2 * bandFloats) / (xi * (Cin + Cout) * tw)))) : 0;
     const tiles = TR * tw;
