@@ -18,6 +18,9 @@ API (also used by other scripts in bench/torch/):
     with torch.no_grad():
         img = dec(f_hat)                             # f_hat [B, 32, 16, 16] → image [B, 3, 256, 256] in [−1, 1]
 
+An importing script pins its own thread counts (OPENBLAS_NUM_THREADS, OMP_NUM_THREADS before `import torch`, then
+torch.set_num_threads); this module only does so when run as a script.
+
 `build_image_decoder(ch=160, ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2, z_channels=32, out_channels=3,
 using_sa=True, using_mid_sa=True, seed=0)` returns an `ImageDecoder` (an nn.Module in eval mode) with
 torch's default (seeded) initialisation; `load_safetensors(path)` reads a .safetensors file into a dict of
