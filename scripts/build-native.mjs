@@ -18,7 +18,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const sources = ['kernels.c', 'threads.c', 'grouped_ffn.c', 'attention.c', 'small_gemm.c', 'rows.c', 'bf16_gemm.c'].map((f) => path.join(root, 'native', f));
+const sources = ['kernels.c', 'threads.c', 'grouped_ffn.c', 'attention.c', 'small_gemm.c', 'rows.c', 'bf16_gemm.c', 'conv3x3.c'].map((f) => path.join(root, 'native', f));
 const ext = process.platform === 'darwin' ? 'dylib' : process.platform === 'win32' ? 'dll' : 'so';
 const outDir = path.join(root, 'build', 'native');
 const out = path.join(outDir, `libactvar_kernels.${ext}`);

@@ -12,6 +12,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
+import { backend } from '../src/backend/node.js';
 import {
   Conv2d, Normalize, ResnetBlock, Upsample2x, Decoder, setConv3x3Options, conv3x3Stats, releaseConv3x3Workspaces,
   type ModuleCtx, type AutoencoderConfig,
@@ -183,7 +184,7 @@ test('tiny bandFloats (a band per row, bands of a few rows with an uneven last o
 });
 
 test('fills split over a worker thread (workers 1, tiny parallelMinFloats) equal the composed ops; workers 0 never split', () => {
-  const prev = setConv3x3Options({ enabled: true, bandFloats: 29 });
+  const prev = setConv3x3Options({ enabled: true, native: false, bandFloats: 29 });
   try {
     setConv3x3Options({ workers: 0, parallelMinFloats: 1 });
     checkAllKinds(new Rng(4), 'workers=0 min=1', { splitsPerItem: () => 0 });
@@ -203,7 +204,7 @@ test('fills split over a worker thread (workers 1, tiny parallelMinFloats) equal
 });
 
 test('inputs and residuals in SharedArrayBuffers (views at an offset) equal the composed ops, with and without a worker', () => {
-  const prev = setConv3x3Options({ enabled: true, bandFloats: 41 });
+  const prev = setConv3x3Options({ enabled: true, native: false, bandFloats: 41 });
   try {
     setConv3x3Options({ workers: 0, parallelMinFloats: 1 });
     checkAllKinds(new Rng(6), 'shared workers=0', { shared: true, splitsPerItem: () => 0 });
@@ -254,6 +255,15 @@ function refResnet(ctx: ModuleCtx, p: string, x: T.Tensor, shortcut: boolean): T
 test('a decoder-like chain (conv_in, ResnetBlocks, upsampling, norm_out+conv_out) with recycled activations: every kept intermediate stays equal to its reference', () => {
   const prev = setConv3x3Options({ enabled: true });
   try {
+    for (const native of [false, true]) decoderLikeChain(native);
+  } finally {
+    setConv3x3Options(prev);
+  }
+});
+
+/** The chain above on the TypeScript steps (fills split over the JS workers) or on native/conv3x3.c. */
+function decoderLikeChain(native: boolean): void {
+  {
     const rng = new Rng(10);
     const C = 4, C2 = 6, Z = 3, OUT = 3, groups = 2;
     const ctx: ModuleCtx = { sd: new Map(), specs: new Map(), normGroups: groups };
@@ -277,9 +287,9 @@ test('a decoder-like chain (conv_in, ResnetBlocks, upsampling, norm_out+conv_out
       { name: 'workers 1, split fills, shared input', opts: { workers: 1, bandFloats: 1 << 20, parallelMinFloats: 1 }, shared: true },
     ];
     for (const cfg of configs) {
-      setConv3x3Options(cfg.opts);
+      setConv3x3Options({ ...cfg.opts, native });
       for (let rep = 0; rep < 2; rep++) { // a second pass reuses the spare buffers and workspaces of the first
-        const what = `${cfg.name} pass ${rep}`;
+        const what = `${native ? 'native' : 'TypeScript'} ${cfg.name} pass ${rep}`;
         const z0 = randn(rng, [2, Z, 3, 5]);
         const z = cfg.shared ? toShared(z0, 2) : z0;
         // every reference first, kept
@@ -297,7 +307,8 @@ test('a decoder-like chain (conv_in, ResnetBlocks, upsampling, norm_out+conv_out
         });
         // the fast chain, keeping every output (no input given up: consumeInput = false)
         const got: T.Tensor[] = [];
-        const splitting = (cfg.opts.workers ?? 0) > 0;
+        // the native op (when the backend has it) splits in C, uncounted
+        const splitting = !(native && backend().native) && (cfg.opts.workers ?? 0) > 0;
         const step = (calls: number, splits: number, fn: () => T.Tensor) => {
           got.push(counted(calls, splitting ? splits : 0, `${what} step ${got.length}`, () => T.noGrad(fn)));
           assertRel(got[got.length - 1], ref[got.length - 1], `${what}: step ${got.length - 1} right after it ran`);
@@ -325,10 +336,8 @@ test('a decoder-like chain (conv_in, ResnetBlocks, upsampling, norm_out+conv_out
         for (let i = 0; i < ref.length; i++) assertRel(got[i], ref[i], `${what}: step ${i} after more calls`);
       }
     }
-  } finally {
-    setConv3x3Options(prev);
   }
-});
+}
 
 test('several Decoder.forward calls in a row equal the composed-ops decoder, computed first and kept', () => {
   const prev = setConv3x3Options({});
@@ -349,9 +358,9 @@ test('several Decoder.forward calls in a row equal the composed-ops decoder, com
       { workers: 0, bandFloats: 7, parallelMinFloats: 1 << 18 },
       { workers: 1, bandFloats: 7, parallelMinFloats: 1 },
     ]) {
-      setConv3x3Options({ enabled: true, ...opts });
-      for (const shared of [false, true]) {
-        const what = `workers ${opts.workers} bandFloats ${opts.bandFloats} ${shared ? 'shared' : 'plain'} latents`;
+      for (const native of [false, true]) for (const shared of [false, true]) {
+        setConv3x3Options({ enabled: true, native, ...opts });
+        const what = `${native ? 'native' : 'TypeScript'} workers ${opts.workers} bandFloats ${opts.bandFloats} ${shared ? 'shared' : 'plain'} latents`;
         const before = conv3x3Stats.parallelFills;
         const inputs = zs.map((z) => (shared ? toShared(z, 1) : z));
         const outs: T.Tensor[] = [];
@@ -365,7 +374,7 @@ test('several Decoder.forward calls in a row equal the composed-ops decoder, com
           assertRel(outs[i], refs[i], `${what}: image ${i} after all ${zs.length} decodes`);
           assertSameValues(inputs[i], zs[i], `${what}: latent ${i} untouched`);
         }
-        if (opts.workers > 0) assert.ok(conv3x3Stats.parallelFills > before, `${what}: fills were split`);
+        if (opts.workers > 0 && !(native && backend().native)) assert.ok(conv3x3Stats.parallelFills > before, `${what}: fills were split`);
         else assert.equal(conv3x3Stats.parallelFills, before, `${what}: no split fills`);
       }
     }
@@ -375,10 +384,12 @@ test('several Decoder.forward calls in a row equal the composed-ops decoder, com
 });
 
 test('setConv3x3Options returns the previous values and rejects invalid ones', () => {
-  const prev = setConv3x3Options({ enabled: false, bandFloats: 123, workers: 0, parallelMinFloats: 456 });
+  const prev = setConv3x3Options({ enabled: false, native: false, winograd: 2, winogradMinTiles: 7, bandFloats: 123, workers: 0, parallelMinFloats: 456 });
   try {
     const mid = setConv3x3Options({});
-    assert.deepEqual(mid, { enabled: false, bandFloats: 123, workers: 0, parallelMinFloats: 456 });
+    assert.deepEqual(mid, { enabled: false, native: false, winograd: 2, winogradMinTiles: 7, bandFloats: 123, workers: 0, parallelMinFloats: 456 });
+    assert.throws(() => setConv3x3Options({ winograd: 3 }), RangeError);
+    assert.throws(() => setConv3x3Options({ winogradMinTiles: 0 }), RangeError);
     assert.throws(() => setConv3x3Options({ bandFloats: 0 }), RangeError);
     assert.throws(() => setConv3x3Options({ bandFloats: 1.5 }), RangeError);
     assert.throws(() => setConv3x3Options({ workers: -2 }), RangeError);
@@ -388,4 +399,55 @@ test('setConv3x3Options returns the previous values and rejects invalid ones', (
     setConv3x3Options(prev);
   }
   assert.deepEqual(setConv3x3Options({}), prev);
+});
+
+// ---------------------------------------------------------------------------------------------
+// the native op (native/conv3x3.c)
+
+const be = backend();
+const skipNativeConv = be.native ? false : 'native kernels unavailable';
+
+test('native 3×3 conv (shifted GEMMs, Winograd F(2×2, 3×3) and F(4×4, 3×3)): every prologue and residual mode equals the composed ops and the TypeScript steps, and is bit-identical on 1, 2 and 3 threads', { skip: skipNativeConv }, () => {
+  const prev = setConv3x3Options({ enabled: true, workers: 0, winogradMinTiles: 1 });
+  const threads0 = be.threads;
+  try {
+    const rng = new Rng(30);
+    // [B, cin, cout, H, W, groups, bandFloats]: GEMMs big enough to be split over the pool, bands of one (tile) row
+    // and uneven last bands, a GroupNorm with more groups than threads; sizes divisible by 4 take F(4×4), even ones
+    // F(2×2), odd ones (and the ×2 upsampling of odd ones: even) the shifted GEMMs
+    const shapes: [number, number, number, number, number, number, number][] = [
+      [2, 64, 48, 20, 24, 8, 1 << 20], [1, 32, 40, 18, 10, 4, 16 * 72 * 5 * 2 + 3], [2, 12, 7, 6, 4, 3, 1],
+      [1, 32, 40, 12, 20, 4, 36 * 72 * 5 * 2 + 3], [2, 64, 48, 20, 23, 8, 1 << 20], [1, 32, 40, 17, 9, 4, 3 * 40 * 11 + 5], [2, 12, 7, 5, 3, 3, 1],
+    ];
+    for (const winograd of [4, 2, 0]) {
+      for (const [B, cin, cout, H, W, groups, bandFloats] of shapes) {
+        const m = convModule(rng, cin, cout, groups);
+        for (const kind of KINDS) {
+          const what = `native ${winograd ? `Winograd ≤ F(${winograd}×${winograd})` : 'shifted GEMMs'} ${kind} [${B},${cin},${H},${W}]→${cout} g=${groups} band ${bandFloats}`;
+          const x = randn(rng, [B, cin, H, W], 2, kind === 'gnSilu' ? 3 : 0);
+          const res = kind === 'silu' || kind === 'gnSilu' ? randn(rng, [B, cout, H, W]) : null;
+          const [h, w] = kind === 'up2' ? [2 * H, 2 * W] : [H, W];
+          const even = winograd > 0 && h % 2 === 0 && w % 2 === 0; // F(4×4) or, failing 4 | h, w, F(2×2)
+          const run = (native: boolean, t: number, into = false): T.Tensor => {
+            setConv3x3Options({ native, winograd, bandFloats });
+            be.setThreads(t);
+            const n0 = conv3x3Stats.nativeCalls, w0 = conv3x3Stats.winogradCalls;
+            const out = fast(m, kind, x, res && into ? clone(res) : res, into);
+            assert.equal(conv3x3Stats.nativeCalls - n0, native ? 1 : 0, `${what}: native calls`);
+            assert.equal(conv3x3Stats.winogradCalls - w0, native && even ? 1 : 0, `${what}: Winograd calls`);
+            return out;
+          };
+          const one = run(true, 1), two = run(true, 2), three = run(true, 3);
+          assertSameValues(two, one, `${what}: 2 threads vs 1`);
+          assertSameValues(three, one, `${what}: 3 threads vs 1`);
+          assertRel(one, reference(m, kind, x, res), `${what} vs composed ops`);
+          assertRel(one, run(false, 2), `${what} vs TypeScript steps`);
+          if (res) assertSameValues(run(true, 2, true), one, `${what}: into the residual`);
+        }
+      }
+    }
+  } finally {
+    be.setThreads(threads0);
+    setConv3x3Options(prev);
+  }
 });

@@ -365,8 +365,8 @@ test('fused GroupNorm+SiLU fill equals silu(groupNorm(x)) bit for bit, on the ma
   const rng = new Rng(21);
   const prev = setConv3x3Options({});
   try {
-    for (const workers of [0, 1, 3]) {
-      setConv3x3Options({ workers, parallelMinFloats: 1, bandFloats: 50 });
+    for (const [native, workers] of [[false, 0], [false, 1], [false, 3], [true, 0]] as const) {
+      setConv3x3Options({ native, workers, parallelMinFloats: 1, bandFloats: 50 });
       for (const [cin, cout, h, w, groups] of [[8, 5, 6, 7, 4], [6, 3, 9, 4, 3], [4, 4, 1, 1, 2]]) {
         const ctx: ModuleCtx = { sd: new Map(), specs: new Map(), normGroups: groups };
         const conv = new Conv2d(ctx, 'c', cin, cout, 3, { padding: 1 });
@@ -381,9 +381,9 @@ test('fused GroupNorm+SiLU fill equals silu(groupNorm(x)) bit for bit, on the ma
         T.noGrad(() => {
           const before = conv3x3Stats.parallelFills;
           const fused = conv.forwardNormSilu(norm, x, res);
-          assert.equal(conv3x3Stats.parallelFills - before, workers > 0 ? 2 : 0, 'both batch items were split over the workers');
+          assert.equal(conv3x3Stats.parallelFills - before, workers > 0 ? 2 : 0, 'both batch items were split over the workers (TypeScript path)');
           const composed = conv.forwardSilu(norm.forward(x), res); // the same GEMMs on silu(groupNorm(x))
-          assert.deepEqual(fused.f32, composed.f32, `workers=${workers} ${cin}→${cout} ${h}×${w} g=${groups}`);
+          assert.deepEqual(fused.f32, composed.f32, `native=${native} workers=${workers} ${cin}→${cout} ${h}×${w} g=${groups}`);
           assertClose(fused, T.add(res, conv2d(T.silu(norm.forward(x)), ctx.sd.get('c.weight')!, ctx.sd.get('c.bias')!, { padding: 1 })), 'vs conv2d', 1e-4);
         });
       }

@@ -134,6 +134,20 @@ export interface NativeKernels {
   setBf16Mode(useInstruction: boolean | Bf16Path): Bf16Path;
   /** The path `bf16Gemm` takes now. */
   bf16Path(): Bf16Path;
+  /**
+   * The VQVAE's inference 3×3 'same' conv, whole (native/conv3x3.c; the TypeScript twin and the formulas
+   * are `conv3x3Same` in src/tensor/ops/conv3x3.ts): out [B, Cout, H, W] = conv(prologue(X)) + bias (+ Res),
+   * prologue `mode` 0 copy, 1 SiLU, 2 nearest ×2 (H = 2·Hin), 3 GroupNorm(groups, gw, gb, eps) + SiLU;
+   * `inPlace`: out is Res's array. Workspaces P (Cin·(H+2)·(W+2) + 2), wk (9·Cout·Cin), band (Cout·R·(W+2))
+   * with R output rows per band; ms[0..3] += milliseconds of fills, weight repack, GEMMs, copies out.
+   * With wino = m ∈ {2, 4} (H, W multiples of m): Winograd F(m×m, 3×3) with ξ = (m + 2)², R tile rows (of m output
+   * rows) per band, wk ξ·Cout·Cin, band ξ·Cout·R·W/m and V ξ·Cin·R·W/m floats.
+   * Results do not depend on the thread count. False when no BLAS is bound (the caller runs its own loop).
+   */
+  conv3x3(X: Float32Array, B: number, Cin: number, Hin: number, Win: number, mode: number, groups: number,
+    gw: Float32Array | null, gb: Float32Array | null, eps: number, Wt: Float32Array, bias: Float32Array, Cout: number,
+    Res: Float32Array | null, inPlace: boolean, out: Float32Array, P: Float32Array, wk: Float32Array, band: Float32Array,
+    R: number, V: Float32Array | null, wino: number, ms: Float64Array): boolean;
 }
 
 /** How `bf16Gemm` runs: vdpbf16ps, or widening bf16 to float32 with AVX-512F / AVX2+FMA / plain C. */
@@ -195,6 +209,9 @@ export function bindNativeKernels(library: string): NativeKernels {
     'int64_t l, int64_t hd, int64_t Lc, int64_t cap, float scale, const double *bounds, float *out)');
   const gateScores = f('void actvar_gate_scores(const float *X, int64_t rows, int64_t C, const float *w, double b, double eps, float *Y)');
   const setFewRowLimit = num('int actvar_set_small_gemm_max_m(int m)');
+  const conv3x3 = num('int actvar_conv3x3(const float *X, int64_t B, int64_t Cin, int64_t Hin, int64_t Win, int mode, ' +
+    'int64_t groups, const float *gw, const float *gb, double eps, const float *Wt, const float *bias, int64_t Cout, ' +
+    'const float *Res, int in_place, float *out, float *P, float *wk, float *band, int64_t R, float *V, int wino, double *ms)');
   const setSplitParts = num('int actvar_set_split_parts(int parts)');
   const bf16Gemm = num('int actvar_bf16_gemm(int M, int N, int K, const float *X, int ldx, const uint16_t *W, int ldw, float beta, float *C, int ldc)');
   const toBf16 = f('void actvar_f32_to_bf16(const float *x, uint16_t *y, int64_t n)');
@@ -252,6 +269,33 @@ export function bindNativeKernels(library: string): NativeKernels {
       count('gateScores', rows); count('gateScores', C);
       need('gateScores', X, rows * C); need('gateScores', w, C); need('gateScores', Y, rows);
       if (rows > 0) gateScores(X, rows, C, w, b, eps, Y);
+    },
+    conv3x3(X, B, Cin, Hin, Win, mode, groups, gw, gb, eps, Wt, bias, Cout, Res, inPlace, out, P, wk, band, R, V, wino, ms) {
+      for (const v of [B, Cin, Hin, Win, groups, Cout, R]) count('conv3x3', v);
+      if (mode !== 0 && mode !== 1 && mode !== 2 && mode !== 3) throw new RangeError(`native conv3x3: mode must be 0…3, got ${mode}`);
+      const up = mode === 2, H = up ? 2 * Hin : Hin, W = up ? 2 * Win : Win;
+      if (mode === 3 && (groups < 1 || Cin % groups !== 0)) throw new RangeError(`native conv3x3: ${Cin} channels do not split into ${groups} groups`);
+      if (R < 1) throw new RangeError('native conv3x3: R must be ≥ 1');
+      need('conv3x3', X, B * Cin * Hin * Win); need('conv3x3', Wt, Cout * Cin * 9); need('conv3x3', bias, Cout);
+      if (mode === 3) {
+        if (!gw || !gb) throw new RangeError('native conv3x3: GroupNorm needs its weight and bias');
+        need('conv3x3', gw, Cin); need('conv3x3', gb, Cin);
+      }
+      need('conv3x3', out, B * Cout * H * W); need('conv3x3', Res, B * Cout * H * W);
+      if (inPlace && Res !== out) throw new RangeError('native conv3x3: inPlace needs Res to be out');
+      need('conv3x3', P, Cin * (H + 2) * (W + 2) + 2); need('conv3x3', ms, 4);
+      if (wino !== 0 && wino !== 2 && wino !== 4) throw new RangeError(`native conv3x3: wino must be 0, 2 or 4, got ${wino}`);
+      if (wino) {
+        if (H % wino !== 0 || W % wino !== 0) throw new RangeError(`native conv3x3: Winograd F(${wino}×${wino}, 3×3) needs sizes divisible by ${wino}, got ${H}×${W}`);
+        const tiles = Math.min(R, H / wino) * (W / wino), xi = (wino + 2) ** 2;
+        if (!V) throw new RangeError('native conv3x3: Winograd needs the V workspace');
+        need('conv3x3', wk, xi * Cout * Cin); need('conv3x3', band, xi * Cout * tiles); need('conv3x3', V, xi * Cin * tiles);
+      } else {
+        need('conv3x3', wk, 9 * Cout * Cin); need('conv3x3', band, Cout * Math.min(R, H) * (W + 2));
+      }
+      if (B * Cout * H * W === 0) return true;
+      if (Cin === 0) return false;
+      return sgemmBound && conv3x3(X, B, Cin, Hin, Win, mode, groups, gw, gb, eps, Wt, bias, Cout, Res, inPlace ? 1 : 0, out, P, wk, band, R, wino ? V : null, wino, ms) === 0;
     },
     setFewRowLimit(rows) {
       count('setFewRowLimit', rows);

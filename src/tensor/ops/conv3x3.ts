@@ -75,7 +75,9 @@ function fillKernel(P: Float32Array, X: Float32Array, xOff: number, Cin: number,
 let poolSize = -1; // −1: backend threads − 1
 let parallelMinFloats = 1 << 18;
 /** Counters of the fast path (for tests and benchmarks): calls, split fills, milliseconds per phase. */
-export const conv3x3Stats = { calls: 0, parallelFills: 0, fillMs: 0, tapsMs: 0, gemmMs: 0, copyOutMs: 0 };
+export const conv3x3Stats = { calls: 0, nativeCalls: 0, winogradCalls: 0, parallelFills: 0, flops: 0, fillMs: 0, tapsMs: 0, gemmMs: 0, copyOutMs: 0 };
+/** Milliseconds per phase of one native call (fills, repack, GEMMs, copies out). */
+const nativeMs = new Float64Array(4);
 
 /** The helper threads for this fill, sized to the wanted count; null when the backend has none. */
 function getPool(): JsWorkerPool | null {
@@ -88,13 +90,28 @@ function getPool(): JsWorkerPool | null {
 
 /**
  * Options of the inference 3×3 conv; returns the previous values. `enabled`: false runs the composed
- * ops (conv2d, groupNorm, silu, upsampleNearest2x) even without a graph; `bandFloats`: output floats per GEMM
+ * ops (conv2d, groupNorm, silu, upsampleNearest2x) even without a graph; `native`: false keeps the
+ * TypeScript steps below even when the backend has the native kernels (which otherwise run the whole
+ * op, native/conv3x3.c, and ignore `workers`); `winograd`: the largest output tile m of the native op's
+ * Winograd F(m×m, 3×3) (4: F(4×4) where H and W are multiples of 4, else F(2×2) where they are even, else
+ * the 9 shifted GEMMs below; 2: F(2×2) only; 0: always the shifted GEMMs), a tile size only where an image has
+ * at least `winogradMinTiles` tiles (default 64: a 16×16 decoder level takes F(2×2), 32×32 and up F(4×4));
+ * `bandFloats`: output floats per GEMM
  * band; `workers`: helper threads for the fills (−1 = backend threads − 1, 0 = main thread only);
  * `parallelMinFloats`: smallest fill worth splitting. Tests use tiny values to exercise every path.
  */
-export function setConv3x3Options(o: { enabled?: boolean; bandFloats?: number; workers?: number; parallelMinFloats?: number }): { enabled: boolean; bandFloats: number; workers: number; parallelMinFloats: number } {
-  const prev = { enabled: fastPathEnabled, bandFloats, workers: poolSize, parallelMinFloats };
+export function setConv3x3Options(o: { enabled?: boolean; native?: boolean; winograd?: number; winogradMinTiles?: number; bandFloats?: number; workers?: number; parallelMinFloats?: number }): { enabled: boolean; native: boolean; winograd: number; winogradMinTiles: number; bandFloats: number; workers: number; parallelMinFloats: number } {
+  const prev = { enabled: fastPathEnabled, native: nativeEnabled, winograd: winogradTile, winogradMinTiles, bandFloats, workers: poolSize, parallelMinFloats };
+  if (o.winograd !== undefined) {
+    if (o.winograd !== 0 && o.winograd !== 2 && o.winograd !== 4) throw new RangeError(`winograd must be 0 (off), 2 or 4 (the largest output tile), got ${o.winograd}`);
+    winogradTile = o.winograd;
+  }
+  if (o.winogradMinTiles !== undefined) {
+    if (!Number.isInteger(o.winogradMinTiles) || o.winogradMinTiles < 1) throw new RangeError(`winogradMinTiles must be a positive integer, got ${o.winogradMinTiles}`);
+    winogradMinTiles = o.winogradMinTiles;
+  }
   if (o.enabled !== undefined) fastPathEnabled = o.enabled;
+  if (o.native !== undefined) nativeEnabled = o.native;
   const posInt = (v: number) => Number.isInteger(v) && v > 0;
   if (o.bandFloats !== undefined) {
     if (!posInt(o.bandFloats)) throw new RangeError(`bandFloats must be a positive integer, got ${o.bandFloats}`);
@@ -114,6 +131,10 @@ export function setConv3x3Options(o: { enabled?: boolean; bandFloats?: number; w
 /** Output floats per GEMM band (Cout × rows × (W+2)); small enough to stay in cache while it is filled. */
 let bandFloats = 1 << 20;
 let fastPathEnabled = true;
+let nativeEnabled = true;
+let winogradTile = 4;
+/** Fewest tiles per image for a Winograd tile size (below, the weight transform outweighs the GEMMs it saves). */
+let winogradMinTiles = 64;
 /** False when `setConv3x3Options({ enabled: false })` asks for the composed ops instead. */
 export function conv3x3Enabled(): boolean { return fastPathEnabled; }
 
@@ -217,8 +238,33 @@ export function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Conv3x
   const out = inPlace ? residual.f32 : takeOutput(nOut);
   recordFlops(2 * B * Cout * H * W * Cin * 9, weight);
   if (isDryRun() || out.length === 0) return new Tensor(out, [B, Cout, H, W]);
+  conv3x3Stats.flops += 2 * B * Cout * H * W * Cin * 9;
   const X = x.f32, Wt = weight.f32, Bi = bias.f32, Res = residual ? residual.f32 : null;
   const Wp = W + 2, plane = (H + 2) * Wp;
+  const R = Math.max(1, Math.min(H, Math.floor(bandFloats / (Cout * Wp))));
+  const nat = nativeEnabled ? backend().native : null;
+  if (nat) {
+    // the whole op in C (native/conv3x3.c): the same steps as below, fills and copies on the thread pool
+    const gn = pro.kind === 'gnSilu' ? pro : null;
+    const ws = workspace();
+    // Winograd F(m×m, 3×3), m the largest allowed tile dividing H and W: bands of TR tile rows, V and M
+    // (ξ·C·TR·W/m floats each, ξ = (m + 2)²) within about 2·bandFloats
+    const fits = (t: number) => winogradTile >= t && H % t === 0 && W % t === 0 && (H / t) * (W / t) >= winogradMinTiles;
+    const m = fits(4) ? 4 : fits(2) ? 2 : 0;
+    const xi = (m + 2) ** 2, tw = m ? W / m : 0;
+    const TR = m ? Math.max(1, Math.min(H / m, Math.floor((2 * bandFloats) / (xi * (Cin + Cout) * tw)))) : 0;
+    const tiles = TR * tw;
+    const done = nat.conv3x3(X, B, Cin, Hin, Win, MODE[pro.kind], gn ? gn.groups : 1, gn ? gn.weight : null, gn ? gn.bias : null,
+      gn ? gn.eps : 0, Wt, Bi, Cout, Res, inPlace, out, ws.float32('conv3x3.padded', Cin * plane + 2),
+      ws.float32('conv3x3.taps', (m ? xi : 9) * Cout * Cin), ws.float32('conv3x3.band', m ? xi * Cout * tiles : Cout * R * Wp),
+      m ? TR : R, m ? ws.float32('conv3x3.winoInput', xi * Cin * tiles) : null, m, nativeMs.fill(0));
+    if (done) {
+      conv3x3Stats.nativeCalls++;
+      if (m) conv3x3Stats.winogradCalls++;
+      conv3x3Stats.fillMs += nativeMs[0]; conv3x3Stats.tapsMs += nativeMs[1]; conv3x3Stats.gemmMs += nativeMs[2]; conv3x3Stats.copyOutMs += nativeMs[3];
+      return new Tensor(out, [B, Cout, H, W]);
+    }
+  }
   // taps as 9 contiguous [Cout, Cin] matrices (repacked at every call: weights may change in place)
   const n = Cout * Cin;
   const wk = workspace().float32('conv3x3.taps', 9 * n);
@@ -229,7 +275,6 @@ export function conv3x3Same(x: Tensor, weight: Tensor, bias: Tensor, pro: Conv3x
   }
   let t1 = performance.now();
   conv3x3Stats.tapsMs += t1 - t0;
-  const R = Math.max(1, Math.min(H, Math.floor(bandFloats / (Cout * Wp))));
   const band = workspace().float32('conv3x3.band', Cout * R * Wp);
   const be = backend();
   for (let b = 0; b < B; b++) {
