@@ -5,6 +5,7 @@
 //
 //   node bench/sampling-vs-torch.mjs [--threads 2] [--rounds 2] [--configs d16:1,d16:4,d16:16,fashion:64,fashion:256]
 //
+// A config may carry flags: `d16:16:nodecode` (transformer only, both sides), `:nowarmup` (no batch-1 warm-up).
 // Every round runs `node dist/bench/sampling.js --model M --batch B --json` (dense and ActVAR, one timed
 // generation each after a batch-1 warm-up) and `python3 bench/torch/var.py time --model M --batch B` (one timed
 // generation after a batch-1 warm-up). Prints every run and, per config, the median images/s of each side, the
@@ -17,8 +18,8 @@ const args = process.argv.slice(2);
 const opt = (name, dflt) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : dflt; };
 const threads = Number(opt('--threads', '2')), rounds = Number(opt('--rounds', '2'));
 const configs = opt('--configs', 'd16:1,d16:4,d16:16,fashion:64,fashion:256').split(',').map((c) => {
-  const [model, batch] = c.split(':');
-  return { model, batch: Number(batch) };
+  const [model, batch, ...flags] = c.split(':');
+  return { model, batch: Number(batch), decode: !flags.includes('nodecode'), warmup: !flags.includes('nowarmup') };
 });
 const root = fileURLToPath(new URL('..', import.meta.url));
 const env = { ...process.env, OPENBLAS_NUM_THREADS: String(threads), OMP_NUM_THREADS: String(threads), ACTVAR_THREADS: String(threads) };
@@ -29,9 +30,10 @@ function runJson(cmd, argv) {
   const line = r.stdout.trim().split('\n').filter((l) => l.startsWith('{')).pop();
   return JSON.parse(line);
 }
-const ours = (c) => runJson(process.execPath, ['dist/bench/sampling.js', '--model', c.model, '--batch', String(c.batch), '--json']);
+const flags = (c) => [...(c.decode ? [] : ['--no-decode']), ...(c.warmup ? [] : ['--no-warmup'])];
+const ours = (c) => runJson(process.execPath, ['dist/bench/sampling.js', '--model', c.model, '--batch', String(c.batch), '--json', ...flags(c)]);
 const torch = (c) => runJson('/usr/bin/python3', ['bench/torch/var.py', 'time', '--model', c.model, '--batch', String(c.batch), '--threads', String(threads),
-  ...(c.model === 'fashion' ? ['--top-k', '0', '--top-p', '0'] : [])]);
+  ...(c.model === 'fashion' ? ['--top-k', '0', '--top-p', '0'] : []), ...flags(c)]);
 
 const median = (a) => { const s = [...a].sort((x, y) => x - y); return s.length % 2 ? s[s.length >> 1] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2; };
 const f2 = (x) => x.toFixed(x < 10 ? 3 : 1);
@@ -50,7 +52,7 @@ for (const c of configs) {
       } else {
         const t = torch(c);
         pt.push(t.images_per_s[0]);
-        console.log(`${c.model} b${c.batch} round ${r + 1} torch: ${f2(t.images_per_s[0])} img/s (transformer ${t.transformer_s[0].toFixed(2)} s, decode ${t.decode_s[0].toFixed(2)} s)`);
+        console.log(`${c.model} b${c.batch} round ${r + 1} torch: ${f2(t.images_per_s[0])} img/s (transformer ${t.transformer_s[0].toFixed(2)} s, decode ${t.decode_s ? t.decode_s[0].toFixed(2) : '-'} s)`);
       }
     }
   }

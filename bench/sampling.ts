@@ -3,7 +3,7 @@
  * of every scale with CFG and top-k/top-p, then the VQVAE decode), dense and with ActVAR, at one batch size.
  *
  *   node dist/bench/sampling.js [--model d16|fashion] [--batch B] [--modes dense,actvar] [--repeats R]
- *                               [--cfg 1.5] [--top-k K] [--top-p P] [--no-decode] [--json]
+ *                               [--cfg 1.5] [--top-k K] [--top-p P] [--no-decode] [--no-warmup] [--json]
  *   node dist/bench/sampling.js --export-parity FILE [--batch B]     (fashion, greedy: raw logits per scale for
  *                                                                      bench/torch/var.py parity)
  *
@@ -13,7 +13,7 @@
  * scales unless `--token-rates a,b --expert-rate g` say otherwise; d16 gets random N(0, 1/C) router/selector
  * weights (as `actvar bench actvar`; the timing does not depend on them beyond the balance of the experts),
  * the shipped model the training-free initialisation calibrated on 4 dense generations (as `npm run demo`).
- * One warm-up generation at batch 1 per mode, then `repeats` timed generations per mode, the modes alternating
+ * One warm-up generation at batch 1 per mode (unless --no-warmup), then `repeats` timed generations per mode, the modes alternating
  * (dense first in odd repeats). The decode runs after every dense generation; ActVAR's images/s uses the decode
  * time of the dense run of the same repeat (same f̂ shape, same ops: ActVAR does not touch the decoder).
  * `bench/sampling-vs-torch.mjs` runs this beside bench/torch/var.py, alternating.
@@ -44,6 +44,8 @@ export interface SamplingBenchOptions {
   decode?: boolean;
   tokenRates?: [number, number];
   expertRate?: number;
+  /** One untimed generation at batch 1 per mode first (default true). */
+  warmup?: boolean;
   log?: (s: string) => void;
 }
 
@@ -108,7 +110,7 @@ export function benchSampling(opts: SamplingBenchOptions = {}): SamplingBenchRes
     labels: lab, vqvae, cfg, topK, topP, rng: lab.map((_, i) => new Rng(1000 + i)), decode: false,
     ...(sparse && act ? act.hooks : {}),
   });
-  for (const m of modes) {
+  for (const m of opts.warmup === false ? [] : modes) {
     const w0 = performance.now();
     const r = gen(labels.slice(0, 1), m === 'actvar');
     if (opts.decode !== false) vqvae.fhatToImg(r.fHat);
@@ -202,7 +204,7 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     const r = benchSampling({
       model, batch: num('--batch'), repeats: num('--repeats'), modes: modes as ('dense' | 'actvar')[],
       cfg: num('--cfg'), topK: num('--top-k'), topP: num('--top-p'), decode: !args.includes('--no-decode'),
-      tokenRates: tr ? [tr[0], tr[1]] : undefined, expertRate: num('--expert-rate'),
+      tokenRates: tr ? [tr[0], tr[1]] : undefined, expertRate: num('--expert-rate'), warmup: !args.includes('--no-warmup'),
     });
     if (args.includes('--json')) console.log(JSON.stringify(r));
     else {

@@ -10,7 +10,7 @@ are the official state-dict keys (docs/VAR.md Appendix A/B), so a .safetensors w
 
     python3 bench/torch/var.py time --model d16 --batch 4 --threads 2 [--repeats 1] [--no-decode]
         seeded random weights (d16: the official sizes; fashion: the shipped model's weights from
-        models/var-fashion-mnist.safetensors and its tokenizer); one warm-up generation at batch 1, then
+        models/var-fashion-mnist.safetensors and its tokenizer); one warm-up generation at batch 1 (unless --no-warmup), then
         `repeats` timed generations of `batch` images (CFG 1.5, top-k 900, top-p 0.96 unless given);
         prints one JSON line with transformer and decode seconds per run.
     python3 bench/torch/var.py parity EXPORT.safetensors --var V.safetensors --vqvae T.safetensors
@@ -323,9 +323,10 @@ def cmd_time(a):
     labels = torch.tensor([(i * 7) % nc for i in range(a.batch)], dtype=torch.long)
     rng = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        f = var.autoregressive_infer_cfg(labels[:1], quant, None, a.cfg, a.top_k, a.top_p, rng)  # warm-up
-        if not a.no_decode:
-            dec(f)
+        if not a.no_warmup:
+            f = var.autoregressive_infer_cfg(labels[:1], quant, None, a.cfg, a.top_k, a.top_p, rng)  # warm-up
+            if not a.no_decode:
+                dec(f)
         trans, deco = [], []
         for _ in range(a.repeats):
             t0 = time.perf_counter()
@@ -381,6 +382,7 @@ def main():
     t.add_argument('--top-k', type=int, default=900)
     t.add_argument('--top-p', type=float, default=0.96)
     t.add_argument('--no-decode', action='store_true')
+    t.add_argument('--no-warmup', action='store_true')
     t.add_argument('--root', default=os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
     p = sub.add_parser('parity')
     p.add_argument('export')
