@@ -20,7 +20,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { announceBackend, backend, useNodeBackend } from '../src/backend/node.js';
-import { Rng, Tensor } from '../src/tensor/index.js';
+import { Rng, Tensor, countFlops } from '../src/tensor/index.js';
 import { varPreset } from '../src/var/config.js';
 import { randomVar } from '../src/var/init.js';
 import { loadVar } from '../src/var/load.js';
@@ -50,7 +50,11 @@ export interface SamplingBenchOptions {
 }
 
 export interface SamplingModeResult {
+  /** Transformer GFLOPs per image (counted in the batch-1 warm-up; per-image FLOPs do not depend on the batch). */
+  gflops_per_image: number | null;
   transformer_s: number[];
+  /** Process CPU seconds of each transformer run (all threads). */
+  transformer_cpu_s: number[];
   decode_s: number[];
   images_per_s: number[];
   median_images_per_s: number;
@@ -64,6 +68,13 @@ export interface SamplingBenchResult {
   settings: { cfg: number; topK: number; topP: number; tokenRates: number[]; expertRate: number };
   dense?: SamplingModeResult;
   actvar?: SamplingModeResult;
+  /** With both modes: 1 − ActVAR/dense of the transformer GFLOPs, and per repeat of the transformer wall and CPU seconds. */
+  flops_saving?: number | null;
+  time_saving?: number[];
+  cpu_saving?: number[];
+  /** Median time (and CPU) saving over the FLOPs saving (issue #15 goals 3 and 5). */
+  median_ratio?: number | null;
+  median_cpu_ratio?: number | null;
 }
 
 function loadModels(which: 'd16' | 'fashion', root: URL): { model: VAR; vqvae: VQVAE } {
@@ -110,23 +121,26 @@ export function benchSampling(opts: SamplingBenchOptions = {}): SamplingBenchRes
     labels: lab, vqvae, cfg, topK, topP, rng: lab.map((_, i) => new Rng(1000 + i)), decode: false,
     ...(sparse && act ? act.hooks : {}),
   });
+  const gflops: Record<string, number | null> = { dense: null, actvar: null };
   for (const m of opts.warmup === false ? [] : modes) {
     const w0 = performance.now();
-    const r = gen(labels.slice(0, 1), m === 'actvar');
+    const { result: r, flops } = countFlops(() => gen(labels.slice(0, 1), m === 'actvar'));
+    gflops[m] = flops.total / 1e9;
     if (opts.decode !== false) vqvae.fhatToImg(r.fHat);
     log(`warm-up ${m} (batch 1): ${((performance.now() - w0) / 1e3).toFixed(2)} s`);
   }
-  const acc: Record<string, { t: number[]; d: number[] }> = {};
-  for (const m of modes) acc[m] = { t: [], d: [] };
+  const acc: Record<string, { t: number[]; d: number[]; c: number[] }> = {};
+  for (const m of modes) acc[m] = { t: [], d: [], c: [] };
   for (let rep = 0; rep < repeats; rep++) {
     const order = rep % 2 === 0 ? modes : [...modes].reverse();
     let denseDecode: number | null = null;
     const pending: string[] = [];
     for (const m of order) {
-      const t0 = performance.now();
+      const c0 = process.cpuUsage(), t0 = performance.now();
       const r = gen(labels, m === 'actvar');
-      const t1 = performance.now();
+      const t1 = performance.now(), cu = process.cpuUsage(c0);
       acc[m].t.push((t1 - t0) / 1e3);
+      acc[m].c.push((cu.user + cu.system) / 1e6);
       if (m === 'dense' && opts.decode !== false) {
         const img = vqvae.fhatToImg(r.fHat);
         if (img.shape[0] !== B) throw new Error('decode returned the wrong batch');
@@ -152,9 +166,20 @@ export function benchSampling(opts: SamplingBenchOptions = {}): SamplingBenchRes
     settings: { cfg, topK, topP, tokenRates, expertRate },
   };
   for (const m of modes) {
-    const { t, d } = acc[m];
+    const { t, d, c } = acc[m];
     const ips = t.map((x, i) => B / (x + d[i]));
-    res[m] = { transformer_s: t.map(r4), decode_s: d.map(r4), images_per_s: ips.map(r4), median_images_per_s: r4(median(ips)) };
+    res[m] = {
+      gflops_per_image: gflops[m] === null ? null : r4(gflops[m]!), transformer_s: t.map(r4), transformer_cpu_s: c.map(r4),
+      decode_s: d.map(r4), images_per_s: ips.map(r4), median_images_per_s: r4(median(ips)),
+    };
+  }
+  if (acc.dense && acc.actvar) {
+    const fs = gflops.dense && gflops.actvar ? 1 - gflops.actvar / gflops.dense : null;
+    const ts = acc.dense.t.map((x, i) => 1 - acc.actvar.t[i] / x), cs = acc.dense.c.map((x, i) => 1 - acc.actvar.c[i] / x);
+    Object.assign(res, {
+      flops_saving: fs === null ? null : r4(fs), time_saving: ts.map(r4), cpu_saving: cs.map(r4),
+      median_ratio: fs ? r4(median(ts) / fs) : null, median_cpu_ratio: fs ? r4(median(cs) / fs) : null,
+    });
   }
   return res;
 }
@@ -210,8 +235,9 @@ if (process.argv[1] && fileURLToPath(import.meta.url) === process.argv[1]) {
     else {
       for (const m of ['dense', 'actvar'] as const) {
         const x = r[m];
-        if (x) console.log(`${r.model} batch ${r.batch} ${m}: ${x.median_images_per_s} images/s (transformer ${x.transformer_s.join(' / ')} s, decode ${x.decode_s.join(' / ')} s)`);
+        if (x) console.log(`${r.model} batch ${r.batch} ${m}: ${x.median_images_per_s} images/s (transformer ${x.transformer_s.join(' / ')} s, CPU ${x.transformer_cpu_s.join(' / ')} s, decode ${x.decode_s.join(' / ')} s; ${x.gflops_per_image} GFLOPs/image)`);
       }
+      if (r.time_saving) console.log(`time saving ${r.time_saving.join(' / ')}, CPU saving ${r.cpu_saving!.join(' / ')}, FLOPs saving ${r.flops_saving}: median ratio ${r.median_ratio} (CPU ${r.median_cpu_ratio})`);
     }
   }
 }

@@ -10,7 +10,7 @@ import { Tensor, result, assertFloat, isGradEnabled } from '../tensor.js';
 import { backend, workspace as backendWorkspace } from '../../backend/index.js';
 import { recordFlops, isDryRun } from '../flops.js';
 import { gelu, geluBackwardInto } from './gelu.js';
-import { sgemm, columnSumsInto } from './matmul.js';
+import { sgemm, columnSumsInto, fillRowsInto } from './matmul.js';
 import { gatherRowsInto, scatterRowsInto, scatterAddRowsInto } from './indexing.js';
 
 // Hot loops as small monomorphic functions (V8 optimises these reliably; inlined in one big
@@ -23,8 +23,7 @@ export function geluInPlace(a: Float32Array, n: number): void {
 
 /** Every row r < cnt of a (rows of n) ← bias[off .. off+n). */
 export function setBiasRows(a: Float32Array, bias: Float32Array, off: number, cnt: number, n: number): void {
-  const b = bias.subarray(off, off + n);
-  for (let r = 0; r < cnt; r++) a.set(b, r * n);
+  fillRowsInto(a, bias.subarray(off, off + n), cnt, n);
 }
 
 /** Tokens grouped by expert: tokens of expert e are `tokens[offsets[e] .. offsets[e+1])`, ascending. */

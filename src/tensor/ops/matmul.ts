@@ -102,13 +102,24 @@ export function columnSumsInto(g: Float32Array, rows: number, cols: number, out:
 }
 
 /**
+ * Rows 0..rows−1 of y (rows of n) ← v[0..n): the first row set, then doubling copies inside y (⌈log₂ rows⌉ calls
+ * instead of one `set` per row: the per-call cost dominated for the many narrow rows of a small model).
+ */
+export function fillRowsInto(y: Float32Array, v: Float32Array, rows: number, n: number): void {
+  if (rows <= 0 || n <= 0) return;
+  y.set(v.length === n ? v : v.subarray(0, n), 0);
+  const total = rows * n;
+  for (let filled = n; filled < total; filled *= 2) y.copyWithin(filled, 0, Math.min(filled, total - filled));
+}
+
+/**
  * y[rows, out] = X[rows, inF]·Wᵀ + bias into a given buffer (W stored (out, inF)): the bias rows are preset
  * and the GEMM accumulates into them (beta = 1). Records the FLOPs (as the work of the tensor `weight`, for its
  * FLOP category, when given); no arithmetic in a dry run.
  */
 export function linearInto(X: Float32Array, rows: number, W: Float32Array, out: number, inF: number, bias: Float32Array | null, y: Float32Array,
   weight: object | null = null): void {
-  if (bias) for (let r = 0; r < rows; r++) y.set(bias, r * out);
+  if (bias) fillRowsInto(y, bias, rows, out);
   recordFlops(2 * rows * out * inF, weight);
   if (!isDryRun()) backend().sgemm(false, true, rows, out, inF, 1, X, 0, inF, W, 0, inF, bias ? 1 : 0, y, 0, out);
 }
