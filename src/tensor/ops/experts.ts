@@ -3,8 +3,9 @@
  * expert; per expert, gather its tokens' rows, GEMM(fc1 slice) → GELU → GEMM(fc2 slice) on exactly
  * those rows, scatter-add the result; never dense-then-mask. Expert e's fc1 block is the row range
  * [e·dₑ, (e+1)·dₑ) of the expert-ordered fc1 weight and its fc2 block the column range of fc2 (ld D_h),
- * addressed in place. The output bias b₂ is added once per token. The model side (the FFN's weights,
- * permutation and calibration) is src/actvar/experts.ts.
+ * addressed in place. The output bias b₂ is added once per token. With many tokens (inference) the same loop
+ * runs by token chunks (`expertChunkTokens`), each chunk every expert on its own tokens. The model side (the FFN's
+ * weights, permutation and calibration) is src/actvar/experts.ts.
  */
 import { Tensor, result, assertFloat, isGradEnabled } from '../tensor.js';
 import { backend, workspace as backendWorkspace } from '../../backend/index.js';
