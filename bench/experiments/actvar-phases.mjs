@@ -45,9 +45,10 @@ for (let pass = 0; pass <= passes; pass++) {
     blockExecutor: (ctx) => {
       if (ctx.mode !== 'infer' || !ctx.cache || tokenRateAt(a.config, ctx.scaleIndex) === null) return undefined;
       const t0 = performance.now();
-      const x1 = countFlops(() => attnBranch(ctx.block, ctx.x, ctx.ada, { kind: 'cache', cache: ctx.cache }), fl.dense).result;
+      const fd = pass === 0 ? fl.dense : new FlopsCounter(); // counted in the warm-up pass only
+      const x1 = countFlops(() => attnBranch(ctx.block, ctx.x, ctx.ada, { kind: 'cache', cache: ctx.cache }), fd).result;
       const t1 = performance.now();
-      const out = countFlops(() => ffnBranch(ctx.block, x1, ctx.ada), fl.dense).result;
+      const out = countFlops(() => ffnBranch(ctx.block, x1, ctx.ada), fd).result;
       dense.attention = (dense.attention ?? 0) + (t1 - t0) / 1e3;
       dense.ffn = (dense.ffn ?? 0) + (performance.now() - t1) / 1e3;
       return out;
