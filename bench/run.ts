@@ -24,6 +24,7 @@ const benches: { name: string; run: () => void | Promise<void> }[] = [
   { name: 'var-generate-bf16', run: child('./var-generate.js', 'd16', '--weights-dtype', 'bf16') },
   { name: 'vqvae-decode', run: child('./vqvae-decode.js', '3') },
   { name: 'actvar', run: child('../src/cli/main.js', 'bench', 'actvar', '--preset', 'd16', '--json') },
+  { name: 'sampling', run: () => { for (const [m, b] of [['d16', '1'], ['d16', '4'], ['d16', '16'], ['fashion', '64'], ['fashion', '256']]) child('./sampling.js', '--model', m, '--batch', b)(); } },
   { name: 'actvar-50-25-50', run: child('../src/cli/main.js', 'bench', 'actvar', '--preset', 'd16', '--token-rates', '0.5,0.25', '--expert-rate', '0.5', '--json') },
 ];
 

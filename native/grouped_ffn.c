@@ -176,3 +176,73 @@ int actvar_grouped_ffn(const float *X, i64 n, i64 C, const float *W1, const floa
   atomic_flag_clear(&in_use);
   return rc;
 }
+
+/*
+ * The same FFN by token chunks (chosen by the caller from the shape, src/tensor/ops/experts.ts
+ * `expertChunkTokens`): tokens [c·chunk, (c+1)·chunk) form chunk c, the pool's threads take whole
+ * chunks, and a chunk runs every expert in order on its own tokens: gather the expert's rows of the
+ * chunk (a contiguous range of its ascending token list), He = GELU(Xe·W1ₑᵀ + b1ₑ), gather the running
+ * sums of those tokens, += He·W2ₑᵀ (beta = 1), scatter them back — the TypeScript loop `runExperts` on
+ * the chunk's token range, GEMM for GEMM. No n·K·C buffer of expert outputs and no reduction pass:
+ * a chunk's rows stay in cache. Chunks are fixed by the shape, so the thread count changes nothing.
+ */
+typedef struct {
+  const float *X, *W1, *B1, *W2;
+  float *out;
+  const int32_t *tokens, *offsets;
+  i64 n, C, de, H, chunk;
+  int N, nchunks;
+  atomic_int next;
+  atomic_int failed;
+} chunk_job;
+
+static part_scratch chunk_scratch;
+
+/* First index i in [lo, hi) with a[i] ≥ v (hi when none). */
+static i64 lower_bound_i32(const int32_t *a, i64 lo, i64 hi, i64 v) {
+  while (lo < hi) {
+    const i64 mid = lo + ((hi - lo) >> 1);
+    if (a[mid] < v) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+static void chunk_part(void *p, int part, int parts) {
+  (void)parts;
+  chunk_job *j = p;
+  const i64 C = j->C, de = j->de, H = j->H;
+  float *Xe = part_scratch_get(&chunk_scratch, part, (size_t)(j->chunk * (2 * C + de)) * sizeof(float));
+  if (!Xe) { atomic_store(&j->failed, 1); return; }
+  float *He = Xe + j->chunk * C, *Ye = He + j->chunk * de;
+  for (;;) {
+    const int c = atomic_fetch_add(&j->next, 1);
+    if (c >= j->nchunks) return;
+    const i64 t0 = (i64)c * j->chunk, t1 = t0 + j->chunk < j->n ? t0 + j->chunk : j->n;
+    for (int e = 0; e < j->N; e++) {
+      const i64 lo = lower_bound_i32(j->tokens, j->offsets[e], j->offsets[e + 1], t0);
+      const i64 hi = lower_bound_i32(j->tokens, lo, j->offsets[e + 1], t1), m = hi - lo;
+      if (m == 0) continue;
+      const int32_t *tk = j->tokens + lo;
+      for (i64 r = 0; r < m; r++) memcpy(Xe + r * C, j->X + (i64)tk[r] * C, (size_t)C * sizeof(float));
+      for (i64 r = 0; r < m; r++) memcpy(He + r * de, j->B1 + e * de, (size_t)de * sizeof(float));
+      sgemm_serial(0, 1, (int)m, (int)de, (int)C, 1.0f, Xe, (int)C, j->W1 + e * de * C, (int)C, 1.0f, He, (int)de);
+      actvar_gelu(He, He, NULL, m * de);
+      for (i64 r = 0; r < m; r++) memcpy(Ye + r * C, j->out + (i64)tk[r] * C, (size_t)C * sizeof(float));
+      sgemm_serial(0, 1, (int)m, (int)C, (int)de, 1.0f, He, (int)de, j->W2 + e * de, (int)H, 1.0f, Ye, (int)C);
+      for (i64 r = 0; r < m; r++) memcpy(j->out + (i64)tk[r] * C, Ye + r * C, (size_t)C * sizeof(float));
+    }
+  }
+}
+
+/* As actvar_grouped_ffn (same arguments but Y/pos/slots/K), by chunks of `chunk` tokens; same return codes. */
+int actvar_grouped_ffn_chunked(const float *X, i64 n, i64 C, const float *W1, const float *B1, const float *W2, i64 de, i64 H,
+                               const int32_t *tokens, const int32_t *offsets, int32_t N, i64 chunk, float *out) {
+  if (!blas_sgemm) return -1;
+  if (chunk < 1) return -4;
+  if (atomic_flag_test_and_set(&in_use)) return -2;
+  chunk_job j = {X, W1, B1, W2, out, tokens, offsets, n, C, de, H, chunk, N, (int)((n + chunk - 1) / chunk), 0, 0};
+  const int threads = actvar_pool_threads();
+  pool_run(chunk_part, &j, threads < j.nchunks ? threads : j.nchunks);
+  atomic_flag_clear(&in_use);
+  return atomic_load(&j.failed) ? -3 : 0;
+}

@@ -348,3 +348,10 @@ int actvar_sgemm(int ta, int tb, int M, int N, int K, float alpha, const float *
   }
   return 0;
 }
+
+/* The part count of split sgemms in effect (after binding; see actvar_set_split_parts): kernels that cut
+ * their own work by the shape use it too, so that their results do not depend on the thread count. */
+int actvar_split_parts(void) {
+  if (split_parts == 0) actvar_set_split_parts(0);
+  return split_parts;
+}

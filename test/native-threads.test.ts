@@ -79,8 +79,10 @@ test('split sgemm: every path (columns, rows, unsplit, few-row kernel) matches t
 
 test('grouped expert FFN on the pool: bit-identical to the TypeScript expert loop, on 1, 2 and 3 threads', { skip: skipPool }, () => {
   // the third and fifth: the last experts (one per thread) run as the parts of their GEMMs (grouped_ffn.c):
-  // groups of ~200 rows, fc1 split by rows and fc2 by columns; groups of ~100 rows, both split by columns
-  for (const [n, C, H, N, K] of [[61, 64, 256, 16, 12], [9, 32, 96, 3, 3], [400, 256, 1024, 16, 8], [40, 48, 64, 8, 1], [200, 256, 2048, 8, 4]]) {
+  // groups of ~200 rows, fc1 split by rows and fc2 by columns; groups of ~100 rows, both split by columns;
+  // the last two: enough tokens for the chunked kernel (expertChunkTokens: chunks of 600 and 1250 tokens with 2 parts)
+  for (const [n, C, H, N, K] of [[61, 64, 256, 16, 12], [9, 32, 96, 3, 3], [400, 256, 1024, 16, 8], [40, 48, 64, 8, 1], [200, 256, 2048, 8, 4],
+    [1200, 64, 512, 16, 12], [5000, 32, 128, 8, 3]]) {
     const ffn = new ExpertFFN({
       fc1Weight: new T.Tensor(randn(H * C, 0.1), [H, C]), fc1Bias: new T.Tensor(randn(H, 0.1), [H]),
       fc2Weight: new T.Tensor(randn(C * H, 0.1), [C, H]), fc2Bias: new T.Tensor(randn(C, 0.1), [C]),

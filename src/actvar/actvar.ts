@@ -43,7 +43,7 @@
  * `__metadata__` ('actvar.config'). The VAR's weights are not duplicated.
  */
 import {
-  Tensor, noGrad, layerNorm, repeat0, gatherRowsInto, scatterRowsInto, linear, splitHeads, flopsTag,
+  Tensor, noGrad, layerNorm, repeat0, gatherRowsInto, scatterRowsInto, linear, splitHeads, flopsTag, workspace,
 } from '../tensor/index.js';
 import { attendWithCache, attnProj } from '../var/basic-var.js';
 import { readSafetensorsFile, writeSafetensors } from '../io/safetensors.js';
@@ -280,7 +280,7 @@ export class ActVAR {
       lap('select');
       // 2. gather
       const X = x.f32;
-      const xs = new Float32Array(R * K * C);
+      const xs = workspace().float32('actvar.xs', R * K * C).subarray(0, R * K * C); // scratch: attnBranch reads it, returns a fresh array
       for (let r = 0; r < R; r++) gatherRowsInto(xs.subarray(r * K * C), X.subarray(r * l * C), index, r * K, K, C);
       lap('gather');
       // 3. attention of the kept tokens: 'kept' — only their K/V enter the cache; 'all' — every

@@ -86,7 +86,12 @@ export interface NativeKernels {
    * when the kernel cannot run now (no BLAS bound, busy, out of memory): the caller runs its own loop.
    */
   groupedFFN(X: Float32Array, n: number, C: number, W1: Float32Array, B1: Float32Array, W2: Float32Array, de: number,
-    tokens: Int32Array, offsets: Int32Array, slots: Int32Array, N: number, K: number, out: Float32Array): boolean;
+    tokens: Int32Array, offsets: Int32Array, slots: Int32Array, N: number, K: number, out: Float32Array, chunk?: number): boolean;
+  /**
+   * The part count of split sgemms in effect (the CPUs, at least 2; see `setSplitParts`). Kernels that cut their
+   * work by the shape (the grouped FFN's token chunks) use it, so that results never depend on the thread count.
+   */
+  splitParts(): number;
   /**
    * KV-cache attention of one block on the pool (native/attention.c; the formulas at its TypeScript
    * twin `attendCachedInto` in src/tensor/ops/kv-attention.ts): for every (row b, head h), the l queries
@@ -197,6 +202,9 @@ export function bindNativeKernels(library: string): NativeKernels {
   const groupedFFN = num('int actvar_grouped_ffn(const float *X, int64_t n, int64_t C, const float *W1, const float *B1, ' +
     'const float *W2, int64_t de, int64_t H, const int32_t *tokens, const int32_t *offsets, const int32_t *slots, int32_t N, ' +
     'int64_t K, float *Y, int32_t *pos, float *out)');
+  const groupedFFNChunked = num('int actvar_grouped_ffn_chunked(const float *X, int64_t n, int64_t C, const float *W1, const float *B1, ' +
+    'const float *W2, int64_t de, int64_t H, const int32_t *tokens, const int32_t *offsets, int32_t N, int64_t chunk, float *out)');
+  const splitParts = num('int actvar_split_parts(void)');
   const modulate = f('void actvar_modulate(const float *X, const float *S, const float *Sh, int64_t B, int64_t rows, int64_t C, double eps, float *Y)');
   const residual = f('void actvar_gated_residual(const float *X, const float *Br, const float *G, int64_t B, int64_t rows, int64_t C, float *Y)');
   const splitHeads = f('void actvar_split_heads(const float *QKV, int64_t B, int64_t L, int64_t H, int64_t hd, int64_t part, ' +
@@ -301,6 +309,9 @@ export function bindNativeKernels(library: string): NativeKernels {
       count('setFewRowLimit', rows);
       return setFewRowLimit(rows);
     },
+    splitParts() {
+      return sgemmBound ? splitParts() : 2;
+    },
     setSplitParts(parts) {
       count('setSplitParts', parts);
       return setSplitParts(parts);
@@ -314,8 +325,8 @@ export function bindNativeKernels(library: string): NativeKernels {
       if (Lc === 0) throw new RangeError('native attendCached: the queries need at least one cached token');
       return sgemmBound && attendCached(Q, Kc, Vc, B, H, l, hd, Lc, cap, scale, bounds, out) === 0;
     },
-    groupedFFN(X, n, C, W1, B1, W2, de, tokens, offsets, slots, N, K, out) {
-      for (const v of [n, C, de, N, K]) count('groupedFFN', v);
+    groupedFFN(X, n, C, W1, B1, W2, de, tokens, offsets, slots, N, K, out, chunk = 0) {
+      for (const v of [n, C, de, N, K, chunk]) count('groupedFFN', v);
       const H = N * de, pairs = n * K;
       need('groupedFFN', X, n * C); need('groupedFFN', W1, H * C); need('groupedFFN', B1, H); need('groupedFFN', W2, C * H);
       need('groupedFFN', out, n * C); need('groupedFFN', offsets, N + 1); need('groupedFFN', tokens, pairs); need('groupedFFN', slots, pairs);
@@ -325,6 +336,13 @@ export function bindNativeKernels(library: string): NativeKernels {
         if (tokens[p] < 0 || tokens[p] >= n || slots[p] < 0 || slots[p] >= pairs) throw new RangeError(`native groupedFFN: grouped entry ${p} is out of range`);
       }
       if (pairs === 0 || !sgemmBound) return pairs === 0;
+      if (chunk > 0) {
+        // the chunked kernel reads each expert's tokens as an ascending list (binary search per chunk)
+        for (let e = 0; e < N; e++) {
+          for (let p = offsets[e] + 1; p < offsets[e + 1]; p++) if (tokens[p] <= tokens[p - 1]) throw new RangeError(`native groupedFFN: expert ${e}'s tokens must ascend`);
+        }
+        return groupedFFNChunked(X, n, C, W1, B1, W2, de, H, tokens, offsets, N, chunk, out) === 0;
+      }
       if (ffnY.length < pairs * C) ffnY = new Float32Array(pairs * C);
       if (ffnPos.length < pairs) ffnPos = new Int32Array(pairs);
       return groupedFFN(X, n, C, W1, B1, W2, de, H, tokens, offsets, slots, N, K, ffnY, ffnPos, out) === 0;

@@ -3,14 +3,15 @@
  * expert; per expert, gather its tokens' rows, GEMM(fc1 slice) → GELU → GEMM(fc2 slice) on exactly
  * those rows, scatter-add the result; never dense-then-mask. Expert e's fc1 block is the row range
  * [e·dₑ, (e+1)·dₑ) of the expert-ordered fc1 weight and its fc2 block the column range of fc2 (ld D_h),
- * addressed in place. The output bias b₂ is added once per token. The model side (the FFN's weights,
- * permutation and calibration) is src/actvar/experts.ts.
+ * addressed in place. The output bias b₂ is added once per token. With many tokens (inference) the same loop
+ * runs by token chunks (`expertChunkTokens`), each chunk every expert on its own tokens. The model side (the FFN's
+ * weights, permutation and calibration) is src/actvar/experts.ts.
  */
 import { Tensor, result, assertFloat, isGradEnabled } from '../tensor.js';
 import { backend, workspace as backendWorkspace } from '../../backend/index.js';
 import { recordFlops, isDryRun } from '../flops.js';
 import { gelu, geluBackwardInto } from './gelu.js';
-import { sgemm, columnSumsInto } from './matmul.js';
+import { sgemm, columnSumsInto, fillRowsInto } from './matmul.js';
 import { gatherRowsInto, scatterRowsInto, scatterAddRowsInto } from './indexing.js';
 
 // Hot loops as small monomorphic functions (V8 optimises these reliably; inlined in one big
@@ -23,8 +24,7 @@ export function geluInPlace(a: Float32Array, n: number): void {
 
 /** Every row r < cnt of a (rows of n) ← bias[off .. off+n). */
 export function setBiasRows(a: Float32Array, bias: Float32Array, off: number, cnt: number, n: number): void {
-  const b = bias.subarray(off, off + n);
-  for (let r = 0; r < cnt; r++) a.set(b, r * n);
+  fillRowsInto(a, bias.subarray(off, off + n), cnt, n);
 }
 
 /** Tokens grouped by expert: tokens of expert e are `tokens[offsets[e] .. offsets[e+1])`, ascending. */
@@ -83,11 +83,12 @@ export interface ExpertJob {
  * bench/experiments/expert-threads.mjs, which runs half of the experts on a second thread.
  */
 export function runExperts(job: ExpertJob, e0: number, e1: number, ws: [Float32Array, Float32Array, Float32Array],
-  preAll: Float32Array | null = null): void {
+  preAll: Float32Array | null = null, t0 = 0, t1 = Infinity): void {
   const { X, W1, B1, W2, tokens, offsets, out, C, de, H } = job;
   const [Xe, He, Ye] = ws;
   for (let e = e0; e < e1; e++) {
-    const o0 = offsets[e], cnt = offsets[e + 1] - o0;
+    // the expert's tokens in [t0, t1): a contiguous range of its ascending list
+    const o0 = lowerBound(tokens, offsets[e], offsets[e + 1], t0), cnt = lowerBound(tokens, o0, offsets[e + 1], t1) - o0;
     if (cnt === 0) continue;
     gatherRowsInto(Xe, X, tokens, o0, cnt, C);
     // He = δ(Xe·W₁ₑᵀ + b₁ₑ), the bias preset and accumulated into as `linear` does
@@ -101,6 +102,28 @@ export function runExperts(job: ExpertJob, e0: number, e1: number, ws: [Float32A
     sgemm(false, true, cnt, C, de, 1, He, 0, de, W2, e * de, H, 1, Ye, 0, C);
     scatterRowsInto(out, Ye, tokens, o0, cnt, C);
   }
+}
+
+/** First index i in [lo, hi) with a[i] ≥ v (hi when none). */
+function lowerBound(a: Int32Array, lo: number, hi: number, v: number): number {
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (a[mid] < v) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+/**
+ * Tokens per chunk of the chunked expert FFN for n tokens, 0 for whole experts. With enough tokens
+ * (≥ 256 per part) the FFN runs by token chunks, `parts`·k of them (k = ⌈n / (2048·parts)⌉): each chunk runs every
+ * expert on its own tokens, so no n·K·C buffer of expert outputs is written and re-read (the shipped model:
+ * 6144 tokens × 12 experts × 128 floats a block), and the threads share the chunks evenly. A function of
+ * the shape and the split-part count (the CPUs), never of the thread count.
+ */
+export function expertChunkTokens(n: number, parts: number): number {
+  const MIN = 256, TARGET = 2048;
+  if (n < MIN * parts) return 0;
+  return Math.ceil(n / (parts * Math.ceil(n / (parts * TARGET))));
 }
 
 /** The inference scratch of `runExperts`, from the backend's workspace (grad mode allocates fresh buffers: the backward keeps them). */
@@ -137,11 +160,16 @@ export function expertFFN(x: Tensor, w1: Tensor, b1: Tensor, w2: Tensor, b2: Ten
   const preAll = needGrad ? new Float32Array(n * K * de) : null;
   recordFlops(4 * offsets[N] * de * C, w1); // per (token, expert) pair: its fc1 slice and its fc2 slice, 2·dₑ·C each
   // inference: the experts in parallel on the native thread pool when it is there (same sums, same order)
-  const native = !dry && !needGrad && backend().native?.groupedFFN(X, n, C, W1, B1, W2, de, tokens, offsets, groups.slots, N, K, out);
+  // (by token chunks when there are many tokens: expertChunkTokens; the loop below computes the same chunks)
+  const nk = backend().native;
+  const chunk = needGrad ? 0 : expertChunkTokens(n, nk?.splitParts() ?? 2);
+  const native = !dry && !needGrad && nk?.groupedFFN(X, n, C, W1, B1, W2, de, tokens, offsets, groups.slots, N, K, out, chunk);
   if (!dry && !native) {
     const ws: [Float32Array, Float32Array, Float32Array] = needGrad
       ? [new Float32Array(maxCnt * C), new Float32Array(maxCnt * de), new Float32Array(maxCnt * C)] : workspace(maxCnt, C, de);
-    runExperts({ X, W1, B1, W2, tokens, offsets, out, C, de, H }, 0, N, ws, preAll);
+    const job = { X, W1, B1, W2, tokens, offsets, out, C, de, H };
+    if (chunk > 0) for (let t0 = 0; t0 < n; t0 += chunk) runExperts(job, 0, N, ws, null, t0, t0 + chunk);
+    else runExperts(job, 0, N, ws, preAll);
   }
   return result(out, x.shape, 'expertFFN', [x, w1, b1, w2, b2], (g) => {
     if (!preAll) throw new Error('ExpertFFN: backward without saved activations');

@@ -103,6 +103,17 @@ export function columnSumsInto(g: Float32Array, rows: number, cols: number, out:
 }
 
 /**
+ * Rows 0..rows−1 of y (rows of n) ← v[0..n): the first row set, then doubling copies inside y (⌈log₂ rows⌉ calls
+ * instead of one `set` per row: the per-call cost dominated for the many narrow rows of a small model).
+ */
+export function fillRowsInto(y: Float32Array, v: Float32Array, rows: number, n: number): void {
+  if (rows <= 0 || n <= 0) return;
+  y.set(v.length === n ? v : v.subarray(0, n), 0);
+  const total = rows * n;
+  for (let filled = n; filled < total; filled *= 2) y.copyWithin(filled, 0, Math.min(filled, total - filled));
+}
+
+/**
  * The data of a weight matrix for `linearInto`: float32 values, or bf16 bit patterns for a 'bfloat16'
  * tensor (bf16 weights, src/tensor/ops/bf16.ts).
  */
@@ -119,7 +130,7 @@ export function weightData(w: Tensor): Float32Array | Uint16Array {
  */
 export function linearInto(X: Float32Array, rows: number, W: Float32Array | Uint16Array, out: number, inF: number, bias: Float32Array | null, y: Float32Array,
   weight: object | null = null): void {
-  if (bias) for (let r = 0; r < rows; r++) y.set(bias, r * out);
+  if (bias) fillRowsInto(y, bias, rows, out);
   recordFlops(2 * rows * out * inF, weight);
   if (isDryRun()) return;
   if (W instanceof Uint16Array) gemmBf16(rows, out, inF, X, inF, W, inF, bias ? 1 : 0, y, out);
