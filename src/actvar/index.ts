@@ -7,3 +7,5 @@ export * from './init.js';
 export * from './actvar.js';
 export * from './flops.js';
 export * from './actmaps.js';
+export * from './hash.js';
+export * from './file.js';
