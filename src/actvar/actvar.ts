@@ -172,15 +172,6 @@ export class ActVAR {
     if (metadata?.format === 'actvar-model/1') {
       throw new ActVarConfigError(`${where} is a whole ActVAR model (its own fine-tuned VAR inside): load it with loadActVar / --actvar-model, not as gates of another VAR`);
     }
-    // gates are fitted to one VAR's weights: refuse them for any other (files written before the hash carry none)
-    const base = metadata?.[GATES_META.baseVar];
-    if (base) {
-      const own = varParamsHash(model);
-      if (own !== base) {
-        throw new ActVarConfigError(`${where} holds router/selector weights made for another VAR (its parameters' SHA-256 ${base.slice(0, 16)}…, ` +
-          `this VAR's ${own.slice(0, 16)}…); use them with the VAR they were calibrated or trained on, or calibrate gates for this one`);
-      }
-    }
     const r0 = tensors.get(KEY(0, 'router.weight'));
     if (!r0) throw new ActVarConfigError(`${where} holds no '${KEY(0, 'router.weight')}': not an ActVAR weights file`);
     const N = r0.shape[0];
@@ -194,8 +185,19 @@ export class ActVAR {
     const cfg: Partial<ActVarConfig> = { ...stored, ...stripUndefined(overrides), experts: N };
     const a = ActVAR.wrap(model, cfg, { perms, init: 'zeros' });
     a.setParameters(tensors, where);
+    // gates are fitted to one VAR's weights: refuse them for any other (files written before the hash carry none)
+    const base = metadata?.[GATES_META.baseVar];
+    if (base) {
+      const own = varParamsHash(model);
+      if (own !== base) {
+        throw new ActVarConfigError(`${where} holds router/selector weights made for another VAR (its parameters' SHA-256 ${base.slice(0, 16)}…, ` +
+          `this VAR's ${own.slice(0, 16)}…); use them with the VAR they were calibrated or trained on, or calibrate gates for this one`);
+      }
+    }
     const g = metadata?.[GATES_META.gates];
     if (g === 'calibrated' || g === 'distilled') a.gates = g;
+    // saved from an ActVAR that was explicitly allowed to run untrained: the file keeps that choice, and says so
+    if (g === 'untrained') { a.gates = 'untrained'; a.allowUntrained = true; }
     return a;
   }
 
