@@ -18,7 +18,7 @@
  *
  * Optimiser (paper Supp. §6): AdamW β = (0.9, 0.95), weight decay 0.05 (not on biases and 1-d tensors, VAR's
  * no-decay list), lr 2e-4 at batch 512, scaled LINEARLY to the batch (lr = 2e-4 · B / 512, as VAR's own recipe
- * scales its base lr, docs/VAR.md §7) unless given; a linear warm-up over the first 2 % of each stage's steps,
+ * scales its base lr, docs/VAR.md §7) unless given; a linear warm-up over the first `warmupSteps` of each stage (default 2 %),
  * then constant (the paper names no schedule); gradient-norm clip 2 (VAR's tclip).
  *
  * Resume. The batch position, the label-dropout Rng, the student's weights (VAR and gates) and the current
@@ -173,7 +173,7 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
   const lr = opts.lr ?? scaledLr(bs);
   const o = {
     batchSize: bs, lr, weightDecay: opts.weightDecay ?? 0.05, clip: opts.clip ?? 2, seed: opts.seed ?? 0,
-    holdout: opts.holdout ?? 1000, calib: opts.calib ?? 4, warmupFrac: 0.02,
+    holdout: opts.holdout ?? 1000, calib: opts.calib ?? 4, warmup: opts.warmupSteps ?? null,
   };
   if (o.holdout < 1 || o.holdout >= trainAll.length) throw new RangeError(`holdout must be in 1..${trainAll.length - 1}, got ${o.holdout}`);
   const trainN = trainAll.length - o.holdout;
@@ -264,8 +264,8 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
     trainStep: (step) => {
       const { stage, local, steps } = stageAt(step);
       const optim = optimizerFor(stage);
-      const warm = Math.max(1, Math.round(steps * o.warmupFrac));
-      const lrNow = local < warm ? o.lr * (local + 1) / warm : o.lr;
+      const warm = Math.min(steps, opts.warmupSteps ?? Math.max(1, Math.round(steps * 0.02)));
+      const lrNow = warm > 0 && local < warm ? o.lr * (local + 1) / warm : o.lr;
       optim.setLr(lrNow);
       const rows = loader.nextIndices();
       const labels = new Int32Array(rows.length);
