@@ -10,21 +10,19 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '../src/tensor/rng.js';
-import { add, mul, sum } from '../src/tensor/index.js';
 import { VQVAE } from '../src/vqvae/vqvae.js';
 import { VAR } from '../src/var/var.js';
 import { initVarParams } from '../src/var/init.js';
 import { ImageDataset } from '../src/data/datasets.js';
 import { DEFAULT_TOKENIZER_CONFIG } from '../src/train/train-vae.js';
-import { varBatchLoss, varConfigFor } from '../src/train/train-var.js';
-import { distill, type DistillCore } from '../src/train/distill.js';
+import { varConfigFor } from '../src/train/train-var.js';
+import { distill } from '../src/train/distill.js';
 import { ActVAR } from '../src/actvar/actvar.js';
 import { ActVarConfigError } from '../src/actvar/config.js';
 import { varParamsHash } from '../src/actvar/hash.js';
 import { encodeActVarModel, loadActVar, actVarModelInfo } from '../src/actvar/file.js';
 import { sha256Hex, Sha256 } from '../src/io/sha256.js';
 import { createHash } from 'node:crypto';
-import { noGrad } from '../src/tensor/tensor.js';
 
 function toy(n: number, seed: number, split: 'train' | 'test' = 'train'): ImageDataset {
   const rng = new Rng(seed), s = 28;
@@ -48,37 +46,11 @@ function tinyModels(seed = 1): { vae: VQVAE; model: VAR } {
 
 const snap = (m: Map<string, { f32: Float32Array }>): number[][] => [...m.values()].map((t) => [...t.f32]);
 
-/**
- * A stand-in for the science core, for the trainer's own contract only (data order, stages, optimiser, checkpoints):
- * the student VAR's teacher-forced cross-entropy (label dropout drawn from the run's rng) plus, in stage 1, a
- * quadratic on the gates so that they get gradients. test/distill-core tests the real losses.
- */
-const standIn: DistillCore = {
-  distillLoss(stage, student, _teacher, vae, batch, o) {
-    const r = varBatchLoss(student.model, vae, batch.idxBl, batch.labels, { training: o.training, rng: o.rng });
-    let loss = r.loss;
-    if (stage === 1) for (const b of student.blocks) loss = add(loss, add(sum(mul(b.selector.weight, b.selector.weight)), sum(mul(b.router.weight, b.router.weight))));
-    return { loss, parts: { total: loss.f32[0] }, correct: r.correct, tokens: r.tokens };
-  },
-  trainableParameters(student, stage) {
-    const m = new Map<string, import('../src/tensor/tensor.js').Tensor>();
-    if (stage === 1) student.blocks.forEach((b, i) => { m.set(`actvar.blocks.${i}.router.weight`, b.router.weight); m.set(`actvar.blocks.${i}.selector.weight`, b.selector.weight); });
-    else for (const [k, t] of student.model.params) m.set(k, t);
-    return m;
-  },
-  validateDistill(student, teacher, vae, batches) {
-    let loss = 0, n = 0;
-    noGrad(() => { for (const b of batches) { const r = varBatchLoss(student.model, vae, b.idxBl, b.labels, { training: false }); loss += r.loss.f32[0]; n++; } });
-    void teacher;
-    return { klToDense: loss / n, tokenAccuracy: 0, selectorAgreement: 0, routerAgreement: 0, tokens: n };
-  },
-};
-
 test('distill: interrupted and resumed = uninterrupted, bitwise (inside stage 1 and at the stage boundary); the model file loads back', async () => {
   const { vae, model } = tinyModels(3);
   const train = toy(48, 5), testSet = toy(8, 6, 'test');
   const common = {
-    var: model, tokenizer: vae, train, test: testSet, core: standIn, stages: [1, 2] as (1 | 2)[], stageSteps: [3, 3],
+    var: model, tokenizer: vae, train, test: testSet, stages: [1, 2] as (1 | 2)[], stageSteps: [3, 3],
     actvar: { experts: 4 }, calib: 1, holdout: 8, evalSamples: 8, testSamples: 8, batchSize: 4, seed: 7, lr: 3e-3,
     evalEvery: 2, progress: 'none' as const, log: () => {},
   };
@@ -100,8 +72,16 @@ test('distill: interrupted and resumed = uninterrupted, bitwise (inside stage 1 
     }
     // a resume with other settings is refused
     await assert.rejects(distill({ ...common, lr: 1e-3, ckptDir: join(dir, 'ck2'), resume: true }), /different settings/);
-    // stage 1 moved the gates only, stage 2 the VAR only (with this stand-in's parameter sets)
+    // stage 1 trains the gates only (the VAR stays the teacher's, bitwise); stage 2 the VAR only (the gates stay stage 1's)
+    const s1 = await distill({ ...common, stages: [1], stageSteps: [3] });
+    assert.deepEqual(snap(s1.actvar.model.params), snap(model.params));
+    const start = ActVAR.wrap(model, { experts: 4 }); // the start gates: the trainer's calibration (calib 1: class 0, seed 7 ^ 0x5eed)
+    start.calibrate({ vqvae: vae, labels: [0], cfg: 1.5, topK: 0, topP: 0, rng: new Rng((7 ^ 0x5eed) >>> 0) });
+    assert.equal(full.before.val.klToDense, (await distill({ ...common, stages: [1], stageSteps: [1] })).before.val.klToDense);
+    assert.notDeepEqual(snap(s1.actvar.parameters()), snap(start.parameters()));
+    assert.deepEqual(snap(full.actvar.parameters()), snap(s1.actvar.parameters()));
     assert.notDeepEqual(snap(full.actvar.model.params), snap(model.params));
+    assert.ok(full.after.val.klToDense >= 0 && Number.isFinite(full.after.val.klToDense));
     // the model file: the fine-tuned VAR and the gates, ready to generate, with where it came from
     const back = loadActVar(readFileSync(join(dir, 'a.safetensors')));
     assert.deepEqual(snap(back.model.params), snap(full.actvar.model.params));

@@ -9,3 +9,5 @@ export * from './flops.js';
 export * from './actmaps.js';
 export * from './hash.js';
 export * from './file.js';
+export * from './teacher.js';
+export * from './distill.js';

@@ -64,7 +64,7 @@ export const DEMO_DEFAULTS = Object.freeze({
 });
 
 /** ActVAR settings `tokenRates`, `expertRate`, `experts`, `scales` (default: config.ts, (75,75;75) at the last two scales). */
-export interface DemoOptions extends Partial<Pick<ActVarConfig, 'tokenRates' | 'expertRate' | 'experts' | 'scales'>> {
+export interface DemoOptions extends Partial<Pick<ActVarConfig, 'tokenRates' | 'expertRate' | 'experts' | 'scales' | 'kvPolicy'>> {
   /** Folder of the shipped models (default 'models'). */
   modelsDir?: string;
   /** Override single files (default: `modelsDir`/DEMO_MODEL_FILES). */
@@ -253,6 +253,7 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
   if (opts.expertRate !== undefined) settings.expertRate = opts.expertRate;
   if (opts.experts !== undefined) settings.experts = opts.experts;
   if (opts.scales !== undefined) settings.scales = opts.scales;
+  if (opts.kvPolicy !== undefined) settings.kvPolicy = opts.kvPolicy;
   if (!withActVar) {
     const given = [...Object.keys(settings), ...(opts.actvarWeights !== undefined ? ['actvarWeights'] : [])];
     if (given.length) throw new DemoError(`--${given[0].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} has no effect with --no-actvar`);

@@ -15,7 +15,7 @@ import { Rng } from '../tensor/index.js';
 import type { VAR, VarVqvae, InferResult, VarHooks } from '../var/var.js';
 import { ActVAR } from '../actvar/actvar.js';
 import { ActivationMaps } from '../actvar/actmaps.js';
-import { ActVarConfigError, type ActVarConfig, type ExpertGrouping } from '../actvar/config.js';
+import { ActVarConfigError, type ActVarConfig, type ExpertGrouping, type KvPolicy } from '../actvar/config.js';
 import { encodeSafetensors } from '../io/safetensors.js';
 import { sha256File } from '../io/node-fs.js';
 import { loadActVar, actVarModelInfo } from '../actvar/file.js';
@@ -29,6 +29,7 @@ export interface ActVarCliOptions {
   expertRate?: number;
   experts?: number;
   scales?: number[];
+  kvPolicy?: KvPolicy;
   actvarWeights?: string;
   actvarCalib?: number;
   actvarGrouping?: ExpertGrouping;
@@ -38,7 +39,7 @@ export interface ActVarCliOptions {
   actvarModel?: string;
 }
 
-const NEEDS_ACTVAR = ['tokenRates', 'expertRate', 'experts', 'scales', 'actvarWeights', 'actvarGrouping', 'actvarSave', 'actMaps'] as const;
+const NEEDS_ACTVAR = ['tokenRates', 'expertRate', 'experts', 'scales', 'kvPolicy', 'actvarWeights', 'actvarGrouping', 'actvarSave', 'actMaps'] as const;
 
 /** Declare the ActVAR flags of `generate`. */
 export function addActVarGenerateOptions(cmd: Command): Command {

@@ -17,6 +17,7 @@ import { runDemo, demoJson, formatDemo, DEMO_DEFAULTS, DEMO_MODEL_FILES, DEMO_AC
 import { UserError } from '../errors.js';
 import { addActVarInitOptions, addActVarSettingsOptions, addSamplingOptions, int, path } from '../options.js';
 import { OutputPlan } from '../outputs.js';
+import type { KvPolicy } from '../../actvar/config.js';
 
 /** Samples per class and mode: every class is sampled, so 10 classes × 100 = 1000 images per mode. */
 export const DEMO_MAX_PER_CLASS = 100;
@@ -24,7 +25,7 @@ export const DEMO_MAX_PER_CLASS = 100;
 interface Flags {
   models: string; tokenizer?: string; var?: string; classifier?: string; outDir: string; perClass: number;
   cfg: number; topK: number; topP: number; seed: number; tokenRates?: number[]; expertRate?: number; experts?: number;
-  scales?: number[]; actvar: boolean; actvarWeights?: string; actvarCalib: number; actvarModel?: string; distilled: boolean; klImages: number; dataDir?: string; batch: number; repeats: number; json?: boolean; quiet?: boolean;
+  scales?: number[]; kvPolicy?: KvPolicy; actvar: boolean; actvarWeights?: string; actvarCalib: number; actvarModel?: string; distilled: boolean; klImages: number; dataDir?: string; batch: number; repeats: number; json?: boolean; quiet?: boolean;
 }
 
 export function register(program: Command): void {
@@ -66,7 +67,7 @@ export function register(program: Command): void {
         r = runDemo({
           modelsDir: f.models, tokenizer: f.tokenizer, var: f.var, classifier: f.classifier, outDir: f.outDir,
           perClass: f.perClass, cfg: f.cfg, topK: f.topK, topP: f.topP, seed: f.seed, actvar: f.actvar,
-          tokenRates: f.tokenRates, expertRate: f.expertRate, experts: f.experts, scales: f.scales,
+          tokenRates: f.tokenRates, expertRate: f.expertRate, experts: f.experts, scales: f.scales, kvPolicy: f.kvPolicy,
           actvarWeights: f.actvarWeights, calib: f.actvarCalib, actvarModel: f.distilled ? f.actvarModel : null, klImages: f.klImages, dataDir: f.dataDir, batch: f.batch, repeats: f.repeats, log: info,
         });
       } catch (e) {

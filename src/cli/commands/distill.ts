@@ -12,11 +12,10 @@
 import { Command, Option } from 'commander';
 import { announceBackend } from '../../backend/node.js';
 import { distill, type DistillStage } from '../../train/distill.js';
-import { distillLoss, trainableParameters, validateDistill } from '../../actvar/distill.js';
 import { loadVqvae } from '../../vqvae/load.js';
 import { loadVar } from '../../var/load.js';
 import { readSafetensorsHeader } from '../../io/safetensors.js';
-import { ActVarConfigError, resolveActVarConfig } from '../../actvar/config.js';
+import { ActVarConfigError, resolveActVarConfig, type KvPolicy } from '../../actvar/config.js';
 import { isActVarModel } from '../../actvar/file.js';
 import { UserError } from '../errors.js';
 import { checkReadable } from '../inputs.js';
@@ -26,7 +25,7 @@ import { addTrainRunOptions, parseTrainRunOptions, trainWithPlan, writeRunSummar
 interface Flags extends TrainRunFlags {
   var: string; tokenizer: string; stage: '1' | '2' | 'both'; stage1Share: number; init?: string; actvarCalib: number;
   holdout: number; testSamples: number; alpha?: number; beta?: number; clip: number; tokenCache?: string;
-  tokenRates?: number[]; expertRate?: number; experts?: number; scales?: number[]; kvPolicy?: string;
+  tokenRates?: number[]; expertRate?: number; experts?: number; scales?: number[]; kvPolicy?: KvPolicy;
 }
 
 /** Default batch (the paper's 512 does not fit a 2-core box's time; the lr is scaled to it). */
@@ -68,7 +67,7 @@ export function register(program: Command): void {
     },
   });
   cmd.action(async (f: Flags) => {
-    const settings = { ...actvarSettings(f), ...(f.kvPolicy !== undefined ? { kvPolicy: f.kvPolicy } : {}) };
+    const settings = actvarSettings(f);
     checkReadable(f.var, '--var');
     checkReadable(f.tokenizer, '--tokenizer');
     if (f.init !== undefined) checkReadable(f.init, '--init');
@@ -104,7 +103,7 @@ export function register(program: Command): void {
       const s1 = Math.min(steps - 1, Math.max(1, Math.round(steps * f.stage1Share)));
       stageSteps = [s1, steps - s1];
     }
-    const hyper: Record<string, number> = {};
+    const hyper: { alpha?: number; beta?: number } = {};
     if (f.alpha !== undefined) hyper.alpha = f.alpha;
     if (f.beta !== undefined) hyper.beta = f.beta;
     const command = ['actvar', ...process.argv.slice(2)].map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, "'\\''")}'`)).join(' ');
@@ -114,7 +113,6 @@ export function register(program: Command): void {
       r = await trainWithPlan(t, () => distill({
         ...t.run, var: f.var, tokenizer: f.tokenizer, stages, stageSteps, actvar: settings, init: f.init, calib: f.actvarCalib,
         holdout: f.holdout, testSamples: f.testSamples, hyper, clip: f.clip, tokenCacheDir: f.tokenCache, command,
-        core: { distillLoss, trainableParameters, validateDistill },
       }));
     } catch (e) {
       if (e instanceof ActVarConfigError) throw new UserError(e.message);

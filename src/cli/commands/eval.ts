@@ -185,7 +185,7 @@ function generate(o: EvalOptions, ex: FeatureExtractor, first: number, count: nu
 
 /** The run settings a shard must share with its siblings. */
 function runSignature(o: EvalOptions, ex: FeatureExtractor): string {
-  const actvar = o.actvar ? { tokenRates: o.tokenRates, expertRate: o.expertRate, experts: o.experts, scales: o.scales, actvarWeights: o.actvarWeights, actvarCalib: o.actvarCalib, actvarModel: o.actvarModel && nodePath.resolve(o.actvarModel) } : null;
+  const actvar = o.actvar ? { tokenRates: o.tokenRates, expertRate: o.expertRate, experts: o.experts, scales: o.scales, kvPolicy: o.kvPolicy, actvarWeights: o.actvarWeights, actvarCalib: o.actvarCalib, actvarModel: o.actvarModel && nodePath.resolve(o.actvarModel) } : null;
   return JSON.stringify({ n: o.n, var: o.actvarModel ? null : nodePath.resolve(o.var), tokenizer: nodePath.resolve(o.tokenizer), cfg: o.cfg, topK: o.topK, topP: o.topP, seed: o.seed, actvar, extractor: ex.name, weights_sha256: ex.weightsHash });
 }
 
