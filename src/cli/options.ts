@@ -183,7 +183,7 @@ export function actvarSettings(o: { tokenRates?: number[]; expertRate?: number; 
  * same bits as fp32 (docs/BENCHMARKS.md "bf16 weights").
  */
 /** Why --weights-dtype bf16 and --actvar exclude each other (generate, eval). */
-export const BF16_ACTVAR = "--weights-dtype bf16 does not combine with --actvar yet (ActVAR's expert FFN kernels read float32 weights); use --weights-dtype fp32 with --actvar";
+export const BF16_ACTVAR = "--weights-dtype bf16 does not combine with --actvar or --actvar-model yet (ActVAR's expert FFN kernels read float32 weights); use --weights-dtype fp32 with --actvar";
 
 export function addWeightsDtypeOption(cmd: Command): Command {
   return cmd.option('--weights-dtype <t>', 'VAR weight matrices in memory: fp32 (parity with the official model) or bf16 (half the memory, float32 accumulation)',
