@@ -186,7 +186,7 @@ const INVALID: Record<string, Record<string, string[]>> = {
     '--var': ['', 'missing.safetensors'], '--vae': ['', 'corrupt.safetensors'], '--classes': ['a,b', '-1', '', '10'], '--per-class': ['0', '1000000000'],
     '--out': ['', 'existing-dir'], '--out-dir': ['', 'exists.safetensors'], '--tokens-out': ['', 'fifo.png'], '--batch': ['0', '100000'],
     '--preset': ['d99'], '--init-seed': ['4294967296'], '--actvar-weights': [''], '--actvar-calib': ['-1'], '--actvar-grouping': ['random'],
-    '--actvar-save': [''], '--act-maps': [''],
+    '--actvar-save': [''], '--act-maps': [''], '--baseline': ['random', ''],
   },
   demo: {
     ...SAMPLING, ...ACTVAR_SETTINGS,
@@ -216,7 +216,7 @@ const INVALID: Record<string, Record<string, string[]>> = {
     '--n': ['0', '1e9'], '--var': ['', 'missing.safetensors'], '--tokenizer': ['', 'missing.safetensors'], '--images': ['', 'missing-dir'],
     '--ref': ['', 'cifar:test'], '--extractor': ['vgg'], '--weights': ['', 'corrupt.safetensors'], '--batch': ['0'], '--splits': ['0'],
     '--cache-dir': [''], '--features-out': ['', 'existing-dir', TOK], '--shard': ['3/3', 'a'], '--out': ['', 'existing-dir'],
-    '--merge': ['missing.safetensors'], '--actvar-weights': [''], '--actvar-calib': ['-1'],
+    '--merge': ['missing.safetensors'], '--actvar-weights': [''], '--actvar-calib': ['-1'], '--baseline': ['static'],
   },
 };
 
@@ -289,6 +289,7 @@ test('issue 18 cases: outputs onto inputs, non-regular outputs, unwritable place
     { args: [...G, '--actvar', '--actvar-weights', 'corrupt.safetensors'], msg: /cannot load --actvar-weights/ },
     { args: [...G, '--actvar', '--experts', '7'], msg: /experts \(7\) must divide/ },
     { args: [...G, '--token-rates', '0.5,0.5'], msg: /--token-rates needs --actvar/ },
+    { args: [...G, '--baseline', 'fixed-tokens'], msg: /--baseline needs --actvar/ },
     // 4. the training commands' argument errors
     { args: ['train-vae', '--bogus'], msg: /unknown option '--bogus'/ },
     { args: ['train-var', '--steps', '0'], msg: /--steps must be an integer/ },

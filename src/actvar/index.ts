@@ -7,3 +7,4 @@ export * from './init.js';
 export * from './actvar.js';
 export * from './flops.js';
 export * from './actmaps.js';
+export * from './baselines.js';

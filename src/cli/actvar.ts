@@ -10,13 +10,14 @@
 import * as nodePath from 'node:path';
 import { Command } from 'commander';
 import { UserError } from './errors.js';
-import { addActVarInitOptions, addActVarSettingsOptions, actvarSettings, choice, path } from './options.js';
+import { addActVarInitOptions, addActVarSettingsOptions, addActVarBaselineOption, actvarSettings, choice, path } from './options.js';
 import { Rng } from '../tensor/index.js';
 import type { VAR, VarVqvae, InferResult, VarHooks } from '../var/var.js';
 import { ActVAR } from '../actvar/actvar.js';
 import { ActivationMaps } from '../actvar/actmaps.js';
 import { ActVarConfigError, configToMetadata, type ActVarConfig, type ExpertGrouping } from '../actvar/config.js';
 import { encodeSafetensors } from '../io/safetensors.js';
+import { applyBaseline, type BaselineName } from '../actvar/baselines.js';
 import { encodePng } from '../image/png.js';
 
 /** The parsed ActVAR flags of `generate` (commander camel-cases them). */
@@ -31,15 +32,17 @@ export interface ActVarCliOptions {
   actvarGrouping?: ExpertGrouping;
   actvarSave?: string;
   actMaps?: string;
+  baseline?: BaselineName;
 }
 
-const NEEDS_ACTVAR = ['tokenRates', 'expertRate', 'experts', 'scales', 'actvarWeights', 'actvarGrouping', 'actvarSave', 'actMaps'] as const;
+const NEEDS_ACTVAR = ['tokenRates', 'expertRate', 'experts', 'scales', 'actvarWeights', 'actvarGrouping', 'actvarSave', 'actMaps', 'baseline'] as const;
 
 /** Declare the ActVAR flags of `generate`. */
 export function addActVarGenerateOptions(cmd: Command): Command {
   cmd.option('--actvar', 'ActVAR: sparse tokens and FFN experts at the activated scales');
   addActVarSettingsOptions(cmd);
   addActVarInitOptions(cmd, 2);
+  addActVarBaselineOption(cmd);
   return cmd
     .option('--actvar-grouping <g>', 'hidden units → experts: contiguous or coactivation (needs --actvar-calib > 0)', choice('--actvar-grouping', ['contiguous', 'coactivation'] as const))
     .option('--actvar-save <file>', 'save the router/selector weights used (.safetensors)', path('--actvar-save'))
@@ -72,30 +75,46 @@ export function buildActVar(
   const settings = actvarSettings(o);
   const log = ctx.log ?? (() => {});
   try {
-    if (o.actvarWeights) {
-      try { return ActVAR.load(model, o.actvarWeights, settings); } catch (e) {
-        if (e instanceof ActVarConfigError) throw e;
-        throw new UserError(`cannot load --actvar-weights ${o.actvarWeights}: ${(e as Error).message}`);
-      }
-    }
-    const cfg: Partial<ActVarConfig> = { ...settings, ...(o.actvarGrouping ? { grouping: o.actvarGrouping } : {}) };
-    const calib = o.actvarCalib ?? 2;
-    const a = ActVAR.wrap(model, cfg);
-    if (calib > 0) {
-      const rng = new Rng((ctx.seed ^ 0x5eed) >>> 0);
+    const a = buildBase(model, o, settings, ctx, log);
+    if (o.baseline) {
+      const calib = o.actvarCalib ?? 2;
+      const rng = new Rng((ctx.seed ^ 0xba5e) >>> 0);
       const labels = Array.from({ length: calib }, () => rng.int(model.config.numClasses));
-      log(`ActVAR: calibrating routers and selectors on ${calib} dense generation(s) (classes ${labels.join(',')}) …`);
-      const t0 = performance.now();
-      a.calibrate({ vqvae: ctx.vqvae, labels, cfg: ctx.cfg, topK: ctx.topK, topP: ctx.topP, rng });
-      log(`ActVAR: calibrated in ${((performance.now() - t0) / 1e3).toFixed(1)} s (save with --actvar-save to skip this next time)`);
-    } else {
-      log('ActVAR: data-free init (router from the FFN weights, uniform selector: tokens kept in raster order)');
+      const info = applyBaseline(a, o.baseline, calib > 0 && o.baseline === 'static-weights'
+        ? { importance: { vqvae: ctx.vqvae, labels, cfg: ctx.cfg, topK: ctx.topK, topP: ctx.topP, rng } } : {});
+      log(`ActVAR baseline ${o.baseline}` + (info.criterion ? ` (expert importance: ${info.criterion === 'activation' ? `mean expert output norm on ${calib} dense generation(s)` : 'weight magnitude'})` : ''));
     }
     return a;
   } catch (e) {
     if (e instanceof ActVarConfigError) throw new UserError(e.message);
     throw e;
   }
+}
+
+function buildBase(
+  model: VAR, o: ActVarCliOptions, settings: Partial<ActVarConfig>,
+  ctx: { vqvae: VarVqvae; cfg: number; topK: number; topP: number; seed: number }, log: (s: string) => void,
+): ActVAR {
+  if (o.actvarWeights) {
+    try { return ActVAR.load(model, o.actvarWeights, settings); } catch (e) {
+      if (e instanceof ActVarConfigError) throw e;
+      throw new UserError(`cannot load --actvar-weights ${o.actvarWeights}: ${(e as Error).message}`);
+    }
+  }
+  const cfg: Partial<ActVarConfig> = { ...settings, ...(o.actvarGrouping ? { grouping: o.actvarGrouping } : {}) };
+  const calib = o.actvarCalib ?? 2;
+  const a = ActVAR.wrap(model, cfg);
+  if (calib > 0) {
+    const rng = new Rng((ctx.seed ^ 0x5eed) >>> 0);
+    const labels = Array.from({ length: calib }, () => rng.int(model.config.numClasses));
+    log(`ActVAR: calibrating routers and selectors on ${calib} dense generation(s) (classes ${labels.join(',')}) …`);
+    const t0 = performance.now();
+    a.calibrate({ vqvae: ctx.vqvae, labels, cfg: ctx.cfg, topK: ctx.topK, topP: ctx.topP, rng });
+    log(`ActVAR: calibrated in ${((performance.now() - t0) / 1e3).toFixed(1)} s (save with --actvar-save to skip this next time)`);
+  } else {
+    log('ActVAR: data-free init (router from the FFN weights, uniform selector: tokens kept in raster order)');
+  }
+  return a;
 }
 
 /** What an ActVAR run adds to `generate`: its hooks, the activation maps per batch, its output files. */

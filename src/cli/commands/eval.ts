@@ -34,7 +34,7 @@ import { transformerFlops } from '../../app/demo.js';
 import { qualityMetrics, evalLabel, type QualityMetrics } from '../../eval/evaluate.js';
 import type { FeatureExtractor } from '../../eval/features.js';
 import { buildActVar, type ActVarCliOptions } from '../actvar.js';
-import { addActVarInitOptions, addActVarSettingsOptions, addSamplingOptions, choice, int, path } from '../options.js';
+import { addActVarInitOptions, addActVarSettingsOptions, addActVarBaselineOption, addSamplingOptions, choice, int, path } from '../options.js';
 import { OutputPlan } from '../outputs.js';
 import { loadExtractor, listPngs, extractFolder, type ExtractorName } from './features.js';
 import { checkReadable } from '../inputs.js';
@@ -178,7 +178,7 @@ function generate(o: EvalOptions, ex: FeatureExtractor, first: number, count: nu
 
 /** The run settings a shard must share with its siblings. */
 function runSignature(o: EvalOptions, ex: FeatureExtractor): string {
-  const actvar = o.actvar ? { tokenRates: o.tokenRates, expertRate: o.expertRate, experts: o.experts, scales: o.scales, actvarWeights: o.actvarWeights, actvarCalib: o.actvarCalib } : null;
+  const actvar = o.actvar ? { tokenRates: o.tokenRates, expertRate: o.expertRate, experts: o.experts, scales: o.scales, actvarWeights: o.actvarWeights, actvarCalib: o.actvarCalib, baseline: o.baseline } : null;
   return JSON.stringify({ n: o.n, var: nodePath.resolve(o.var), tokenizer: nodePath.resolve(o.tokenizer), cfg: o.cfg, topK: o.topK, topP: o.topP, seed: o.seed, actvar, extractor: ex.name, weights_sha256: ex.weightsHash });
 }
 
@@ -307,5 +307,6 @@ export function register(program: Command): void {
   cmd.option('--actvar', 'evaluate ActVAR (sparse tokens and FFN experts at the activated scales) instead of the dense VAR');
   addActVarSettingsOptions(cmd);
   addActVarInitOptions(cmd, 2);
+  addActVarBaselineOption(cmd);
   cmd.action((o: EvalOptions) => { runEval(o); });
 }
