@@ -15,8 +15,9 @@ import * as flops from './commands/flops.js';
 import * as demo from './commands/demo.js';
 import * as features from './commands/features.js';
 import * as evalCmd from './commands/eval.js';
+import * as reproduce from './commands/reproduce.js';
 
-const commands: { register(program: Command): void }[] = [bench, trainClassifier, trainVae, trainVar, generate, flops, demo, features, evalCmd];
+const commands: { register(program: Command): void }[] = [bench, trainClassifier, trainVae, trainVar, generate, flops, demo, features, evalCmd, reproduce];
 
 /** package.json's version (dist/src/cli/program.js → ../../../package.json, also when installed). */
 function version(): string {
