@@ -164,6 +164,7 @@ const BASE: Record<string, string[]> = {
   'bench gemm': ['bench', 'gemm', '--repeats', '1'],
   'bench actvar': ['bench', 'actvar', '--repeats', '1'],
   features: ['features', '--images', 'pngs', '--weights', CLF, '--out', 'f.safetensors', '--quiet'],
+  reproduce: ['reproduce', '--out', 'rep-out', '--dry-run', '--quiet'],
   eval: ['eval', '--n', '4', '--var', `models/${DEMO_MODEL_FILES.var}`, '--tokenizer', TOK, '--weights', CLF, '--ref', 'pngs', '--quiet'],
 };
 
@@ -217,6 +218,10 @@ const INVALID: Record<string, Record<string, string[]>> = {
     '--ref': ['', 'cifar:test'], '--extractor': ['vgg'], '--weights': ['', 'corrupt.safetensors'], '--batch': ['0'], '--splits': ['0'],
     '--cache-dir': [''], '--features-out': ['', 'existing-dir', TOK], '--shard': ['3/3', 'a'], '--out': ['', 'existing-dir'],
     '--merge': ['missing.safetensors'], '--actvar-weights': [''], '--actvar-calib': ['-1'], '--baseline': ['static'],
+  },
+  reproduce: {
+    '--out': ['', 'exists.safetensors'], '--seeds': ['0', 'a'], '--n': ['5', '1e9'], '--only': ['nope', ','], '--models': ['', 'missing-dir'],
+    '--doc': ['', 'existing-dir'], '--screenshot': [''],
   },
 };
 

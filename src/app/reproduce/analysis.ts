@@ -122,12 +122,12 @@ const pc = (v: number): string => (Number.isFinite(v) ? `${(v * 100).toFixed(1)}
 
 /** A claim decided on per-seed differences d(a, b) (positive = as claimed), a = the run the paper says is worse or the reference. */
 function paired(source: string, init: InitKind | null, text: string, paper: string, rows: Map<string, Row>, aId: string, bId: string,
-  d: (a: RunRecord, b: RunRecord) => number, what: string, fmt: (v: number) => string = f3): Claim {
+  d: (a: RunRecord, b: RunRecord) => number, what: string, fmt: (v: number) => string = f3, exact = false): Claim {
   const A = rows.get(aId), B = rows.get(bId);
   if (!A || !B) return { source, init, text, paper, ours: 'not run', verdict: verdictOf([]) };
   const bs = bySeed(B.runs);
   const diffs = A.runs.filter((r) => bs.has(r.seed)).map((r) => d(r, bs.get(r.seed)!));
-  const v = verdictOf(diffs, fmt);
+  const v = verdictOf(diffs, fmt, { exact });
   return { source, init, text, paper, ours: `${what}: ${fmtAgg(aggregate(diffs), fmt)} (${diffs.length} seed${diffs.length === 1 ? '' : 's'})`, verdict: v };
 }
 
@@ -146,7 +146,7 @@ function claimsFor(init: InitKind, rows: Map<string, Row>, dense: Map<number, Ru
     const diffs = (sv?.values ?? []).map((s) => Math.min(s - 0.15, 0.30 - s));
     out.push({
       source: 'Table 1', init, text: `ActVAR (75,75;75) saves about a fifth of the transformer FLOPs (claim read as: saving in [15 %, 30 %])${tag}`,
-      paper: '20.2 % (d16) … 22.3 % (d30)', ours: `saving ${sv ? fmtAgg(sv, pc) : 'not run'}`, verdict: verdictOf(diffs, pc),
+      paper: '20.2 % (d16) … 22.3 % (d30)', ours: `saving ${sv ? fmtAgg(sv, pc) : 'not run'}`, verdict: verdictOf(diffs, pc, { exact: true }),
     });
   }
   const densePseudo = 'dense';
@@ -181,9 +181,9 @@ function claimsFor(init: InitKind, rows: Map<string, Row>, dense: Map<number, Ru
   }
   // ---- Table 3
   out.push(paired('Table 3', init, `Without dynamic weight activation (γ = 100 %) fewer FLOPs are saved${tag}`, '14.2 % vs 21.2 %', rows, I.woDW, I.main,
-    (w, f) => w.gflopsPerImage / f.gflopsPerImage - 1, 'extra FLOPs of w/o DW over full', pc));
+    (w, f) => w.gflopsPerImage / f.gflopsPerImage - 1, 'extra FLOPs of w/o DW over full', pc, true));
   out.push(paired('Table 3', init, `Without adaptive token activation (token rates 100 %) fewer FLOPs are saved${tag}`, '9.4 % vs 21.2 %', rows, I.woAT, I.main,
-    (w, f) => w.gflopsPerImage / f.gflopsPerImage - 1, 'extra FLOPs of w/o AT over full', pc));
+    (w, f) => w.gflopsPerImage / f.gflopsPerImage - 1, 'extra FLOPs of w/o AT over full', pc, true));
   out.push(paired('Table 3', init, `Removing DW does not worsen FID (the paper: slightly better without it)${tag}`, 'FID 2.67 (w/o DW) vs 2.72', rows, I.main, I.woDW,
     (f, w) => f.metrics.fid - w.metrics.fid, 'FID(full) − FID(w/o DW)'));
   out.push(paired('Table 3', init, `Removing AT does not worsen FID (the paper: slightly better without it)${tag}`, 'FID 2.70 (w/o AT) vs 2.72', rows, I.main, I.woAT,
@@ -197,7 +197,7 @@ function claimsFor(init: InitKind, rows: Map<string, Row>, dense: Map<number, Ru
   out.push(paired('Table 5', init, `…and on IS${tag}`, 'IS 290.4 vs 274.2', rows, I.static, I.main, (x, a) => a.metrics.isMean - x.metrics.isMean, 'IS(ActVAR) − IS(static)'));
   // ---- Table 6
   out.push(paired('Table 6', init, `The last two scales save more FLOPs than the two before them${tag}`, '21.2 % vs 8.1 %', rows, I.before, I.main,
-    (b, l) => b.gflopsPerImage / l.gflopsPerImage - 1, 'extra FLOPs of the earlier scales', pc));
+    (b, l) => b.gflopsPerImage / l.gflopsPerImage - 1, 'extra FLOPs of the earlier scales', pc, true));
   out.push(paired('Table 6', init, `…and keep a better FID${tag}`, 'FID 2.72 vs 2.82', rows, I.before, I.main,
     (b, l) => b.metrics.fid - l.metrics.fid, 'FID(earlier) − FID(last two)'));
   // ---- Fig. 9

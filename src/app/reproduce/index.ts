@@ -119,10 +119,16 @@ function samePlan(a: PlanFile, b: PlanFile): string | null {
   return null;
 }
 
-function loadModels(o: ReproduceOptions, out: string, log: (s: string) => void): RunModels {
-  const dir = o.modelsDir ?? 'models';
+/** The shipped model files under `dir`; a ReproduceError names the missing ones. */
+export function modelFiles(dir: string): { var: string; tok: string; clf: string } {
   const f = { var: nodePath.join(dir, 'var-fashion-mnist.safetensors'), tok: nodePath.join(dir, 'tokenizer-fashion-mnist.safetensors'), clf: nodePath.join(dir, 'classifier-fashion-mnist.safetensors') };
-  for (const [k, p] of Object.entries(f)) if (!fs.existsSync(p)) throw new ReproduceError(`the ${k} model ${p} is missing (--models DIR names the folder of the shipped models)`);
+  const missing = Object.values(f).filter((p) => !fs.existsSync(p) || !fs.statSync(p).isFile());
+  if (missing.length) throw new ReproduceError(`--models ${dir}: missing ${missing.join(', ')} (the folder of the shipped Fashion-MNIST tokenizer, VAR and classifier, docs/MODELS.md)`);
+  return f;
+}
+
+function loadModels(o: ReproduceOptions, out: string, log: (s: string) => void): RunModels {
+  const f = modelFiles(o.modelsDir ?? 'models');
   const model = loadVar(f.var), vqvae = loadVqvae(f.tok);
   const sha = sha256File(f.clf);
   const extractor = new ClassifierExtractor(loadClassifier(f.clf), sha);
@@ -147,6 +153,20 @@ function loadModels(o: ReproduceOptions, out: string, log: (s: string) => void):
   return { var: model, vqvae, extractor, ref, refName };
 }
 
+/** One line per `actvar reproduce` invocation that ran something (wall seconds from start to the report). */
+export interface Invocation { started: string; seconds: number; ran: number; commit: string; command: string }
+
+export function readInvocations(out: string): Invocation[] {
+  const f = nodePath.join(out, 'invocations.jsonl');
+  if (!fs.existsSync(f)) return [];
+  return fs.readFileSync(f, 'utf8').split('\n').filter((l) => l.trim()).flatMap((l) => { try { return [JSON.parse(l) as Invocation]; } catch { return []; } });
+}
+
+function invocationSeconds(out: string): number | null {
+  const inv = readInvocations(out);
+  return inv.length ? inv.reduce((s, i) => s + i.seconds, 0) : null;
+}
+
 /** Write REPRODUCTION.md and index.html of `out` from its run files. */
 export function writeReport(o: Pick<ReproduceOptions, 'out' | 'doc' | 'command' | 'screenshot'>): { analysis: Analysis; files: string[] } {
   const records = readRuns(o.out);
@@ -154,7 +174,8 @@ export function writeReport(o: Pick<ReproduceOptions, 'out' | 'doc' | 'command' 
   const a = analyse(records);
   const meta: ReportMeta = {
     command: o.command, outDir: o.out.replace(/\/+$/, ''), screenshot: o.screenshot ?? null,
-    wallSeconds: records.reduce((s, r) => s + r.seconds.total, 0),
+    wallSeconds: invocationSeconds(o.out) ?? records.reduce((s, r) => s + r.seconds.total, 0),
+    invocations: readInvocations(o.out).length,
   };
   const md = renderMarkdown(a, meta);
   const html = renderHtml(a, meta, (rel) => { const p = nodePath.join(o.out, rel); return fs.existsSync(p) ? fs.readFileSync(p) : null; });
@@ -206,6 +227,10 @@ export function runReproduce(o: ReproduceOptions): ReproduceResult {
       log(`  FID ${record.metrics.fid.toFixed(2)}, ${record.gflopsPerImage.toFixed(4)} GFLOPs/img, ${record.latency.batchN.imagesPerSecond.toFixed(1)} img/s @${plan.sizes.batch}, ${record.seconds.total.toFixed(0)} s`);
       ran.push(run.id);
     }
+  }
+  if (ran.length) {
+    const inv: Invocation = { started: new Date(Date.now() - (performance.now() - t0)).toISOString(), seconds: (performance.now() - t0) / 1e3, ran: ran.length, commit: o.commit, command: o.command };
+    fs.appendFileSync(nodePath.join(out, 'invocations.jsonl'), JSON.stringify(inv) + '\n');
   }
   const r = writeReport(o);
   return { ran, skipped, files: r.files, analysis: r.analysis, seconds: (performance.now() - t0) / 1e3 };

@@ -11,8 +11,10 @@ export interface ReportMeta {
   command: string;
   /** Where the HTML page and the records are, relative to the repository root. */
   outDir: string;
-  /** Wall seconds of the reproduce invocations (sum of the run records' totals and the report). */
+  /** Wall seconds of the reproduce invocations that ran something (invocations.jsonl; else the runs' own totals). */
   wallSeconds: number;
+  /** How many invocations (1 = one uninterrupted run). */
+  invocations?: number;
   /** Screenshot of the page, relative to the repository root (or null). */
   screenshot: string | null;
 }
@@ -92,7 +94,8 @@ export function renderMarkdown(a: Analysis, meta: ReportMeta): string {
   lines.push(`* Quality: FID / IS / precision / recall (k = 3) computed on the **features of the shipped Fashion-MNIST classifier** (sha256 ${r0?.metrics.extractorSha256.slice(0, 16) ?? '–'}…) against ${r0?.metrics.ref ?? '–'} — ` +
     '"FID (classifier)" is **not** the Inception FID of the paper; IS is computed on the same classifier\'s 10 logits (at most 10). Compare numbers only at equal N (docs/EVALUATION.md).');
   lines.push('* FLOPs saving: 1 − (transformer FLOPs per image)/(dense FLOPs per image, same seed), by the exact FLOPs counter (src/tensor/flops.ts, CFG on).');
-  lines.push(`* Wall time of the command: ${(meta.wallSeconds / 60).toFixed(1)} min (the sum of the runs' own totals; the machine is shared, so seconds are noisy — the CPU seconds are in the JSONs).`);
+  lines.push(`* Wall time of the command: ${(meta.wallSeconds / 60).toFixed(1)} min` + (meta.invocations ? ` over ${meta.invocations} invocation(s) (loading, reference features, runs, report; \`invocations.jsonl\`)` : ' (the runs\' own totals)') +
+    '; the machine is shared, so seconds are noisy — the process CPU seconds are in the JSONs.');
   lines.push('* Verdicts: per-seed paired differences, oriented so that > 0 means "as the paper claims"; **holds** when the 95 % t-interval of their mean is above 0, ' +
     '**does not hold at this scale** when it is below 0, **inconclusive** when it contains 0 (the difference is inside the seed spread) or when there is only one seed.', '');
   lines.push('## Verdicts, one per claim', '');

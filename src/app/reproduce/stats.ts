@@ -37,9 +37,18 @@ export interface Verdict {
   why: string;
 }
 
-export function verdictOf(d: number[], fmt: (v: number) => string = (v) => v.toPrecision(3)): Verdict {
+/**
+ * `exact`: the quantity has no sampling noise (an exact FLOPs count with fixed K_t, K_w): the verdict
+ * follows the sign of the differences, from one seed on.
+ */
+export function verdictOf(d: number[], fmt: (v: number) => string = (v) => v.toPrecision(3), opts: { exact?: boolean } = {}): Verdict {
   const a = aggregate(d);
   if (a.n === 0) return { kind: 'not measured', mean: NaN, half: NaN, n: 0, why: 'no paired runs' };
+  if (opts.exact) {
+    const why = `exact count, no sampling noise: ${a.n > 1 && a.std > 0 ? `${fmt(Math.min(...a.values))} … ${fmt(Math.max(...a.values))}` : fmt(a.mean)}`;
+    const kind: VerdictKind = a.values.every((v) => v > 0) ? 'holds' : a.values.every((v) => v < 0) ? 'does not hold at this scale' : 'inconclusive';
+    return { kind, mean: a.mean, half: 0, n: a.n, why };
+  }
   if (a.n === 1) {
     return { kind: 'inconclusive', mean: a.mean, half: NaN, n: 1, why: `one seed, no spread measured; the difference (${fmt(a.mean)}) points ${a.mean > 0 ? 'the claimed way' : a.mean < 0 ? 'against the claim' : 'nowhere'}` };
   }

@@ -14,7 +14,7 @@ import * as nodePath from 'node:path';
 import { spawnSync } from 'node:child_process';
 import { Command } from 'commander';
 import { announceBackend } from '../../backend/node.js';
-import { runReproduce, makePlan, pendingRuns, ReproduceError } from '../../app/reproduce/index.js';
+import { runReproduce, makePlan, pendingRuns, modelFiles, ReproduceError } from '../../app/reproduce/index.js';
 import { UserError } from '../errors.js';
 import { int, path } from '../options.js';
 import { OutputPlan } from '../outputs.js';
@@ -60,6 +60,7 @@ export function register(program: Command): void {
       const command = ['actvar reproduce', ...process.argv.slice(3).filter((a) => a !== '--quiet')].join(' ');
       const opts = { out: f.out, quick: f.quick, seeds: f.seeds, n: f.n, only, modelsDir: f.models, doc: f.doc, reportOnly: f.reportOnly, screenshot: f.screenshot, command, commit: currentCommit(), machine: machineDescription() };
       try {
+        if (!f.reportOnly) modelFiles(f.models);
         if (f.dryRun) {
           const { plan: p, runs } = makePlan(opts);
           const todo = new Set(pendingRuns(f.out, runs).map((r) => r.id));
