@@ -89,7 +89,7 @@ export function renderHtml(a: Analysis, meta: ReportMeta, image: ImageSource): s
     '<style>body{font-family:sans-serif;margin:24px;max-width:1400px;color:#222}table{border-collapse:collapse;font-size:12px;margin:8px 0 20px}' +
     'td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}th{background:#f2f2f2}.ok{background:#e3f4e3}.no{background:#fbe3e3}.maybe{background:#fff6d9}' +
     '.plots{display:flex;flex-wrap:wrap;gap:16px}.grids{display:flex;flex-wrap:wrap;gap:18px}figure{margin:0}figcaption{font-size:12px;max-width:340px}' +
-    'img.px{image-rendering:pixelated}small{color:#555}</style></head><body>');
+    'img.px{image-rendering:pixelated}img.map{max-width:640px;height:auto}small{color:#555}</style></head><body>');
   parts.push('<h1>ActVAR — the paper\'s claims rerun at small scale</h1>');
   parts.push(`<p>Shipped Fashion-MNIST VAR (depth 4, width 128, scales 1,2,3,4,6,8). Command <code>${esc(meta.command)}</code>; commit ${esc(commits)}; ${esc(machines)}. ` +
     (sz ? `N = ${sz.n} images per run, seeds ${a.seeds.join(', ')}, batch ${sz.batch}. ` : '') +
@@ -122,7 +122,7 @@ export function renderHtml(a: Analysis, meta: ReportMeta, image: ImageSource): s
     if (!(rec.setting.id === ids(rec.setting.actvar!.init).main || rec.setting.actvar?.baseline)) continue;
     for (const f of rec.files.maps) {
       const b = image(f);
-      if (b) parts.push(`<figure><img class="px" src="${dataUri(b)}" alt="${esc(f)}"><figcaption>${esc(r.setting.label)}: ${esc(f.replace(/^.*_image0_/, '').replace('.png', ''))}</figcaption></figure>`);
+      if (b) parts.push(`<figure><img class="px map" src="${dataUri(b)}" alt="${esc(f)}"><figcaption>${esc(r.setting.label)}: ${esc(f.replace(/^.*_image0_/, '').replace('.png', ''))}</figcaption></figure>`);
     }
   }
   parts.push('</div></body></html>');

@@ -4,7 +4,8 @@
  */
 import { pm, type Agg } from './stats.js';
 import { ids, PAPER, type Analysis, type Row } from './analysis.js';
-import type { InitKind } from './plan.js';
+import { FULL_SIZES, type InitKind, type PlanSizes } from './plan.js';
+import type { RunRecord } from './run.js';
 
 export interface ReportMeta {
   /** The command that produced the records. */
@@ -70,6 +71,20 @@ function sections(a: Analysis, init: InitKind): string[] {
   return out;
 }
 
+/**
+ * Wall seconds a plan of `target` sizes would take, extrapolated from measured runs (seed 0 of every
+ * setting): setup (calibration, distillation) + metric pass × N ratio + latency × image ratio, × seeds.
+ */
+export function estimateSeconds(records: RunRecord[], target: PlanSizes): number {
+  const first = new Map<string, RunRecord>();
+  for (const r of records) if (!first.has(r.setting.id) || r.seed < first.get(r.setting.id)!.seed) first.set(r.setting.id, r);
+  let s = 0;
+  for (const r of first.values()) {
+    s += r.seconds.setup + r.seconds.metricPass * (target.n / r.sizes.n) + r.seconds.latency * (target.latencyImages / r.sizes.latencyImages);
+  }
+  return s * target.seeds;
+}
+
 export function renderMarkdown(a: Analysis, meta: ReportMeta): string {
   const r0 = a.records[0];
   const commits = [...new Set(a.records.map((r) => r.commit))];
@@ -98,7 +113,14 @@ export function renderMarkdown(a: Analysis, meta: ReportMeta): string {
     '; the machine is shared, so seconds are noisy — the process CPU seconds are in the JSONs.');
   lines.push('* Verdicts: per-seed paired differences, oriented so that > 0 means "as the paper claims"; **holds** when the 95 % t-interval of their mean is above 0, ' +
     '**does not hold at this scale** when it is below 0, **inconclusive** when it contains 0 (the difference is inside the seed spread) or when there is only one seed.', '');
-  lines.push('## Verdicts, one per claim', '');
+  if (a.records.some((r) => r.mode !== 'full')) {
+    const est = estimateSeconds(a.records, FULL_SIZES);
+    lines.push(`* **The full run** is \`actvar reproduce --out reports/full --doc docs/REPRODUCTION.md\` (or \`npm run reproduce -- --out reports/full\`): ` +
+      `${FULL_SIZES.seeds} seeds, N = ${FULL_SIZES.n}, batch-1 latency on ${FULL_SIZES.latencyImages} images, the same ${a.rows.size} settings. ` +
+      `Extrapolated from these runs' measured seconds (setup + metric pass × ${FULL_SIZES.n}/${sz?.n ?? '?'} + latency, × ${FULL_SIZES.seeds} seeds): **about ${(est / 3600).toFixed(1)} hours** on this machine; ` +
+      'it resumes where it stopped when rerun. Then `node scripts/check-report.mjs reports/full/index.html docs/reproduction.png` checks the page and takes the screenshot.');
+  }
+  lines.push('', '## Verdicts, one per claim', '');
   lines.push(table(['source', 'claim', 'paper', 'ours', 'verdict'],
     a.claims.map((c) => [c.source, c.text, c.paper, c.ours, `**${c.verdict.kind}** — ${c.verdict.why}`])), '');
   lines.push('## Tables in the paper\'s layout', '');
