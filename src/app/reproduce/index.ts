@@ -154,7 +154,7 @@ function loadModels(o: ReproduceOptions, out: string, log: (s: string) => void):
 }
 
 /** One line per `actvar reproduce` invocation that ran something (wall seconds from start to the report). */
-export interface Invocation { started: string; seconds: number; ran: number; commit: string; command: string }
+export interface Invocation { started: string; seconds: number; cpuSeconds: number; ran: number; commit: string; command: string }
 
 export function readInvocations(out: string): Invocation[] {
   const f = nodePath.join(out, 'invocations.jsonl');
@@ -167,6 +167,11 @@ function invocationSeconds(out: string): number | null {
   return inv.length ? inv.reduce((s, i) => s + i.seconds, 0) : null;
 }
 
+function invocationCpuSeconds(out: string): number | null {
+  const inv = readInvocations(out);
+  return inv.length && inv.every((i) => typeof i.cpuSeconds === 'number') ? inv.reduce((s, i) => s + i.cpuSeconds, 0) : null;
+}
+
 /** Write REPRODUCTION.md and index.html of `out` from its run files. */
 export function writeReport(o: Pick<ReproduceOptions, 'out' | 'doc' | 'command' | 'screenshot'>): { analysis: Analysis; files: string[] } {
   const records = readRuns(o.out);
@@ -176,6 +181,7 @@ export function writeReport(o: Pick<ReproduceOptions, 'out' | 'doc' | 'command' 
     command: o.command, outDir: o.out.replace(/\/+$/, ''), screenshot: o.screenshot ?? null,
     wallSeconds: invocationSeconds(o.out) ?? records.reduce((s, r) => s + r.seconds.total, 0),
     invocations: readInvocations(o.out).length,
+    cpuSeconds: invocationCpuSeconds(o.out),
   };
   const md = renderMarkdown(a, meta);
   const html = renderHtml(a, meta, (rel) => { const p = nodePath.join(o.out, rel); return fs.existsSync(p) ? fs.readFileSync(p) : null; });
@@ -189,7 +195,7 @@ export function writeReport(o: Pick<ReproduceOptions, 'out' | 'doc' | 'command' 
 export interface ReproduceResult { ran: string[]; skipped: string[]; files: string[]; analysis: Analysis; seconds: number }
 
 export function runReproduce(o: ReproduceOptions): ReproduceResult {
-  const t0 = performance.now();
+  const t0 = performance.now(), cpu0 = process.cpuUsage();
   const log = o.log ?? (() => {});
   const out = o.out;
   if (o.reportOnly) {
@@ -229,7 +235,7 @@ export function runReproduce(o: ReproduceOptions): ReproduceResult {
     }
   }
   if (ran.length) {
-    const inv: Invocation = { started: new Date(Date.now() - (performance.now() - t0)).toISOString(), seconds: (performance.now() - t0) / 1e3, ran: ran.length, commit: o.commit, command: o.command };
+    const inv: Invocation = { started: new Date(Date.now() - (performance.now() - t0)).toISOString(), seconds: (performance.now() - t0) / 1e3, cpuSeconds: (process.cpuUsage(cpu0).user + process.cpuUsage(cpu0).system) / 1e6, ran: ran.length, commit: o.commit, command: o.command };
     fs.appendFileSync(nodePath.join(out, 'invocations.jsonl'), JSON.stringify(inv) + '\n');
   }
   const r = writeReport(o);

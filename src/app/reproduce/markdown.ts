@@ -16,6 +16,8 @@ export interface ReportMeta {
   wallSeconds: number;
   /** How many invocations (1 = one uninterrupted run). */
   invocations?: number;
+  /** Process CPU seconds of those invocations (all threads), or null. */
+  cpuSeconds?: number | null;
   /** Screenshot of the page, relative to the repository root (or null). */
   screenshot: string | null;
 }
@@ -110,7 +112,8 @@ export function renderMarkdown(a: Analysis, meta: ReportMeta): string {
     '"FID (classifier)" is **not** the Inception FID of the paper; IS is computed on the same classifier\'s 10 logits (at most 10). Compare numbers only at equal N (docs/EVALUATION.md).');
   lines.push('* FLOPs saving: 1 − (transformer FLOPs per image)/(dense FLOPs per image, same seed), by the exact FLOPs counter (src/tensor/flops.ts, CFG on).');
   lines.push(`* Wall time of the command: ${(meta.wallSeconds / 60).toFixed(1)} min` + (meta.invocations ? ` over ${meta.invocations} invocation(s) (loading, reference features, runs, report; \`invocations.jsonl\`)` : ' (the runs\' own totals)') +
-    '; the machine is shared, so seconds are noisy — the process CPU seconds are in the JSONs.');
+    (meta.cpuSeconds ? `, ${(meta.cpuSeconds / 60).toFixed(1)} CPU-minutes (all threads; on an otherwise idle 2-core machine the wall time would be about half of that or a little more)` : '') +
+    '; the machine is shared, so seconds are noisy — every run\'s CPU seconds are in its JSON.');
   lines.push('* Verdicts: per-seed paired differences, oriented so that > 0 means "as the paper claims"; **holds** when the 95 % t-interval of their mean is above 0, ' +
     '**does not hold at this scale** when it is below 0, **inconclusive** when it contains 0 (the difference is inside the seed spread) or when there is only one seed.', '');
   if (a.records.some((r) => r.mode !== 'full')) {

@@ -68,7 +68,8 @@ export interface RunRecord {
   flopsByCategory: Record<string, number>;
   metrics: QualityMetrics & { classAccuracy: number; extractor: string; extractorSha256: string; ref: string };
   latency: { batch1: LatencyStats; batchN: LatencyStats };
-  seconds: { setup: number; metricPass: number; latency: number; total: number };
+  /** Wall seconds per phase, and the process CPU seconds of the whole run (all threads). */
+  seconds: { setup: number; metricPass: number; latency: number; total: number; cpu: number };
   files: { grid: string | null; maps: string[] };
   commit: string;
   machine: string;
@@ -89,6 +90,7 @@ export interface RunContext {
   log?: (s: string) => void;
 }
 
+const cpuSeconds = (c0: NodeJS.CpuUsage): number => { const c = process.cpuUsage(c0); return (c.user + c.system) / 1e6; };
 const median = (v: number[]): number => { const s = [...v].sort((a, b) => a - b), m = s.length >> 1; return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2; };
 
 function latency(batch: number, wall: number[], cpu: number[]): LatencyStats {
@@ -130,7 +132,7 @@ function buildGates(run: PlannedRun, ctx: RunContext, log: (s: string) => void):
 export function executeRun(run: PlannedRun, ctx: RunContext): { record: RunRecord; images: Map<string, RgbImage> } {
   const log = ctx.log ?? (() => {});
   const started = new Date();
-  const t0 = performance.now();
+  const t0 = performance.now(), cpu0 = process.cpuUsage();
   const { models, sizes } = ctx;
   const { act, baseline, init } = buildGates(run, ctx, log);
   const model = act ? act.model : models.var;
@@ -214,7 +216,7 @@ export function executeRun(run: PlannedRun, ctx: RunContext): { record: RunRecor
     gflopsPerImage: flops / n / 1e9, flopsByCategory: byCat,
     metrics: { ...q, classAccuracy: hits / n, extractor: `${ex.name} (the shipped Fashion-MNIST classifier's features; not Inception)`, extractorSha256: ex.weightsHash, ref: models.refName },
     latency: { batch1: latency(1, w1, c1), batchN: latency(batch, wall, cpu) },
-    seconds: { setup: (t1 - t0) / 1e3, metricPass: (t2 - t1) / 1e3, latency: (t3 - t2) / 1e3, total: (performance.now() - t0) / 1e3 },
+    seconds: { setup: (t1 - t0) / 1e3, metricPass: (t2 - t1) / 1e3, latency: (t3 - t2) / 1e3, total: (performance.now() - t0) / 1e3, cpu: cpuSeconds(cpu0) },
     files: { grid: gridName, maps },
     commit: ctx.commit, machine: ctx.machine, started: started.toISOString(), finished: new Date().toISOString(),
   };
