@@ -115,7 +115,7 @@ export function benchActVar(opts: ActVarBenchOptions = {}): ActVarBenchResult {
     model = randomVar(varPreset(preset), seed);
   }
   const C = model.C;
-  const a = ActVAR.wrap(model, { tokenRates: [0.75, 0.75], expertRate: 0.75, ...opts.actvar }, { init: 'zeros' });
+  const a = ActVAR.wrap(model, { tokenRates: [0.75, 0.75], expertRate: 0.75, ...opts.actvar }, { init: 'zeros', allowUntrained: true });
   const rng = new Rng(seed + 1);
   const std = 1 / Math.sqrt(C);
   for (const b of a.blocks) for (const t of [b.router.weight, b.selector.weight]) for (let i = 0; i < t.size; i++) t.f32[i] = rng.normal() * std;

@@ -26,5 +26,8 @@ export * from './actvar/init.js';
 export * from './actvar/actvar.js';
 export * from './actvar/flops.js';
 export * from './actvar/actmaps.js';
+export * from './actvar/hash.js';
+export * from './actvar/file.js';
+export { Sha256, sha256Hex } from './io/sha256.js';
 export { loadClassifier, Classifier } from './eval/classifier.js';
 export * from './image/image.js';

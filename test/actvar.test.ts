@@ -312,7 +312,7 @@ test('ActVAR at full activation (all tokens, all experts) equals the dense VAR (
   const model = tinyVar();
   const inputs = randomInputs(model, 2);
   const dense = runTransformer(model, [1, 4], inputs);
-  const a = ActVAR.wrap(model, { tokenRates: [1, 1], expertRate: 1, experts: 16 });
+  const a = ActVAR.wrap(model, { tokenRates: [1, 1], expertRate: 1, experts: 16 }, { allowUntrained: true });
   randomizeGates(a);
   let sparseBlocks = 0;
   a.onActivation = () => { sparseBlocks++; };
@@ -326,7 +326,7 @@ test('ActVAR at full activation (all tokens, all experts) equals the dense VAR (
 
 test('ActVAR: unselected tokens leave a block bit-identical; per-row selection under CFG', () => {
   const model = tinyVar();
-  const a = ActVAR.wrap(model, { tokenRates: [0.5, 0.5], expertRate: 0.5, experts: 8 });
+  const a = ActVAR.wrap(model, { tokenRates: [0.5, 0.5], expertRate: 0.5, experts: 8 }, { allowUntrained: true });
   randomizeGates(a, 4);
   const recs: ActivationRecord[] = [];
   const seen: { ctx: BlockContext; out: T.Tensor }[] = [];
@@ -362,7 +362,7 @@ test('ActVAR: unselected tokens leave a block bit-identical; per-row selection u
 
 test('ActVAR FLOPs: the counter equals the analytic count (tiny config), and dry-run counts equal real ones', () => {
   const model = tinyVar();
-  const a = ActVAR.wrap(model, { tokenRates: [0.75, 0.5], expertRate: 0.75, experts: 16 });
+  const a = ActVAR.wrap(model, { tokenRates: [0.75, 0.5], expertRate: 0.75, experts: 16 }, { allowUntrained: true });
   randomizeGates(a);
   const inputs = randomInputs(model, 1);
   const fm = { depth: 3, width: 32, ffnHidden: 128, vocab: 16, cvae: 4, patchNums: TINY_PN };
@@ -382,7 +382,7 @@ test('ActVAR FLOPs: the counter equals the analytic count (tiny config), and dry
 test('ActVAR generate: runs through sampling; save/load round trip; bad weights are refused', () => {
   const model = tinyVar();
   const vq = tinyVqvae();
-  const a = ActVAR.wrap(model, {});
+  const a = ActVAR.wrap(model, {}, { allowUntrained: true });
   randomizeGates(a, 8);
   const r1 = a.generate({ labels: [0, 3], vqvae: vq, cfg: 1.5, topK: 1, decode: false });
   assert.deepEqual(r1.idxBL.shape, [2, 55]);
@@ -413,7 +413,7 @@ test('calibration: fitted selector ranks tokens by their dense change; co-activa
   // permuted experts, all active: still the dense model
   const inputs = randomInputs(model, 1, 9);
   const dense = runTransformer(model, [1], inputs);
-  const full = ActVAR.wrap(model, { tokenRates: [1, 1], expertRate: 1, experts: 8 }, { perms: a.blocks.map((b) => b.experts.perm) });
+  const full = ActVAR.wrap(model, { tokenRates: [1, 1], expertRate: 1, experts: 8 }, { perms: a.blocks.map((b) => b.experts.perm), allowUntrained: true });
   const out = runTransformer(model, [1], inputs, full.hooks);
   for (let si = 0; si < dense.length; si++) assert.ok(maxAbsDiff(dense[si].f32, out[si].f32) < 1e-5);
   // on fresh inputs the selector scores correlate with the dense block's change (Spearman)

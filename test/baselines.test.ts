@@ -30,6 +30,7 @@ function randomInputs(model: VAR, B: number, seed = 5): T.Tensor[] {
 }
 
 function randomizeGates(a: ActVAR, seed = 21): void {
+  a.allowUntrained = true; // random gates are neither trained nor calibrated
   const rng = new Rng(seed);
   for (const b of a.blocks) {
     for (const t of [b.router.weight, b.router.bias, b.selector.weight, b.selector.bias]) for (let i = 0; i < t.size; i++) t.f32[i] = rng.normal();

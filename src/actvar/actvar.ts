@@ -46,6 +46,7 @@ import { ExpertFFN, coactivationPermutation } from './experts.js';
 import { Router } from './router.js';
 import { Selector } from './selector.js';
 import { routerFromWeights, BlockCalibration } from './init.js';
+import { varParamsHash } from './hash.js';
 
 /** ActVAR state of one VAR block. */
 export interface ActVarBlock {
@@ -76,7 +77,22 @@ export interface ActVarWrapOptions {
   perms?: (Int32Array | null)[];
   /** Router/selector start when no weights are given: 'weights' (data-free, init.ts; default) or 'zeros'. */
   init?: 'weights' | 'zeros';
+  /**
+   * Generate with gates that were neither calibrated, loaded nor trained (default false: `generate` and the
+   * inference hook refuse, since a zero selector keeps the first K_t tokens of every row in raster order, a
+   * fixed pruning of the bottom rows). For FLOPs counts, timings and tests where the selection does not matter.
+   */
+  allowUntrained?: boolean;
 }
+
+/**
+ * Where the router/selector weights of an ActVAR come from: 'untrained' (`wrap`'s start), 'calibrated'
+ * (`calibrate`, the training-free init), 'loaded' (`load` / `setParameters`), 'distilled' (`actvar distill`).
+ */
+export type GateState = 'untrained' | 'calibrated' | 'loaded' | 'distilled';
+
+/** The safetensors metadata keys of a gates file besides 'actvar.config' (src/actvar/file.ts writes the same). */
+export const GATES_META = { gates: 'actvar.gates', baseVar: 'base_var_sha256' } as const;
 
 export interface CalibrateOptions {
   /** The VQVAE the VAR samples with. */
@@ -107,10 +123,24 @@ export class ActVAR {
   timings: Record<string, number> | null = null;
   /** The hook to pass to the VAR (`autoregressiveInfer({..., blockExecutor})`). */
   readonly blockExecutor: BlockExecutor;
+  /** Where the router/selector weights come from (see GateState); generation refuses 'untrained' unless allowed. */
+  gates: GateState = 'untrained';
+  /** Generate even with untrained gates (`wrap(…, { allowUntrained: true })`). */
+  allowUntrained = false;
 
   private constructor(model: VAR, config: ActVarConfig, blocks: ActVarBlock[]) {
     this.model = model; this.config = config; this.blocks = blocks;
-    this.blockExecutor = (ctx) => this.execute(ctx);
+    this.blockExecutor = (ctx) => {
+      if (ctx.mode === 'infer') this.checkGates();
+      return this.execute(ctx);
+    };
+  }
+
+  /** Refuse to generate with gates that nothing has set (item 7 of issue 12: no silent raster-order pruning). */
+  checkGates(): void {
+    if (this.gates !== 'untrained' || this.allowUntrained) return;
+    throw new ActVarConfigError('this ActVAR\'s router and selector are untrained (a zero selector keeps the first tokens of every row in raster order): ' +
+      'calibrate() it, load trained gates (ActVAR.load, loadActVar), or wrap with { allowUntrained: true } to run it anyway');
   }
 
   /** Wrap `model` (any VAR: loaded, random or trained). */
@@ -125,7 +155,9 @@ export class ActVAR {
       return { router, selector: Selector.zeros(b.C), experts };
     });
     if (opts.perms) config.grouping = opts.perms.some((p) => p) ? 'coactivation' : 'contiguous';
-    return new ActVAR(model, config, blocks);
+    const a = new ActVAR(model, config, blocks);
+    a.allowUntrained = opts.allowUntrained ?? false;
+    return a;
   }
 
   /**
@@ -137,6 +169,9 @@ export class ActVAR {
     const { tensors, metadata } = readSafetensorsFile(path);
     const stored = configFromMetadata(metadata) ?? {};
     const where = typeof path === 'string' ? path : 'the ActVAR weights';
+    if (metadata?.format === 'actvar-model/1') {
+      throw new ActVarConfigError(`${where} is a whole ActVAR model (its own fine-tuned VAR inside): load it with loadActVar / --actvar-model, not as gates of another VAR`);
+    }
     const r0 = tensors.get(KEY(0, 'router.weight'));
     if (!r0) throw new ActVarConfigError(`${where} holds no '${KEY(0, 'router.weight')}': not an ActVAR weights file`);
     const N = r0.shape[0];
@@ -150,6 +185,19 @@ export class ActVAR {
     const cfg: Partial<ActVarConfig> = { ...stored, ...stripUndefined(overrides), experts: N };
     const a = ActVAR.wrap(model, cfg, { perms, init: 'zeros' });
     a.setParameters(tensors, where);
+    // gates are fitted to one VAR's weights: refuse them for any other (files written before the hash carry none)
+    const base = metadata?.[GATES_META.baseVar];
+    if (base) {
+      const own = varParamsHash(model);
+      if (own !== base) {
+        throw new ActVarConfigError(`${where} holds router/selector weights made for another VAR (its parameters' SHA-256 ${base.slice(0, 16)}…, ` +
+          `this VAR's ${own.slice(0, 16)}…); use them with the VAR they were calibrated or trained on, or calibrate gates for this one`);
+      }
+    }
+    const g = metadata?.[GATES_META.gates];
+    if (g === 'calibrated' || g === 'distilled') a.gates = g;
+    // saved from an ActVAR that was explicitly allowed to run untrained: the file keeps that choice, and says so
+    if (g === 'untrained') { a.gates = 'untrained'; a.allowUntrained = true; }
     return a;
   }
 
@@ -189,11 +237,20 @@ export class ActVAR {
       if (!m || Number(m[1]) >= this.blocks.length) problems.push(`unexpected '${k}' (the VAR has ${this.blocks.length} blocks)`);
     }
     if (problems.length) throw new ActVarConfigError(`${where} do not fit this VAR:\n  - ${problems.join('\n  - ')}`);
+    this.gates = 'loaded';
+  }
+
+  /**
+   * The metadata of a gates file: the config, where the gates come from, and the SHA-256 of the VAR's parameters
+   * they belong to (`load` refuses them for another VAR).
+   */
+  gatesMetadata(): Record<string, string> {
+    return { ...configToMetadata(this.config), [GATES_META.gates]: this.gates, [GATES_META.baseVar]: varParamsHash(this.model) };
   }
 
   /** Save router/selector (+ permutations) and the config as safetensors (atomic). */
   save(path: string): void {
-    writeSafetensors(path, this.parameters(), configToMetadata(this.config));
+    writeSafetensors(path, this.parameters(), this.gatesMetadata());
   }
 
   /** Change the activation rates / scales without touching the weights (same experts and grouping). */
@@ -341,6 +398,7 @@ export class ActVAR {
       b.router = stats[i].fitRouter(ridge);
       b.selector = stats[i].fitSelector(ridge);
     });
+    this.gates = 'calibrated';
     return seen;
   }
 }

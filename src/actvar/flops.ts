@@ -190,7 +190,7 @@ export interface FlopsReport {
 
 /** Dense vs ActVAR FLOPs per image (transformer only, CFG on) for a preset and ActVAR settings. */
 export function flopsReport(preset: string, cfg: Partial<ActVarConfig>, model: VAR = dryRunVar(varPreset(preset))): FlopsReport {
-  const a = ActVAR.wrap(model, cfg, { init: 'zeros' });
+  const a = ActVAR.wrap(model, cfg, { init: 'zeros', allowUntrained: true });
   const dense = measureTransformerFlops(model, null), sparse = measureTransformerFlops(model, a);
   const fm = flopsModelOf(model.config);
   const analyticDense = analyticFlops(fm, null, { adalnPerStep: false }).total;

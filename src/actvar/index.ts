@@ -8,3 +8,5 @@ export * from './actvar.js';
 export * from './flops.js';
 export * from './actmaps.js';
 export * from './baselines.js';
+export * from './hash.js';
+export * from './file.js';

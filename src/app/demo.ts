@@ -282,7 +282,7 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
         act = load('ActVAR weights', opts.actvarWeights, () => ActVAR.load(model, opts.actvarWeights!, settings));
         init = `weights ${opts.actvarWeights}`;
       } else {
-        act = ActVAR.wrap(model, settings);
+        act = ActVAR.wrap(model, settings, { allowUntrained: calib === 0 });
         if (calib > 0) {
           // classes spread evenly over the label range, a seeded Rng: deterministic
           const calibLabels = Array.from({ length: calib }, (_, k) => Math.floor((k * nc) / calib));

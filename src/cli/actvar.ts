@@ -103,7 +103,8 @@ function buildBase(
   }
   const cfg: Partial<ActVarConfig> = { ...settings, ...(o.actvarGrouping ? { grouping: o.actvarGrouping } : {}) };
   const calib = o.actvarCalib ?? 2;
-  const a = ActVAR.wrap(model, cfg);
+  // --actvar-calib 0 asks for the data-free gates explicitly (raster-order token selection)
+  const a = ActVAR.wrap(model, cfg, { allowUntrained: calib === 0 });
   if (calib > 0) {
     const rng = new Rng((ctx.seed ^ 0x5eed) >>> 0);
     const labels = Array.from({ length: calib }, () => rng.int(model.config.numClasses));

@@ -6,3 +6,4 @@ export { type StoredDType, halfToFloat } from './dtype.js';
 export { type ReadMode } from './source.js';
 export { ZipReader, crc32, type ZipEntry } from './zip.js';
 export { unpickle, describe as describePyValue, type UnpicklerHooks, type UnpickleResult } from './pickle.js';
+export * from './sha256.js';

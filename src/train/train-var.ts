@@ -124,7 +124,7 @@ export function tokenizeDataset(vae: VQVAE, ds: ImageDataset, opts: { chunk?: nu
 }
 
 /** Tokens of a split, from the cache folder when present (keyed by dataset, split, size and tokenizer hash). */
-function cachedTokens(vae: VQVAE, vaeHash: string, ds: ImageDataset, cacheDir: string | undefined, log: (s: string) => void): Int32Array {
+export function cachedTokens(vae: VQVAE, vaeHash: string, ds: ImageDataset, cacheDir: string | undefined, log: (s: string) => void): Int32Array {
   const L = vae.patchNums.reduce((s, p) => s + p * p, 0);
   const file = cacheDir ? join(cacheDir, `tokens-${ds.name}-${ds.split}-${ds.length}-${vaeHash.slice(0, 16)}.safetensors`) : null;
   if (file && existsSync(file)) {
