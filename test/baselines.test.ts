@@ -143,3 +143,17 @@ test('baselines generate end to end and differ from ActVAR', () => {
     assert.notDeepEqual(out, ref, `${name} generated exactly what ActVAR did`);
   }
 });
+
+test('fixed token pruning: the reused selection is the one of the same scale, in any block order (teacher-forced: block 0 runs every scale first)', () => {
+  const model = tinyVar();
+  const a = ActVAR.wrap(model, {});
+  randomizeGates(a, 3);
+  applyFixedTokens(a);
+  const rng = new Rng(9);
+  const xa = randTensor(rng, [2, 16, 32], false), xb = randTensor(rng, [2, 25, 32], false);
+  const s0 = a.blocks[0].selector, s2 = a.blocks[2].selector;
+  const ia = s0.selectRaw(xa, 12, 1e-6).index, ib = s0.selectRaw(xb, 19, 1e-6).index;
+  // block 2 sees other inputs at both scales, and still gets block 0's choice of each scale
+  assert.deepEqual([...s2.selectRaw(randTensor(rng, [2, 16, 32], false), 12, 1e-6).index], [...ia]);
+  assert.deepEqual([...s2.selectRaw(randTensor(rng, [2, 25, 32], false), 19, 1e-6).index], [...ib]);
+});

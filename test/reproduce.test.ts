@@ -145,11 +145,11 @@ test('SVG: well-formed, escaped, error bars and the Pareto front', () => {
 
 const HAVE_DATA = defaultDatasetDir('fashion-mnist') !== null;
 
-test('runReproduce on the shipped models: two runs, one JSON each; killed midway, the rerun does only what is missing', { skip: HAVE_DATA ? false : 'Fashion-MNIST test split not installed' }, () => {
+test('runReproduce on the shipped models: two runs, one JSON each; killed midway, the rerun does only what is missing', { skip: HAVE_DATA ? false : 'Fashion-MNIST test split not installed' }, async () => {
   const out = tmp();
   try {
     const o = { out, quick: true, n: 20, only: ['dense', 'fixed-tokens_75-75-75'], modelsDir: path.join(repoRoot, 'models'), command: 'test', commit: 'c', machine: 'm' };
-    const r1 = runReproduce(o);
+    const r1 = await runReproduce(o);
     assert.deepEqual(r1.ran, ['dense--seed0', 'fixed-tokens_75-75-75--seed0']);
     const recs = readRuns(out);
     assert.equal(recs.length, 2);
@@ -160,7 +160,7 @@ test('runReproduce on the shipped models: two runs, one JSON each; killed midway
     assert.ok(fs.existsSync(path.join(out, fixed.files.grid!)) && fixed.files.maps.length > 0);
     // "kill" the second run: its JSON is gone (it is written last), its PNGs may be there
     fs.rmSync(path.join(out, 'runs', 'fixed-tokens_75-75-75--seed0.json'));
-    const r2 = runReproduce(o);
+    const r2 = await runReproduce(o);
     assert.deepEqual(r2.ran, ['fixed-tokens_75-75-75--seed0']);
     assert.deepEqual(r2.skipped, ['dense--seed0']);
     // the same images and FLOPs again (seeded), FID identical
@@ -168,8 +168,8 @@ test('runReproduce on the shipped models: two runs, one JSON each; killed midway
     assert.equal(again.metrics.fid, fixed.metrics.fid);
     assert.equal(again.gflopsPerImage, fixed.gflopsPerImage);
     // another plan in the same folder is refused
-    assert.throws(() => runReproduce({ ...o, n: 30 }), /holds runs of another plan \(n 20 vs 30\)/);
-    const r3 = runReproduce(o);
+    await assert.rejects(() => runReproduce({ ...o, n: 30 }), /holds runs of another plan \(n 20 vs 30\)/);
+    const r3 = await runReproduce(o);
     assert.deepEqual(r3.ran, []);
   } finally { fs.rmSync(out, { recursive: true, force: true }); }
 });

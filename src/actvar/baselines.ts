@@ -141,14 +141,14 @@ export function applyStaticWeights(act: ActVAR, importance: Float32Array[]): voi
 // ---------------------------------------------------------------------------------------------
 // fixed token pruning
 
-/** The selection block 0 made most recently (per scale), shared by the later blocks. */
+/**
+ * Block 0's most recent selection per scale, keyed by (rows, tokens, K_t): the scales of a VAR have
+ * distinct token counts, so the key names the scale both in KV-cache inference (block 0 runs first at
+ * every scale) and in a teacher-forced forward (block 0 runs every scale before block 1 does).
+ */
 export class SharedSelection {
-  index: Int32Array | null = null;
-  logits: Float32Array | null = null;
-  logitsTensor: Tensor | null = null;
-  rows = 0;
-  tokens = 0;
-  K = 0;
+  readonly byScale = new Map<string, { index: Int32Array; logits: Float32Array | null; logitsTensor: Tensor | null }>();
+  static key(rows: number, tokens: number, K: number): string { return `${rows}x${tokens}x${K}`; }
 }
 
 /** Block 0's selector: selects as usual and records its choice. */
@@ -157,20 +157,14 @@ export class RecordingSelector extends Selector {
 
   override selectRaw(x: Tensor, K: number, eps: number): { index: Int32Array; logits: Float32Array } {
     const r = super.selectRaw(x, K, eps);
-    Object.assign(this.shared, { index: r.index, logits: r.logits, logitsTensor: null, rows: x.shape[0], tokens: x.shape[1], K });
+    this.shared.byScale.set(SharedSelection.key(x.shape[0], x.shape[1], K), { index: r.index, logits: r.logits, logitsTensor: null });
     return r;
   }
 
   override select(xn: Tensor, K: number): { index: Int32Array; logits: Float32Array } {
     const r = super.select(xn, K);
-    Object.assign(this.shared, { index: r.index, logits: r.logits, logitsTensor: null, rows: xn.shape[0], tokens: xn.shape[1], K });
+    this.shared.byScale.set(SharedSelection.key(xn.shape[0], xn.shape[1], K), { index: r.index, logits: r.logits, logitsTensor: null });
     return r;
-  }
-
-  override logits(xn: Tensor): Tensor {
-    const t = super.logits(xn);
-    this.shared.logitsTensor = t;
-    return t;
   }
 }
 
@@ -179,25 +173,15 @@ export class ReusedSelector extends Selector {
   constructor(inner: Selector, readonly shared: SharedSelection, readonly blockIndex: number) { super(inner.weight, inner.bias); }
 
   private reuse(rows: number, tokens: number, K: number): { index: Int32Array; logits: Float32Array } {
-    const s = this.shared;
-    if (!s.index || s.rows !== rows || s.tokens !== tokens || s.K !== K) {
+    const s = this.shared.byScale.get(SharedSelection.key(rows, tokens, K));
+    if (!s) {
       throw new ActVarConfigError(`fixed token pruning: block ${this.blockIndex} found no selection of block 0 for ${rows} rows × ${tokens} tokens (K_t ${K}); block 0 must run first at every activated scale`);
     }
-    return { index: s.index, logits: s.logits! };
+    return { index: s.index, logits: s.logits ?? new Float32Array(rows * tokens) };
   }
 
   override selectRaw(x: Tensor, K: number): { index: Int32Array; logits: Float32Array } { return this.reuse(x.shape[0], x.shape[1], K); }
   override select(xn: Tensor, K: number): { index: Int32Array; logits: Float32Array } { return this.reuse(xn.shape[0], xn.shape[1], K); }
-
-  /** Block 0's logits of the same forward pass, as a constant (the reused choice gets no gradient here). */
-  override logits(xn: Tensor): Tensor {
-    const t = this.shared.logitsTensor;
-    const want = xn.shape.slice(0, -1).join();
-    if (!t || t.shape.slice(0, -1).join() !== want) {
-      throw new ActVarConfigError(`fixed token pruning: block ${this.blockIndex} found no gate logits of block 0 for tokens [${want}]`);
-    }
-    return noGrad(() => new Tensor(t.f32.slice(), t.shape));
-  }
 }
 
 /** Block 0 selects at every activated scale; blocks 1.. reuse its selection. */

@@ -24,7 +24,10 @@ import { readSafetensorsFile, writeSafetensors } from '../../io/safetensors.js';
 import { sha256File } from '../../io/node-fs.js';
 import { encodePng, writeFileAtomic } from '../../image/png.js';
 import { planSettings, planRuns, QUICK_SIZES, FULL_SIZES, type PlanSizes, type Setting, type PlannedRun, type InitKind } from './plan.js';
-import { executeRun, type RunRecord, type RunModels, type Distiller } from './run.js';
+import { executeRun, type RunRecord, type RunModels } from './run.js';
+import { makeDistiller } from './distill.js';
+import type { DistillCore } from '../../train/distill.js';
+import type { VQVAE } from '../../vqvae/vqvae.js';
 import { analyse, type Analysis } from './analysis.js';
 import { renderMarkdown, type ReportMeta } from './markdown.js';
 import { renderHtml } from './html.js';
@@ -36,6 +39,7 @@ export * from './analysis.js';
 export { renderMarkdown, type ReportMeta } from './markdown.js';
 export { renderHtml } from './html.js';
 export * from './svg.js';
+export { makeDistiller, coreWithBaseline, type DistillerOptions } from './distill.js';
 
 export class ReproduceError extends Error {
   readonly userError = true;
@@ -51,8 +55,8 @@ export interface ReproduceOptions {
   modelsDir?: string;
   /** Only these setting ids (default: all). */
   only?: string[];
-  /** Add the distilled rows with this distiller (e.g. the stage-1/2 trainer). */
-  distill?: Distiller | null;
+  /** Add the distilled rows, distilled by src/train/distill.ts with this science core (src/actvar/distill.ts). */
+  distillCore?: DistillCore | null;
   /** Offer the KV policy 'all' rows (when the library supports it). */
   kvAll?: boolean;
   /** Write the report from the JSONs already there; run nothing. */
@@ -77,12 +81,12 @@ export const PLAN_FORMAT = 'actvar-reproduce-plan/1';
 export const RUN_FORMAT = 'actvar-reproduce-run/1';
 
 /** The plan of an invocation (no work). */
-export function makePlan(o: Pick<ReproduceOptions, 'quick' | 'seeds' | 'n' | 'only' | 'distill' | 'kvAll' | 'cfg' | 'topK' | 'topP'>): { plan: PlanFile; runs: PlannedRun[] } {
+export function makePlan(o: Pick<ReproduceOptions, 'quick' | 'seeds' | 'n' | 'only' | 'distillCore' | 'kvAll' | 'cfg' | 'topK' | 'topP'>): { plan: PlanFile; runs: PlannedRun[] } {
   const base = o.quick ? QUICK_SIZES : FULL_SIZES;
   const sizes: PlanSizes = { ...base, ...(o.seeds !== undefined ? { seeds: o.seeds } : {}), ...(o.n !== undefined ? { n: o.n } : {}) };
   if (sizes.n < sizes.batch) sizes.batch = sizes.n;
-  const inits: InitKind[] = o.distill ? ['training-free', 'distilled'] : ['training-free'];
-  let settings = planSettings({ inits, kvAll: o.kvAll });
+  const inits: InitKind[] = o.distillCore ? ['training-free', 'distilled'] : ['training-free'];
+  let settings = planSettings({ inits, kvAll: o.kvAll, distilledSettings: sizes.distilledSettings });
   if (o.only?.length) {
     const unknown = o.only.filter((id) => !settings.some((s) => s.id === id));
     if (unknown.length) throw new ReproduceError(`--only: unknown setting(s) ${unknown.join(', ')}; the plan has ${settings.map((s) => s.id).join(', ')}`);
@@ -115,6 +119,7 @@ export function pendingRuns(out: string, runs: PlannedRun[]): PlannedRun[] {
 function samePlan(a: PlanFile, b: PlanFile): string | null {
   if (a.mode !== b.mode) return `mode ${a.mode} vs ${b.mode}`;
   for (const k of ['n', 'batch', 'latencyImages', 'calib', 'gridImages'] as const) if (a.sizes[k] !== b.sizes[k]) return `${k} ${a.sizes[k]} vs ${b.sizes[k]}`;
+  if (a.sizes.distill && b.sizes.distill && JSON.stringify(a.sizes.distill) !== JSON.stringify(b.sizes.distill)) return 'distillation budget';
   if (a.cfg !== b.cfg || a.topK !== b.topK || a.topP !== b.topP) return 'sampling settings';
   return null;
 }
@@ -127,7 +132,7 @@ export function modelFiles(dir: string): { var: string; tok: string; clf: string
   return f;
 }
 
-function loadModels(o: ReproduceOptions, out: string, log: (s: string) => void): RunModels {
+function loadModels(o: ReproduceOptions, out: string, log: (s: string) => void): RunModels & { files: { var: string; tok: string }; tokenizer: VQVAE } {
   const f = modelFiles(o.modelsDir ?? 'models');
   const model = loadVar(f.var), vqvae = loadVqvae(f.tok);
   const sha = sha256File(f.clf);
@@ -150,7 +155,7 @@ function loadModels(o: ReproduceOptions, out: string, log: (s: string) => void):
     }
     writeSafetensors(cache, new Map([['features', new Tensor(ref, [N, D])]]), { format: 'actvar-ref-features/1', split: refName, weights_sha256: sha });
   }
-  return { var: model, vqvae, extractor, ref, refName };
+  return { var: model, vqvae, tokenizer: vqvae, extractor, ref, refName, files: f };
 }
 
 /** One line per `actvar reproduce` invocation that ran something (wall seconds from start to the report). */
@@ -194,7 +199,7 @@ export function writeReport(o: Pick<ReproduceOptions, 'out' | 'doc' | 'command' 
 
 export interface ReproduceResult { ran: string[]; skipped: string[]; files: string[]; analysis: Analysis; seconds: number }
 
-export function runReproduce(o: ReproduceOptions): ReproduceResult {
+export async function runReproduce(o: ReproduceOptions): Promise<ReproduceResult> {
   const t0 = performance.now(), cpu0 = process.cpuUsage();
   const log = o.log ?? (() => {});
   const out = o.out;
@@ -218,11 +223,14 @@ export function runReproduce(o: ReproduceOptions): ReproduceResult {
   const ran: string[] = [];
   if (todo.length) {
     const models = loadModels(o, out, log);
+    const distill = o.distillCore
+      ? makeDistiller({ core: o.distillCore, varPath: models.files.var, tokenizerPath: models.files.tok, model: models.var, vqvae: models.tokenizer, sizes: plan.sizes.distill, out })
+      : null;
     for (const [k, run] of todo.entries()) {
       log(`run ${k + 1}/${todo.length}: ${run.id} (${run.setting.label}, seed ${run.seed})`);
-      const { record, images } = executeRun(run, {
+      const { record, images } = await executeRun(run, {
         models, sizes: plan.sizes, mode: plan.mode, commit: o.commit, machine: o.machine, cfg: plan.cfg, topK: plan.topK, topP: plan.topP,
-        distill: o.distill ?? null, log,
+        distill, log,
       });
       for (const [rel, im] of images) {
         const p = nodePath.join(out, rel);

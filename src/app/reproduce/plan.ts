@@ -34,6 +34,21 @@ export interface Setting {
   actvar: ActVarSpec | null;
 }
 
+/** Budget of one distillation (src/app/reproduce/distill.ts; the trainer is src/train/distill.ts). */
+export interface DistillSizes {
+  /** Training images used (tokenized once, cached), of which the last `holdout` are held out for validation. */
+  trainLimit: number;
+  holdout: number;
+  stage1Steps: number;
+  stage2Steps: number;
+  batchSize: number;
+  /** Held-out images of the periodic validation; test images of the before/after numbers. */
+  evalSamples: number;
+  testSamples: number;
+  /** Dense generations of the training-free start of stage 1 (and of static pruning's importance). */
+  calib: number;
+}
+
 export interface PlanSizes {
   /** Generated images per run for FID / IS / precision / recall (classes i mod C). */
   n: number;
@@ -47,14 +62,24 @@ export interface PlanSizes {
   seeds: number;
   /** Images in the sample grid of every run (the first ones: same seeds in every setting). */
   gridImages: number;
+  /** Distillation budget of the distilled rows. */
+  distill: DistillSizes;
+  /** 'all': every setting also distilled; 'core': only ActVAR (75,75;75) and the two baselines. */
+  distilledSettings: 'all' | 'core';
 }
 
 /**
  * Quick: one seed, N = 500, all settings: minutes (docs/REPRODUCTION.md has the measured wall time).
  * Full: three seeds, N = 5,000 (docs/EVALUATION.md: FID is stable from ~2k on, compare at equal N).
  */
-export const QUICK_SIZES: Readonly<PlanSizes> = Object.freeze({ n: 500, batch: 50, latencyImages: 8, calib: 2, seeds: 1, gridImages: 30 });
-export const FULL_SIZES: Readonly<PlanSizes> = Object.freeze({ n: 5000, batch: 50, latencyImages: 20, calib: 2, seeds: 3, gridImages: 30 });
+export const QUICK_SIZES: Readonly<PlanSizes> = Object.freeze({
+  n: 500, batch: 50, latencyImages: 8, calib: 2, seeds: 1, gridImages: 30, distilledSettings: 'core' as const,
+  distill: Object.freeze({ trainLimit: 3000, holdout: 300, stage1Steps: 20, stage2Steps: 40, batchSize: 16, evalSamples: 100, testSamples: 200, calib: 2 }),
+});
+export const FULL_SIZES: Readonly<PlanSizes> = Object.freeze({
+  n: 5000, batch: 50, latencyImages: 20, calib: 2, seeds: 3, gridImages: 30, distilledSettings: 'all' as const,
+  distill: Object.freeze({ trainLimit: 20000, holdout: 1000, stage1Steps: 50, stage2Steps: 150, batchSize: 32, evalSamples: 300, testSamples: 1000, calib: 2 }),
+});
 
 const pct = (v: number): number => Math.round(v * 100);
 
@@ -98,6 +123,8 @@ export interface PlanOptions {
   inits?: InitKind[];
   /** Offer the 'all' KV-cache policy rows (only when the library supports it). */
   kvAll?: boolean;
+  /** Which settings get a distilled row (default 'all'). */
+  distilledSettings?: 'all' | 'core';
 }
 
 /**
@@ -108,6 +135,10 @@ export interface PlanOptions {
 export function planSettings(o: PlanOptions = {}): Setting[] {
   const out: Setting[] = [makeSetting(null)];
   for (const init of o.inits ?? ['training-free']) {
+    if (init === 'distilled' && o.distilledSettings === 'core') {
+      out.push(makeSetting(spec({ init })), makeSetting(spec({ baseline: 'fixed-tokens', init })), makeSetting(spec({ baseline: 'static-weights', init })));
+      continue;
+    }
     for (const [a, b, g] of TABLE2_RATES) out.push(makeSetting(spec({ tokenRates: [a, b], expertRate: g, init })));
     out.push(makeSetting(spec({ expertRate: 1, init })));                 // w/o DW
     out.push(makeSetting(spec({ tokenRates: [1, 1], init })));            // w/o AT

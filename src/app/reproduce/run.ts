@@ -39,8 +39,12 @@ export interface RunModels {
   refName: string;
 }
 
-/** Returns the ActVAR of a distilled setting (router/selector trained, VAR fine-tuned) for a seed. */
-export type Distiller = (spec: ActVarSpec, config: Partial<ActVarConfig>, seed: number, log: (s: string) => void) => { actvar: ActVAR; info: Record<string, unknown> };
+/**
+ * Returns the ActVAR of a distilled setting for a seed (router/selector trained, its own fine-tuned copy
+ * of the VAR), with the setting's baseline already applied (distill.ts).
+ */
+export type Distiller = (spec: ActVarSpec, config: Partial<ActVarConfig>, seed: number, runId: string, log: (s: string) => void) =>
+  Promise<{ actvar: ActVAR; baseline: BaselineInfo | null; info: Record<string, unknown> }>;
 
 export interface LatencyStats {
   batch: number;
@@ -99,7 +103,7 @@ function latency(batch: number, wall: number[], cpu: number[]): LatencyStats {
 }
 
 /** Build the ActVAR (or null for dense) of a run. */
-function buildGates(run: PlannedRun, ctx: RunContext, log: (s: string) => void): { act: ActVAR | null; baseline: BaselineInfo | null; init: Record<string, unknown> | null } {
+async function buildGates(run: PlannedRun, ctx: RunContext, log: (s: string) => void): Promise<{ act: ActVAR | null; baseline: BaselineInfo | null; init: Record<string, unknown> | null }> {
   const a = run.setting.actvar;
   if (!a) return { act: null, baseline: null, init: null };
   const model = ctx.models.var;
@@ -109,8 +113,8 @@ function buildGates(run: PlannedRun, ctx: RunContext, log: (s: string) => void):
   const C = model.config.numClasses;
   if (a.init === 'distilled') {
     if (!ctx.distill) throw new Error(`${run.id}: a distilled setting needs a distiller`);
-    const d = ctx.distill(a, config, run.seed, log);
-    act = d.actvar; init = { kind: 'distilled', ...d.info };
+    const d = await ctx.distill(a, config, run.seed, run.id, log);
+    return { act: d.actvar, baseline: d.baseline, init: { kind: 'distilled', ...d.info } };
   } else {
     act = ActVAR.wrap(model, config);
     const rng = new Rng((run.seed ^ 0x5eed) >>> 0);
@@ -129,12 +133,12 @@ function buildGates(run: PlannedRun, ctx: RunContext, log: (s: string) => void):
 }
 
 /** Execute one planned run. Returns the record and the PNG files to write (relative name → image). */
-export function executeRun(run: PlannedRun, ctx: RunContext): { record: RunRecord; images: Map<string, RgbImage> } {
+export async function executeRun(run: PlannedRun, ctx: RunContext): Promise<{ record: RunRecord; images: Map<string, RgbImage> }> {
   const log = ctx.log ?? (() => {});
   const started = new Date();
   const t0 = performance.now(), cpu0 = process.cpuUsage();
   const { models, sizes } = ctx;
-  const { act, baseline, init } = buildGates(run, ctx, log);
+  const { act, baseline, init } = await buildGates(run, ctx, log);
   const model = act ? act.model : models.var;
   const hooks = act ? act.hooks : {};
   const C = model.config.numClasses;

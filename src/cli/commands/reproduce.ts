@@ -50,7 +50,7 @@ export function register(program: Command): void {
     .option('--report-only', 'write the report from the finished runs in --out; run nothing')
     .option('--dry-run', 'print the plan (settings × seeds, which are done) and exit')
     .option('--quiet', 'no progress lines')
-    .action((f: Flags) => {
+    .action(async (f: Flags) => {
       const only = f.only?.split(',').map((s) => s.trim()).filter(Boolean);
       if (f.only !== undefined && !only?.length) throw new UserError(`--only needs setting ids, got '${f.only}'`);
       const plan = new OutputPlan().inputDir('--models', f.models).dir('--out', f.out);
@@ -70,7 +70,7 @@ export function register(program: Command): void {
         }
         plan.prepare();
         if (!f.quiet) announceBackend();
-        const r = runReproduce({ ...opts, log: (s) => { if (!f.quiet) process.stderr.write(`actvar: ${s}\n`); } });
+        const r = await runReproduce({ ...opts, log: (s) => { if (!f.quiet) process.stderr.write(`actvar: ${s}\n`); } });
         process.stdout.write(`ran ${r.ran.length} run(s), ${r.skipped.length} already done, ${r.seconds.toFixed(0)} s; wrote ${r.files.join(', ')}\n`);
       } catch (e) {
         if (e instanceof ReproduceError) throw new UserError(e.message);
