@@ -57,7 +57,7 @@ function denseFFN(w: ReturnType<typeof randFFN>, x: T.Tensor): T.Tensor {
 
 test('config: defaults, broadcasting a single rate, validation errors', () => {
   const c = resolveActVarConfig({}, { numScales: 10, ffnHidden: 4096 });
-  assert.deepEqual(c, { scales: [8, 9], tokenRates: [0.75, 0.75], expertRate: 0.75, experts: 16, grouping: 'contiguous', selector: 'linear' });
+  assert.deepEqual(c, { scales: [8, 9], tokenRates: [0.75, 0.75], expertRate: 0.75, experts: 16, grouping: 'contiguous', selector: 'linear', kvPolicy: 'kept' });
   assert.deepEqual(resolveActVarConfig({ tokenRates: [0.5] }, { numScales: 10, ffnHidden: 4096 }).tokenRates, [0.5, 0.5]);
   const swapped = resolveActVarConfig({ scales: [9, 7], tokenRates: [0.25, 0.5] }, { numScales: 10, ffnHidden: 4096 });
   assert.deepEqual([swapped.scales, swapped.tokenRates], [[7, 9], [0.5, 0.25]]);

@@ -179,7 +179,7 @@ const SAMPLING: Record<string, string[]> = {
   '--cfg': ['1e39', '-1', 'NaN'], '--top-k': ['-1', '0x10'], '--top-p': ['1.5', ''], '--seed': ['4294967296', '1.5'],
 };
 const ACTVAR_SETTINGS: Record<string, string[]> = {
-  '--token-rates': ['75,75', '0.5,,0.5'], '--expert-rate': ['0', '1.5'], '--experts': ['0'], '--scales': ['-1', 'a'],
+  '--token-rates': ['75,75', '0.5,,0.5'], '--expert-rate': ['0', '1.5'], '--experts': ['0'], '--scales': ['-1', 'a'], '--kv-policy': ['some', ''],
 };
 const INVALID: Record<string, Record<string, string[]>> = {
   generate: {

@@ -1,164 +1,358 @@
 /**
- * The distillation run (src/train/distill.ts) and the ActVAR files (src/actvar/file.ts, ActVAR.load/save):
- * bit-exact resume across the stage boundary, the model file's round trip, the base-VAR hash check of gates
- * files, and the refusal to generate with untrained gates.
+ * ActVAR training side (src/actvar/teacher.ts, src/actvar/distill.ts, the new tensor ops): the
+ * teacher-forced sparse forward equals KV-cache inference (both KV policies, CFG off and on), finite-
+ * difference gradients of the new ops, losses and the sparse forward, the straight-through path of
+ * L_cls to router and selector, pseudo-labels against a direct computation, which parameters each
+ * stage changes (bitwise), and that a few stage-1 steps lower the distillation loss. Tiny random models.
  */
 import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import * as T from '../src/tensor/index.js';
 import { Rng } from '../src/tensor/rng.js';
-import { add, mul, sum } from '../src/tensor/index.js';
+import { gradcheck, randTensor } from './util/gradcheck.js';
+import { varConfigForDepth } from '../src/var/config.js';
+import { randomVar } from '../src/var/init.js';
+import type { VAR } from '../src/var/var.js';
+import { ActVAR, runTransformer } from '../src/actvar/actvar.js';
+import { ActVarConfigError, resolveActVarConfig, configToMetadata, configFromMetadata, type KvPolicy } from '../src/actvar/config.js';
+import { analyticFlops } from '../src/actvar/flops.js';
+import { ExpertFFN } from '../src/actvar/experts.js';
+import {
+  distillLoss, trainableParameters, validateDistill, cloneVar, topkTargetLogits, expertDistances, tokenChange,
+  loadBalanceLoss, type DistillBatch,
+} from '../src/actvar/distill.js';
+import type { BlockRecord } from '../src/actvar/teacher.js';
+import { AdamW } from '../src/optim/adamw.js';
 import { VQVAE } from '../src/vqvae/vqvae.js';
-import { VAR } from '../src/var/var.js';
-import { initVarParams } from '../src/var/init.js';
-import { ImageDataset } from '../src/data/datasets.js';
-import { DEFAULT_TOKENIZER_CONFIG } from '../src/train/train-vae.js';
-import { varBatchLoss, varConfigFor } from '../src/train/train-var.js';
-import { distill, type DistillCore } from '../src/train/distill.js';
-import { ActVAR } from '../src/actvar/actvar.js';
-import { ActVarConfigError } from '../src/actvar/config.js';
-import { varParamsHash } from '../src/actvar/hash.js';
-import { encodeActVarModel, loadActVar, actVarModelInfo } from '../src/actvar/file.js';
-import { sha256Hex, Sha256 } from '../src/io/sha256.js';
-import { createHash } from 'node:crypto';
-import { noGrad } from '../src/tensor/tensor.js';
 
-function toy(n: number, seed: number, split: 'train' | 'test' = 'train'): ImageDataset {
-  const rng = new Rng(seed), s = 28;
-  const px = new Uint8Array(n * s * s), labels = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    const y = i % 4; labels[i] = y;
-    const by = (y >> 1) * 14 + 3, bx = (y & 1) * 14 + 3;
-    for (let p = 0; p < s * s; p++) px[i * s * s + p] = rng.int(40);
-    for (let r = 0; r < 8; r++) for (let c = 0; c < 8; c++) px[i * s * s + (by + r) * s + bx + c] = 160 + rng.int(90);
+const TINY_PN = [1, 2, 3, 4, 5];
+
+function tinyVar(seed = 11): VAR {
+  const cfg = varConfigForDepth(3, { width: 32, heads: 2, mlpHidden: 128, vocabSize: 16, Cvae: 4, numClasses: 5, patchNums: TINY_PN, condDropRate: 0 });
+  return randomVar(cfg, seed, { initAdalnGamma: 1, initStd: 0.2 });
+}
+
+function tinyVqvae(): VQVAE {
+  return VQVAE.random({ vocabSize: 16, Cvae: 4, ch: 8, chMult: [1, 1], numResBlocks: 1, usingSa: false, usingMidSa: false, normGroups: 4, patchNums: TINY_PN }, new Rng(3));
+}
+
+function randomizeGates(a: ActVAR, seed = 21): void {
+  const rng = new Rng(seed);
+  for (const b of a.blocks) {
+    for (const t of [b.router.weight, b.router.bias, b.selector.weight, b.selector.bias]) for (let i = 0; i < t.size; i++) t.f32[i] = rng.normal();
   }
-  return new ImageDataset({ name: 'toy', split, side: s, pixels: px, labels, classes: ['a', 'b', 'c', 'd'] });
 }
 
-const TINY_VAE = { ...DEFAULT_TOKENIZER_CONFIG, ch: 8, chMult: [1, 2, 2], normGroups: 4, Cvae: 8, vocabSize: 32 };
-
-function tinyModels(seed = 1): { vae: VQVAE; model: VAR } {
-  const vae = VQVAE.random(TINY_VAE, new Rng(seed));
-  const cfg = varConfigFor(vae, 4, { depth: 2, width: 32, heads: 2, condDropRate: 0.5 });
-  return { vae, model: new VAR(cfg, initVarParams(cfg, new Rng(seed + 1))) };
+/** Random per-scale VQ features (index 0 unused) and the teacher-forcing input they make [B, L−1, Cvae]. */
+function randomInputs(model: VAR, B: number, seed = 5): { inputs: T.Tensor[]; x: T.Tensor } {
+  const rng = new Rng(seed);
+  const inputs = model.config.patchNums.map((pn) => randTensor(rng, [B, pn * pn, model.config.Cvae], false));
+  return { inputs, x: T.concat(inputs.slice(1), 1) };
 }
 
-const snap = (m: Map<string, { f32: Float32Array }>): number[][] => [...m.values()].map((t) => [...t.f32]);
+function randomBatch(model: VAR, B: number, seed: number): DistillBatch {
+  const rng = new Rng(seed), V = model.config.vocabSize;
+  const idxBl = model.config.patchNums.map((pn) => new T.Tensor(Int32Array.from({ length: B * pn * pn }, () => rng.int(V)), [B, pn * pn]));
+  return { idxBl, labels: Array.from({ length: B }, () => rng.int(model.config.numClasses)) };
+}
 
-/**
- * A stand-in for the science core, for the trainer's own contract only (data order, stages, optimiser, checkpoints):
- * the student VAR's teacher-forced cross-entropy (label dropout drawn from the run's rng) plus, in stage 1, a
- * quadratic on the gates so that they get gradients. test/distill-core tests the real losses.
- */
-const standIn: DistillCore = {
-  distillLoss(stage, student, _teacher, vae, batch, o) {
-    const r = varBatchLoss(student.model, vae, batch.idxBl, batch.labels, { training: o.training, rng: o.rng });
-    let loss = r.loss;
-    if (stage === 1) for (const b of student.blocks) loss = add(loss, add(sum(mul(b.selector.weight, b.selector.weight)), sum(mul(b.router.weight, b.router.weight))));
-    return { loss, parts: { total: loss.f32[0] }, correct: r.correct, tokens: r.tokens };
-  },
-  trainableParameters(student, stage) {
-    const m = new Map<string, import('../src/tensor/tensor.js').Tensor>();
-    if (stage === 1) student.blocks.forEach((b, i) => { m.set(`actvar.blocks.${i}.router.weight`, b.router.weight); m.set(`actvar.blocks.${i}.selector.weight`, b.selector.weight); });
-    else for (const [k, t] of student.model.params) m.set(k, t);
-    return m;
-  },
-  validateDistill(student, teacher, vae, batches) {
-    let loss = 0, n = 0;
-    noGrad(() => { for (const b of batches) { const r = varBatchLoss(student.model, vae, b.idxBl, b.labels, { training: false }); loss += r.loss.f32[0]; n++; } });
-    void teacher;
-    return { klToDense: loss / n, tokenAccuracy: 0, selectorAgreement: 0, routerAgreement: 0, tokens: n };
-  },
-};
+function maxAbsDiff(a: Float32Array, b: Float32Array): number {
+  assert.equal(a.length, b.length);
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i] - b[i]));
+  return m;
+}
 
-test('distill: interrupted and resumed = uninterrupted, bitwise (inside stage 1 and at the stage boundary); the model file loads back', async () => {
-  const { vae, model } = tinyModels(3);
-  const train = toy(48, 5), testSet = toy(8, 6, 'test');
-  const common = {
-    var: model, tokenizer: vae, train, test: testSet, core: standIn, stages: [1, 2] as (1 | 2)[], stageSteps: [3, 3],
-    actvar: { experts: 4 }, calib: 1, holdout: 8, evalSamples: 8, testSamples: 8, batchSize: 4, seed: 7, lr: 3e-3,
-    evalEvery: 2, progress: 'none' as const, log: () => {},
-  };
-  const dir = mkdtempSync(join(tmpdir(), 'actvar-distill-'));
-  try {
-    const full = await distill({ ...common, out: join(dir, 'a.safetensors'), command: 'actvar distill --test' });
-    assert.equal(full.history.length, 6);
-    for (const stopAt of [2, 3, 4]) {
-      const ck = join(dir, `ck${stopAt}`);
-      const first = await distill({ ...common, ckptDir: ck, stopAt, ckptEvery: 1 });
-      assert.equal(first.history.length, stopAt);
-      const second = await distill({ ...common, ckptDir: ck, resume: true });
-      assert.equal(second.startStep, stopAt);
-      assert.deepEqual([...first.history, ...second.history].map((h) => h.loss), full.history.map((h) => h.loss), `stop at ${stopAt}`);
-      assert.deepEqual(snap(second.actvar.model.params), snap(full.actvar.model.params));
-      assert.deepEqual(snap(second.actvar.parameters()), snap(full.actvar.parameters()));
-      assert.deepEqual(second.before, full.before);
-      assert.deepEqual(second.after, full.after);
-    }
-    // a resume with other settings is refused
-    await assert.rejects(distill({ ...common, lr: 1e-3, ckptDir: join(dir, 'ck2'), resume: true }), /different settings/);
-    // stage 1 moved the gates only, stage 2 the VAR only (with this stand-in's parameter sets)
-    assert.notDeepEqual(snap(full.actvar.model.params), snap(model.params));
-    // the model file: the fine-tuned VAR and the gates, ready to generate, with where it came from
-    const back = loadActVar(readFileSync(join(dir, 'a.safetensors')));
-    assert.deepEqual(snap(back.model.params), snap(full.actvar.model.params));
-    assert.deepEqual(snap(back.parameters()), snap(full.actvar.parameters()));
-    assert.equal(back.gates, 'distilled');
-    assert.deepEqual(back.config, full.actvar.config);
-    const info = actVarModelInfo(back)!;
-    assert.equal(info.base_var_sha256, varParamsHash(model));
-    assert.equal(info.command, 'actvar distill --test');
-    assert.deepEqual(JSON.parse(info.after), JSON.parse(JSON.stringify(full.after)));
-    const gen = back.generate({ labels: [1], vqvae: vae, rng: new Rng(0), decode: false });
-    assert.equal(gen.idxBL.shape[1], model.L);
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+// ---------------------------------------------------------------------------------------------
+// the teacher-forced sparse forward = KV-cache inference
+
+for (const kvPolicy of ['kept', 'all'] as KvPolicy[]) {
+  for (const scales of [[3, 4], [2, 4]]) {
+    test(`teacher-forced ActVAR logits = KV-cache inference logits at every scale (kv ${kvPolicy}, scales ${scales}, CFG off and on)`, () => {
+      const model = tinyVar();
+      const a = ActVAR.wrap(model, { scales, tokenRates: [0.5, 0.4], expertRate: 0.5, experts: 8, kvPolicy });
+      randomizeGates(a, 4);
+      const labels = [1, 4];
+      const { inputs, x } = randomInputs(model, labels.length);
+      for (const cfg of [false, true]) {
+        const rowLabels = cfg ? [...labels, ...labels.map(() => model.config.numClasses)] : labels;
+        const xr = cfg ? T.repeat0(x, 2) : x;
+        const infer = runTransformer(model, labels, inputs, a.hooks, cfg);
+        const tf = T.noGrad(() => a.forward(rowLabels, xr));
+        const viaHook = T.noGrad(() => model.forward(rowLabels, xr, { blockExecutor: a.blockExecutor }));
+        assert.equal(maxAbsDiff(tf.f32, viaHook.f32), 0, 'ActVAR.forward and VAR.forward with the hook differ');
+        const dense = T.noGrad(() => model.forward(rowLabels, xr));
+        let sparseDiff = 0;
+        for (let si = 0; si < model.numScales; si++) {
+          const [bg, ed] = model.beginEnds[si];
+          const t = T.slice(tf, 1, bg, ed);
+          const d = maxAbsDiff(infer[si].f32, t.f32);
+          assert.ok(d < 2e-4, `cfg ${cfg} scale ${si}: max |Δlogit| teacher vs inference = ${d}`);
+          sparseDiff = Math.max(sparseDiff, maxAbsDiff(T.slice(dense, 1, bg, ed).f32, t.f32));
+          if (si < Math.min(...scales)) assert.ok(maxAbsDiff(T.slice(dense, 1, bg, ed).f32, t.f32) < 2e-4, `scale ${si} before the activated ones must be dense`);
+        }
+        assert.ok(sparseDiff > 1e-2, `the sparse forward must differ from the dense one (max ${sparseDiff})`);
+      }
+    });
+  }
+}
+
+test('kv policy: resolved, validated, stored in the metadata; the FLOPs counter equals the analytic count for both', () => {
+  const shape = { numScales: 5, ffnHidden: 128 };
+  assert.equal(resolveActVarConfig({}, shape).kvPolicy, 'kept');
+  assert.equal(resolveActVarConfig({ kvPolicy: 'all' }, shape).kvPolicy, 'all');
+  assert.throws(() => resolveActVarConfig({ kvPolicy: 'some' as KvPolicy }, shape), /kv policy must be 'kept' or 'all'/);
+  assert.equal(configFromMetadata(configToMetadata(resolveActVarConfig({ kvPolicy: 'all' }, shape)))!.kvPolicy, 'all');
+  const model = tinyVar();
+  const fm = { depth: 3, width: 32, ffnHidden: 128, vocab: 16, cvae: 4, patchNums: TINY_PN };
+  const { inputs } = randomInputs(model, 1);
+  const totals: Record<string, number> = {};
+  for (const kvPolicy of ['kept', 'all'] as KvPolicy[]) {
+    const a = ActVAR.wrap(model, { tokenRates: [0.75, 0.5], expertRate: 0.75, experts: 16, kvPolicy });
+    randomizeGates(a);
+    const real = T.countFlops(() => runTransformer(model, [3], inputs, a.hooks)).flops.toJSON();
+    const dry = T.countFlops(() => T.dryRun(() => runTransformer(model, [3], inputs, a.hooks))).flops.toJSON();
+    assert.deepEqual(dry, real, `${kvPolicy}: dry-run and real counts differ`);
+    const an = analyticFlops(fm, a.config, { adalnPerStep: false });
+    for (const [k, v] of Object.entries(an)) if (k !== 'total') assert.equal(real[k] ?? 0, v, `${kvPolicy} ${k}: counted ${real[k]} vs analytic ${v}`);
+    totals[kvPolicy] = an.total;
+  }
+  assert.ok(totals.all > totals.kept, 'keeping every token\'s K/V costs more');
 });
 
-test('gates files carry the base VAR\'s hash: another VAR is refused, the same one loads', () => {
-  const { vae, model } = tinyModels(3);
-  const a = ActVAR.wrap(model, { experts: 4 });
-  a.calibrate({ vqvae: vae, labels: [0, 1], rng: new Rng(2) });
-  const dir = mkdtempSync(join(tmpdir(), 'actvar-gates-'));
-  try {
-    const f = join(dir, 'g.safetensors');
-    a.save(f);
-    const same = ActVAR.load(model, f);
-    assert.equal(same.gates, 'calibrated');
-    assert.deepEqual(snap(same.parameters()), snap(a.parameters()));
-    const other = tinyModels(9).model;
-    assert.throws(() => ActVAR.load(other, f), (e: Error) => e instanceof ActVarConfigError && /made for another VAR/.test(e.message));
-    // an ActVAR model file is not a gates file, and a gates file is not a model file
-    const bytes = encodeActVarModel(a, { baseVarSha256: varParamsHash(model) });
-    assert.throws(() => ActVAR.load(model, bytes), /whole ActVAR model/);
-    assert.throws(() => loadActVar(f), /holds gates only/);
-    // a damaged VAR part is detected
-    const back = loadActVar(bytes);
-    assert.equal(back.gates, 'calibrated');
-  } finally { rmSync(dir, { recursive: true, force: true }); }
+// ---------------------------------------------------------------------------------------------
+// gradients
+
+test('expertFFNWeighted: equals the unweighted expert FFN at weights 1; gradients (x, weights, g) match finite differences', () => {
+  const rng = new Rng(2);
+  const C = 6, H = 12, N = 4, K = 2, n = 5;
+  const w1 = randTensor(rng, [H, C]), b1 = randTensor(rng, [H]), w2 = randTensor(rng, [C, H]), b2 = randTensor(rng, [C]);
+  const x = randTensor(rng, [n, C]);
+  const route = Int32Array.from({ length: n * K }, (_, i) => (Math.floor(i / K) + (i % K) * 2) % N);
+  const ones = new T.Tensor(new Float32Array(n * K).fill(1), [n, K]);
+  const ref = T.noGrad(() => T.expertFFN(x, w1, b1, w2, b2, route, K, N));
+  const got = T.noGrad(() => T.expertFFNWeighted(x, w1, b1, w2, b2, route, K, N, ones));
+  assert.ok(maxAbsDiff(ref.f32, got.f32) < 1e-5);
+  const g = randTensor(rng, [n, K]);
+  gradcheck((...t) => T.expertFFNWeighted(t[0], t[1], t[2], t[3], t[4], route, K, N, t[5]), [x, w1, b1, w2, b2, g], { eps: 1e-2, tol: 2e-2 });
 });
 
-test('wrap without trained or calibrated gates refuses to generate unless asked explicitly', () => {
-  const { vae, model } = tinyModels(3);
-  const a = ActVAR.wrap(model, { experts: 4 });
-  assert.throws(() => a.generate({ labels: [0], vqvae: vae, decode: false }), (e: Error) => e instanceof ActVarConfigError && /untrained/.test(e.message));
-  const b = ActVAR.wrap(model, { experts: 4 }, { init: 'zeros', allowUntrained: true });
-  assert.equal(b.generate({ labels: [0], vqvae: vae, decode: false }).idxBL.shape[0], 1);
-  a.calibrate({ vqvae: vae, labels: [2], rng: new Rng(1) });
-  assert.equal(a.generate({ labels: [0], vqvae: vae, decode: false }).idxBL.shape[0], 1);
-});
-
-test('SHA-256 in TypeScript equals node:crypto (lengths around the block and padding edges)', () => {
+test('klDivergenceReverse: value = Σ p_s log(p_s/p_t); gradient matches finite differences', () => {
   const rng = new Rng(4);
-  for (const n of [0, 1, 55, 56, 63, 64, 65, 119, 120, 1000, 4099]) {
-    const d = Uint8Array.from({ length: n }, () => rng.int(256));
-    assert.equal(sha256Hex(d), createHash('sha256').update(d).digest('hex'), `n = ${n}`);
-    // incremental, in uneven pieces
-    const h = new Sha256();
-    for (let i = 0; i < n; i += 7) h.update(d.subarray(i, Math.min(n, i + 7)));
-    assert.equal(h.hex(), createHash('sha256').update(d).digest('hex'));
+  const s = randTensor(rng, [3, 5]), t = randTensor(rng, [3, 5], false);
+  const v = T.noGrad(() => T.klDivergenceReverse(s, t)).f32[0];
+  const ps = T.softmax(s.detach(), -1).f32, pt = T.softmax(t, -1).f32;
+  let ref = 0;
+  for (let i = 0; i < ps.length; i++) ref += ps[i] * Math.log(ps[i] / pt[i]);
+  assert.ok(Math.abs(v - ref / 3) < 1e-6, `${v} vs ${ref / 3}`);
+  gradcheck((a) => T.klDivergenceReverse(a, t), [s], { eps: 1e-3 });
+});
+
+test('load balancing: 1 when balanced, larger when concentrated; gradient matches finite differences', () => {
+  const even = new T.Tensor(new Float32Array(4 * 4), [4, 4]);
+  const chosenEven = Int32Array.from([0, 1, 2, 3, 0, 1, 2, 3]); // rows × K = 4 × 2
+  assert.ok(Math.abs(T.noGrad(() => loadBalanceLoss(even, chosenEven, 2)).f32[0] - 1) < 1e-6);
+  const peaked = new T.Tensor(Float32Array.from({ length: 16 }, (_, i) => (i % 4 === 0 ? 5 : 0)), [4, 4]);
+  const chosen0 = Int32Array.from([0, 1, 0, 1, 0, 1, 0, 1]);
+  assert.ok(T.noGrad(() => loadBalanceLoss(peaked, chosen0, 2)).f32[0] > 1.5);
+  const rng = new Rng(8);
+  gradcheck((l) => loadBalanceLoss(l, chosen0, 2), [randTensor(rng, [4, 4])], { eps: 1e-3 });
+});
+
+test('the straight-through path: p/stopgrad(p) is 1 in the forward pass; its gradient is that of p/p₀ with p₀ frozen (finite differences)', () => {
+  // router side: expert outputs weighted by the chosen experts' p_w; selector side: kept updates by p_t
+  const rng = new Rng(6);
+  const C = 4, H = 8, N = 4, K = 2, n = 3;
+  const w1 = randTensor(rng, [H, C], false), b1 = randTensor(rng, [H], false), w2 = randTensor(rng, [C, H], false), b2 = randTensor(rng, [C], false);
+  const x = randTensor(rng, [n, C], false);
+  const logits = randTensor(rng, [n, N]);
+  const route = Int32Array.from([0, 2, 1, 3, 3, 0]);
+  const flatIdx = T.intTensor(Array.from(route, (e, i) => Math.floor(i / K) * N + e));
+  const pick = (l: T.Tensor): T.Tensor => T.reshape(T.gatherRows(T.reshape(T.softmax(l, -1), [n * N, 1]), flatIdx), [n, K]);
+  const p0 = T.noGrad(() => pick(logits)).f32.slice();
+  const frozen = (l: T.Tensor): T.Tensor => T.expertFFNWeighted(x, w1, b1, w2, b2, route, K, N, T.div(pick(l), new T.Tensor(p0, [n, K])));
+  const st = (l: T.Tensor): T.Tensor => { const p = pick(l); return T.expertFFNWeighted(x, w1, b1, w2, b2, route, K, N, T.div(p, p.detach())); };
+  const y0 = T.noGrad(() => T.expertFFN(x, w1, b1, w2, b2, route, K, N));
+  assert.ok(maxAbsDiff(T.noGrad(() => st(logits)).f32, y0.f32) < 1e-6, 'the straight-through factor changes the forward pass');
+  gradcheck(frozen, [logits], { eps: 1e-3 });
+  const w = randTensor(new Rng(1), [n, C], false);
+  const gA = (f: (l: T.Tensor) => T.Tensor): Float32Array => { logits.grad = null; T.sum(T.mul(f(logits), w)).backward(); return logits.grad!.f32.slice(); };
+  assert.ok(maxAbsDiff(gA(st), gA(frozen)) < 1e-6, 'straight-through gradient differs from the frozen-denominator gradient');
+});
+
+for (const kvPolicy of ['kept', 'all'] as KvPolicy[]) {
+  test(`gradients of the sparse teacher-forced forward (gather, compact attention, experts, scatter; kv ${kvPolicy}) match finite differences`, () => {
+    const model = tinyVar(3);
+    const a = ActVAR.wrap(model, { tokenRates: [0.5, 0.4], expertRate: 0.5, experts: 4, kvPolicy });
+    randomizeGates(a, 9);
+    const { x } = randomInputs(model, 2, 7);
+    const b0 = model.blocks[2], b1 = model.blocks[1];
+    const params = [b0.fc1W, b1.qkvW, b1.projW];
+    model.setRequiresGrad(false);
+    for (const p of params) p.requiresGrad = true;
+    const xin = new T.Tensor(x.f32.slice(), x.shape, true);
+    // small steps: the selection (a hard top-k) must not flip between the two evaluations
+    gradcheck((xi) => a.forward([0, 3], xi), [xin, ...params], { eps: 1e-3, tol: 3e-2, maxChecks: 6, seed: 5 });
+    model.setRequiresGrad(false);
+  });
+}
+
+test('L_cls reaches every router and selector through the straight-through factors; the forward pass is unchanged', () => {
+  const model = tinyVar();
+  const a = ActVAR.wrap(model, { tokenRates: [0.5, 0.5], expertRate: 0.5, experts: 4 });
+  randomizeGates(a, 2);
+  const { x } = randomInputs(model, 2, 3);
+  const plain = T.noGrad(() => a.forward([1, 2], x));
+  model.setRequiresGrad(false);
+  const gates = [...trainableParameters(a, 1).values()];
+  for (const g of gates) { g.requiresGrad = true; g.grad = null; }
+  const st = a.forward([1, 2], x, { straightThrough: true });
+  assert.ok(maxAbsDiff(st.f32, plain.f32) < 1e-5);
+  const gt = new T.Tensor(Int32Array.from({ length: 2 * model.L }, (_, i) => i % 16), [2 * model.L]);
+  T.crossEntropy(T.reshape(st, [2 * model.L, 16]), gt).backward();
+  for (const [k, g] of trainableParameters(a, 1)) {
+    if (k.endsWith('selector.bias')) continue; // softmax over a row ignores a shared bias
+    assert.ok(g.grad && g.grad.f32.some((v) => v !== 0), `${k} got no gradient from L_cls`);
   }
-  assert.equal(sha256Hex('abc'), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+  // without straight-through (and with the VAR frozen) the loss does not depend on them at all
+  assert.equal(a.forward([1, 2], x).requiresGrad, false);
+  for (const g of gates) { g.requiresGrad = false; g.grad = null; }
+});
+
+// ---------------------------------------------------------------------------------------------
+// pseudo-labels
+
+test('pseudo-label targets: softmax over the standardised top-k, smoothed (hand-computed example)', () => {
+  const scores = Float32Array.from([1, 3, 2, 0]); // mean 1.5, std √1.25
+  const lg = topkTargetLogits(scores, 1, 4, 2, 1, 0.1);
+  const sd = Math.sqrt(1.25), z1 = (3 - 1.5) / sd, z2 = (2 - 1.5) / sd;
+  const a1 = Math.exp(z1) / (Math.exp(z1) + Math.exp(z2)), a2 = 1 - a1;
+  const want = [0.1 / 4, 0.9 * a1 + 0.1 / 4, 0.9 * a2 + 0.1 / 4, 0.1 / 4];
+  want.forEach((w, i) => assert.ok(Math.abs(Math.exp(lg[i]) - w) < 1e-6, `entry ${i}: ${Math.exp(lg[i])} vs ${w}`));
+  // all-equal scores: uniform over the first K
+  const eq = topkTargetLogits(new Float32Array(4), 1, 4, 2, 1, 0);
+  assert.deepEqual(Array.from(eq, (v) => Math.round(Math.exp(v) * 1e6) / 1e6), [0.5, 0.5, 0, 0]);
+});
+
+test('pseudo-label distances equal a direct computation: expert MSE to the dense FFN, token change through the dense block', () => {
+  const model = tinyVar();
+  const a = ActVAR.wrap(model, { tokenRates: [0.5, 0.5], expertRate: 0.5, experts: 4 });
+  randomizeGates(a, 5);
+  const rng = new Rng(9);
+  // router: d_e = mean_c (e_e(h) + b₂ − F(h))², each expert run alone
+  const ffn: ExpertFFN = a.blocks[1].experts;
+  const h = randTensor(rng, [3, 32], false);
+  const d = expertDistances(ffn, h.f32, 3);
+  const F = T.noGrad(() => ffn.forwardAll(h)).f32;
+  for (let e = 0; e < 4; e++) {
+    const ye = T.noGrad(() => ffn.forward(h, Int32Array.from([e, e, e]), 1)).f32;
+    for (let t = 0; t < 3; t++) {
+      let s = 0;
+      for (let c = 0; c < 32; c++) s += (ye[t * 32 + c] - F[t * 32 + c]) ** 2;
+      assert.ok(Math.abs(d[t * 4 + e] - s / 32) < 1e-4 * Math.max(1, s / 32), `token ${t} expert ${e}: ${d[t * 4 + e]} vs ${s / 32}`);
+    }
+  }
+  // selector: block 0's input is the same in the dense and the sparse forward, so the dense forward's
+  // own block-0 change is the label of the first sparse block
+  const { x } = randomInputs(model, 2, 3);
+  const records: BlockRecord[] = [];
+  T.noGrad(() => a.forward([1, 2], x, { record: (r) => records.push(r) }));
+  let dIn: T.Tensor | null = null, dOut: T.Tensor | null = null;
+  T.noGrad(() => model.forward([1, 2], x, { afterBlock: (ctx, out) => { if (ctx.blockIndex === 0) { dIn = ctx.x; dOut = out; } } }));
+  const r0 = records[0];
+  assert.equal(r0.blockIndex, 0);
+  assert.equal(maxAbsDiff(r0.input.f32, dIn!.f32), 0);
+  for (const s of r0.scales) {
+    const dt = tokenChange(r0.input, dOut!, s.range);
+    const [bg] = s.range, C = 32;
+    for (let b = 0; b < 2; b++) for (let i = 0; i < s.l; i++) {
+      let q = 0;
+      for (let c = 0; c < C; c++) q += (dOut!.f32[(b * model.L + bg + i) * C + c] - dIn!.f32[(b * model.L + bg + i) * C + c]) ** 2;
+      assert.ok(Math.abs(dt[b * s.l + i] - Math.sqrt(q)) < 1e-5);
+    }
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+// the stages
+
+function snapshot(m: Map<string, T.Tensor>): Map<string, Float32Array> {
+  return new Map([...m].map(([k, t]) => [k, t.f32.slice()]));
+}
+function changed(before: Map<string, Float32Array>, now: Map<string, T.Tensor>): string[] {
+  return [...before].filter(([k, v]) => { const t = now.get(k)!.f32; return v.some((x, i) => !Object.is(x, t[i])); }).map(([k]) => k);
+}
+
+test('stage 1 changes only routers and selectors, stage 2 never changes them (bitwise, after an AdamW step)', () => {
+  const teacher = tinyVar();
+  const student = ActVAR.wrap(cloneVar(teacher), { tokenRates: [0.5, 0.5], expertRate: 0.5, experts: 4 });
+  randomizeGates(student, 3);
+  const vae = tinyVqvae();
+  const batch = randomBatch(teacher, 2, 1);
+  const gates = new Map([...student.parameters()].filter(([k]) => !k.endsWith('perm')));
+  const teacherBefore = snapshot(teacher.params);
+  for (const stage of [1, 2] as const) {
+    const varBefore = snapshot(student.model.params), gatesBefore = snapshot(gates);
+    const params = trainableParameters(student, stage);
+    const r = distillLoss(stage, student, teacher, vae, batch, { training: true, rng: new Rng(1) });
+    assert.ok(Number.isFinite(r.parts.total) && r.tokens === 2 * teacher.L);
+    const opt = new AdamW([...params.values()], { lr: 1e-2, betas: [0.9, 0.95], weightDecay: 0.05 });
+    for (const p of params.values()) p.grad = null;
+    r.loss.backward();
+    opt.step();
+    student.model.invalidateCaches();
+    const varChanged = changed(varBefore, student.model.params), gatesChanged = changed(gatesBefore, gates);
+    if (stage === 1) {
+      assert.deepEqual(varChanged, [], 'stage 1 changed VAR weights');
+      for (const k of gates.keys()) if (!k.endsWith('selector.bias')) assert.ok(gatesChanged.includes(k), `stage 1 did not change ${k}`);
+    } else {
+      assert.deepEqual(gatesChanged, [], 'stage 2 changed routers/selectors');
+      assert.ok(varChanged.includes('blocks.2.ffn.fc1.weight') && varChanged.includes('head.weight') && varChanged.includes('blocks.0.attn.mat_qkv.weight'), `stage 2 changed ${varChanged.join(', ')}`);
+    }
+  }
+  assert.deepEqual(changed(teacherBefore, teacher.params), [], 'the teacher changed');
+  // stage 2 parts
+  const r2 = distillLoss(2, student, teacher, vae, batch, { training: false });
+  assert.deepEqual(Object.keys(r2.parts).sort(), ['L_b', 'L_cls', 'L_f', 'total']);
+  // a fresh student (same weights as the teacher) has L_b = 0 only where it is dense: not zero overall
+  assert.ok(r2.parts.L_b > 0 && r2.parts.L_f > 0);
+});
+
+test('stage 2 refuses co-activation grouping with a clear error', () => {
+  const model = tinyVar();
+  const perms = model.blocks.map(() => Int32Array.from({ length: 128 }, (_, i) => 127 - i));
+  const a = ActVAR.wrap(model, { experts: 4 }, { perms });
+  assert.throws(() => trainableParameters(a, 2), (e: Error) => e instanceof ActVarConfigError && /co-activation grouping/.test(e.message));
+  assert.equal(trainableParameters(a, 1).size, 4 * 3);
+});
+
+test('a few stage-1 steps lower the distillation loss; validation numbers are in range and move the right way', () => {
+  const teacher = tinyVar();
+  const student = ActVAR.wrap(cloneVar(teacher), { tokenRates: [0.5, 0.5], expertRate: 0.5, experts: 4 }, { init: 'zeros' });
+  randomizeGates(student, 13);
+  const vae = tinyVqvae();
+  const batches = [randomBatch(teacher, 4, 1), randomBatch(teacher, 4, 2)];
+  const held = [randomBatch(teacher, 4, 9)];
+  const before = validateDistill(student, teacher, vae, batches);
+  for (const k of ['klToDense', 'tokenAccuracy', 'selectorAgreement', 'routerAgreement'] as const) assert.ok(Number.isFinite(before[k]) && before[k] >= 0, `${k} = ${before[k]}`);
+  assert.ok(before.selectorAgreement <= 1 && before.routerAgreement <= 1);
+  const params = trainableParameters(student, 1);
+  const opt = new AdamW([...params.values()], { lr: 3e-2, betas: [0.9, 0.95], weightDecay: 0.05 });
+  const dis = (r: { parts: Record<string, number> }): number => r.parts.L_dis_w + r.parts.L_dis_t;
+  const first = dis(distillLoss(1, student, teacher, vae, batches[0], { training: false }));
+  for (let step = 0; step < 12; step++) {
+    const r = distillLoss(1, student, teacher, vae, batches[step % 2], { training: false });
+    for (const p of params.values()) p.grad = null;
+    r.loss.backward();
+    opt.step();
+  }
+  const last = dis(distillLoss(1, student, teacher, vae, batches[0], { training: false }));
+  assert.ok(last < 0.8 * first, `L_dis_w + L_dis_t went from ${first} to ${last}`);
+  const after = validateDistill(student, teacher, vae, batches);
+  assert.ok(after.routerAgreement > before.routerAgreement, `router agreement ${before.routerAgreement} → ${after.routerAgreement}`);
+  assert.ok(after.selectorAgreement > before.selectorAgreement, `selector agreement ${before.selectorAgreement} → ${after.selectorAgreement}`);
+  // the dense model itself has KL 0 to the teacher
+  const full = ActVAR.wrap(cloneVar(teacher), { tokenRates: [1, 1], expertRate: 1, experts: 4 });
+  assert.ok(validateDistill(full, teacher, vae, held).klToDense < 1e-6);
 });

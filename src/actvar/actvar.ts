@@ -25,7 +25,17 @@
  *   5. scatter  — the updated tokens q̂_m go back to their positions; every other token is copied
  *                 unchanged, bit for bit (paper eq. (9)).
  *
- * Non-activated scales and the teacher-forced forward run the dense VAR blocks.
+ * KV policy (`config.kvPolicy`): step 3 above is 'kept' (the default). With 'all', QKV is computed for
+ * all l tokens of the scale, every token's key/value is appended to the cache, and only the kept
+ * tokens' queries attend (to everything cached); the rest of the block is the same.
+ *
+ * Non-activated scales run the dense VAR blocks. The teacher-forced forward (`VAR.forward` with this
+ * `blockExecutor`, or `ActVAR.forward`) runs the same sparse blocks on the whole pyramid, differentiably
+ * (teacher.ts), so that ActVAR can be trained and validated (distill.ts).
+ *
+ * Policy hooks: `selectTokens` and `routeTokens` are the only places where tokens and experts are
+ * chosen, in inference and in the teacher-forced forward alike. Replace them to run another policy
+ * (e.g. fixed token pruning or static weight pruning, the baselines of paper Table 3/4) without forking.
  *
  * Weights: router and selector of every block (and the hidden-unit permutation with co-activation
  * grouping) are kept in their own tensors, saved as safetensors under `actvar.blocks.{i}.router.weight`,
@@ -35,6 +45,7 @@
 import {
   Tensor, noGrad, layerNorm, repeat0, gatherRowsInto, scatterRowsInto,
 } from '../tensor/index.js';
+import { attentionQKV, attendWithCache, attnProj } from '../var/basic-var.js';
 import { readSafetensorsFile, writeSafetensors } from '../io/safetensors.js';
 import { VAR, type BlockContext, type BlockExecutor, type InferOptions, type InferResult, type VarHooks } from '../var/var.js';
 import { attnBranch, ffnBranch, adaLNModulate, gatedResidual, type VarBlock } from '../var/basic-var.js';
@@ -47,6 +58,8 @@ import { Router } from './router.js';
 import { Selector } from './selector.js';
 import { routerFromWeights, BlockCalibration } from './init.js';
 import { varParamsHash } from './hash.js';
+import { sparseTeacherBlock, type TeacherForwardOptions } from './teacher.js';
+import type { ForwardOptions } from '../var/var.js';
 
 /** ActVAR state of one VAR block. */
 export interface ActVarBlock {
@@ -121,12 +134,35 @@ export class ActVAR {
   onActivation: ((r: ActivationRecord) => void) | null = null;
   /** When set, seconds spent per phase of the sparse blocks are added here (bench --profile). */
   timings: Record<string, number> | null = null;
-  /** The hook to pass to the VAR (`autoregressiveInfer({..., blockExecutor})`). */
+  /** The hook to pass to the VAR (`autoregressiveInfer({..., blockExecutor})`, `forward(…, {blockExecutor})`). */
   readonly blockExecutor: BlockExecutor;
   /** Where the router/selector weights come from (see GateState); generation refuses 'untrained' unless allowed. */
   gates: GateState = 'untrained';
   /** Generate even with untrained gates (`wrap(…, { allowUntrained: true })`). */
   allowUntrained = false;
+
+  /** Refuse to generate with gates that nothing has set (item 7 of issue 12: no silent raster-order pruning). */
+  checkGates(): void {
+    if (this.gates !== 'untrained' || this.allowUntrained) return;
+    throw new ActVarConfigError('this ActVAR\'s router and selector are untrained (a zero selector keeps the first tokens of every row in raster order): ' +
+      'calibrate() it, load trained gates (ActVAR.load, loadActVar), or wrap with { allowUntrained: true } to run it anyway');
+  }
+
+  /**
+   * Token selection of block `blockIndex` at scale `scaleIndex`: x [R, l, C] is the block input of
+   * the scale's tokens (raw, not normalised; never differentiated), K = K_t. Returns the R × K kept
+   * positions, ascending within each row. Default: the gated selector's top-K_t (selector.ts).
+   * Called by inference and by the teacher-forced forward alike.
+   */
+  selectTokens: (blockIndex: number, scaleIndex: number, x: Tensor, K: number) => Int32Array;
+  /**
+   * Expert routing of block `blockIndex` at scale `scaleIndex`: h [n, C] is the FFN input of the kept
+   * tokens (AdaLN-modulated; may be a scratch buffer in inference: copy what you keep), Kw = K_w.
+   * Returns the n × K_w expert ids (distinct within a row). Default: the router's top-K_w (router.ts).
+   */
+  routeTokens: (blockIndex: number, scaleIndex: number, h: Tensor, Kw: number) => Int32Array;
+  /** Options of the teacher-forced sparse blocks while `forward` runs (teacher.ts). */
+  private teacherOpts: TeacherForwardOptions = {};
 
   private constructor(model: VAR, config: ActVarConfig, blocks: ActVarBlock[]) {
     this.model = model; this.config = config; this.blocks = blocks;
@@ -134,13 +170,23 @@ export class ActVAR {
       if (ctx.mode === 'infer') this.checkGates();
       return this.execute(ctx);
     };
+    this.selectTokens = (bi, _si, x, K) => this.blocks[bi].selector.selectRaw(x, K, this.model.blocks[bi].eps).index;
+    this.routeTokens = (bi, _si, h, Kw) => this.blocks[bi].router.route(h, Kw).route;
   }
 
-  /** Refuse to generate with gates that nothing has set (item 7 of issue 12: no silent raster-order pruning). */
-  checkGates(): void {
-    if (this.gates !== 'untrained' || this.allowUntrained) return;
-    throw new ActVarConfigError('this ActVAR\'s router and selector are untrained (a zero selector keeps the first tokens of every row in raster order): ' +
-      'calibrate() it, load trained gates (ActVAR.load, loadActVar), or wrap with { allowUntrained: true } to run it anyway');
+  /**
+   * The teacher-forced forward of the wrapped VAR with the sparse blocks (`VAR.forward` arguments and
+   * hooks, teacher.ts): logits [B, ed, V]. `straightThrough` / `gateLogits` / `record` as in
+   * TeacherForwardOptions (distillation).
+   */
+  forward(labelB: ArrayLike<number> | Tensor, xBLCvWoFirstL: Tensor, opts: ForwardOptions & TeacherForwardOptions = {}): Tensor {
+    const prev = this.teacherOpts;
+    this.teacherOpts = { straightThrough: opts.straightThrough, gateLogits: opts.gateLogits, record: opts.record };
+    try {
+      return this.model.forward(labelB, xBLCvWoFirstL, { ...opts, blockExecutor: this.blockExecutor });
+    } finally {
+      this.teacherOpts = prev;
+    }
   }
 
   /** Wrap `model` (any VAR: loaded, random or trained). */
@@ -264,6 +310,7 @@ export class ActVAR {
   // execution
 
   private execute(ctx: BlockContext): Tensor | undefined {
+    if (ctx.mode === 'teacher') return sparseTeacherBlock(this, ctx, this.teacherOpts);
     if (ctx.mode !== 'infer' || !ctx.cache) return undefined;
     const rate = tokenRateAt(this.config, ctx.scaleIndex);
     if (rate === null) return undefined;
@@ -287,24 +334,30 @@ export class ActVAR {
     };
     return noGrad(() => {
       // 1. select (per row)
-      const { index } = st.selector.selectRaw(x, K, block.eps);
+      const index = this.selectTokens(ctx.blockIndex, ctx.scaleIndex, x, K);
       lap('select');
       // 2. gather
       const X = x.f32;
       const xs = new Float32Array(R * K * C);
       for (let r = 0; r < R; r++) gatherRowsInto(xs.subarray(r * K * C), X.subarray(r * l * C), index, r * K, K, C);
       lap('gather');
-      // 3. attention on the kept tokens (only their K/V enter the cache)
-      const x1 = attnBranch(block, new Tensor(xs, [R, K, C]), ada, { kind: 'cache', cache: ctx.cache! });
+      // 3. attention of the kept tokens: 'kept' — only their K/V enter the cache; 'all' — every
+      //    token's K/V enters the cache, the kept tokens' queries attend
+      const xk = new Tensor(xs, [R, K, C]);
+      let x1: Tensor;
+      if (this.config.kvPolicy === 'kept') x1 = attnBranch(block, xk, ada, { kind: 'cache', cache: ctx.cache! });
+      else {
+        const [q, k, v] = gatherTokens(attentionQKV(block, adaLNModulate(x, ada.scale1, ada.shift1, block.eps)), index, K);
+        x1 = gatedResidual(xk, attnProj(block, attendWithCache(block, q, k, v, ctx.cache!)), ada.gamma1);
+      }
       lap('attention');
       // 4. FFN with the experts chosen by the router
       let route: Int32Array | null = null;
       const x2 = ffnBranch(block, x1, ada, {}, (_b: VarBlock, h: Tensor) => {
         lap('ffn_other');
-        const r = st.router.route(h, Kw);
-        route = r.route;
+        route = this.routeTokens(ctx.blockIndex, ctx.scaleIndex, h, Kw);
         lap('router');
-        const y = st.experts.forward(h, r.route, Kw);
+        const y = st.experts.forward(h, route, Kw);
         lap('experts');
         return y;
       });
@@ -401,6 +454,13 @@ export class ActVAR {
     this.gates = 'calibrated';
     return seen;
   }
+}
+
+/** q of the kept tokens (index: R × K positions) with k, v of all tokens: q, k, v [R, H, l, hd] → { q [R, H, K, hd], k, v }. */
+function gatherTokens(qkv: { q: Tensor; k: Tensor; v: Tensor }, index: Int32Array, K: number): [Tensor, Tensor, Tensor] {
+  const [R, H, l, hd] = qkv.q.shape, Q = qkv.q.f32, out = new Float32Array(R * H * K * hd);
+  for (let r = 0; r < R; r++) for (let h = 0; h < H; h++) gatherRowsInto(out.subarray((r * H + h) * K * hd), Q.subarray((r * H + h) * l * hd), index, r * K, K, hd);
+  return [new Tensor(out, [R, H, K, hd]), qkv.k, qkv.v];
 }
 
 /** The expert split of block b's FFN (shares the VAR's tensors unless permuted). */

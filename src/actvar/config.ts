@@ -10,11 +10,18 @@
  * - `grouping`: how hidden units are assigned to experts: 'contiguous' (unit j → expert ⌊j/dₑ⌋,
  *   the plain split of paper eq. (2–4)) or 'coactivation' (MoEfication-style balanced clustering of units
  *   that fire together on calibration tokens, stored as a permutation).
+ * - `kvPolicy`: which keys/values a block at an activated scale computes and appends to its KV cache
+ *   (docs/ACTVAR.md "Training (distillation)", KV policies). 'kept' (default): only the kept tokens'
+ *   (QKV for K_t tokens; later tokens and scales attend to the kept tokens only — the literal reading of
+ *   paper eq. (8)). 'all': keys/values of every token of the scale (QKV for all l tokens, all appended),
+ *   queries for the kept tokens only, so attention sees the full context; costs 6·(l−K_t)·C² more QKV
+ *   FLOPs per row and block and a longer cache for every later query.
  * - `selector`: the gate kind. Only 'linear' (Linear(C→1) + sigmoid) is implemented; see selector.ts
  *   for why a linear gate rather than a small MLP.
  */
 export type ExpertGrouping = 'contiguous' | 'coactivation';
 export type SelectorKind = 'linear';
+export type KvPolicy = 'kept' | 'all';
 
 export interface ActVarConfig {
   scales: number[];
@@ -23,6 +30,7 @@ export interface ActVarConfig {
   experts: number;
   grouping: ExpertGrouping;
   selector: SelectorKind;
+  kvPolicy: KvPolicy;
 }
 
 /** What the wrapped model must tell us to resolve defaults and validate. */
@@ -38,6 +46,8 @@ export interface ActVarModelShape {
 export const DEFAULT_TOKEN_RATE = 0.75;
 export const DEFAULT_EXPERT_RATE = 0.75;
 export const DEFAULT_EXPERTS = 16;
+/** Kept until the evaluation issue measures quality per FLOP of both policies (docs/ACTVAR.md). */
+export const DEFAULT_KV_POLICY: KvPolicy = 'kept';
 
 export class ActVarConfigError extends Error {
   constructor(message: string) { super(message); this.name = 'ActVarConfigError'; }
@@ -83,7 +93,9 @@ export function resolveActVarConfig(opts: Partial<ActVarConfig>, model: ActVarMo
   if (grouping !== 'contiguous' && grouping !== 'coactivation') throw new ActVarConfigError(`grouping must be 'contiguous' or 'coactivation', got '${grouping}'`);
   const selector = opts.selector ?? 'linear';
   if (selector !== 'linear') throw new ActVarConfigError(`selector must be 'linear', got '${selector}'`);
-  return { scales, tokenRates, expertRate, experts, grouping, selector };
+  const kvPolicy = opts.kvPolicy ?? DEFAULT_KV_POLICY;
+  if (kvPolicy !== 'kept' && kvPolicy !== 'all') throw new ActVarConfigError(`kv policy must be 'kept' or 'all', got '${String(kvPolicy)}'`);
+  return { scales, tokenRates, expertRate, experts, grouping, selector, kvPolicy };
 }
 
 /**

@@ -10,3 +10,5 @@ export * from './actmaps.js';
 export * from './baselines.js';
 export * from './hash.js';
 export * from './file.js';
+export * from './teacher.js';
+export * from './distill.js';

@@ -29,11 +29,15 @@
  */
 import * as fs from 'node:fs';
 import * as nodePath from 'node:path';
-import { Tensor, Rng, concat, countFlops, flopsCategory, type FlopsCounter } from '../tensor/index.js';
+import { Tensor, Rng, concat, countFlops, flopsCategory, noGrad, type FlopsCounter } from '../tensor/index.js';
 import { toUnitRange, type VAR, type InferResult } from '../var/var.js';
 import { imageSeed } from '../var/sample.js';
 import type { VQVAE } from '../vqvae/vqvae.js';
 import { ActVAR } from '../actvar/actvar.js';
+import { loadActVar, actVarModelInfo } from '../actvar/file.js';
+import { varParamsHash } from '../actvar/hash.js';
+import { validateDistill } from '../actvar/distill.js';
+import { loadDataset, type ImageDataset } from '../data/datasets.js';
 import { ActVarConfigError, type ActVarConfig } from '../actvar/config.js';
 import { loadVqvae, VQVAE_FORMAT } from '../vqvae/load.js';
 import { loadVar, VAR_FORMAT } from '../var/load.js';
@@ -51,13 +55,16 @@ export const DEMO_MODEL_FILES = {
   classifier: 'classifier-fashion-mnist.safetensors',
 } as const;
 
+/** The distilled ActVAR of the shipped VAR (`actvar distill`, docs/MODELS.md); optional: without it the demo shows two modes. */
+export const DEMO_ACTVAR_MODEL_FILE = 'actvar-fashion-mnist.safetensors';
+
 /** Sampling defaults of the demo (the shipped VAR's class accuracy is reported at these). */
 export const DEMO_DEFAULTS = Object.freeze({
-  modelsDir: 'models', outDir: 'out/demo', perClass: 10, cfg: 1.5, topK: 0, topP: 0, seed: 0, batch: 50, calib: 4, repeats: 2,
+  modelsDir: 'models', outDir: 'out/demo', perClass: 10, cfg: 1.5, topK: 0, topP: 0, seed: 0, batch: 50, calib: 4, repeats: 2, klImages: 200,
 });
 
 /** ActVAR settings `tokenRates`, `expertRate`, `experts`, `scales` (default: config.ts, (75,75;75) at the last two scales). */
-export interface DemoOptions extends Partial<Pick<ActVarConfig, 'tokenRates' | 'expertRate' | 'experts' | 'scales'>> {
+export interface DemoOptions extends Partial<Pick<ActVarConfig, 'tokenRates' | 'expertRate' | 'experts' | 'scales' | 'kvPolicy'>> {
   /** Folder of the shipped models (default 'models'). */
   modelsDir?: string;
   /** Override single files (default: `modelsDir`/DEMO_MODEL_FILES). */
@@ -77,6 +84,15 @@ export interface DemoOptions extends Partial<Pick<ActVarConfig, 'tokenRates' | '
   actvar?: boolean;
   /** Saved / distilled router+selector weights (.safetensors) instead of the training-free init. */
   actvarWeights?: string;
+  /**
+   * A distilled ActVAR model file (`actvar distill`) shown as a third mode; default `modelsDir`/DEMO_ACTVAR_MODEL_FILE
+   * when that file exists; null: none. Its base VAR must be the demo's VAR (checked by hash).
+   */
+  actvarModel?: string | null;
+  /** Test images for the teacher-forced KL of each ActVAR to the dense VAR (default 200; 0 = skip). */
+  klImages?: number;
+  /** Folder of the Fashion-MNIST / MNIST IDX files for the KL (default: where the dataset package installs them). */
+  dataDir?: string;
   /** Dense generations for the training-free calibration (default 4; 0 = data-free init). */
   calib?: number;
   /** Images per forward pass (default 50). */
@@ -115,7 +131,13 @@ export interface DemoResult {
   labels: number[];
   settings: { cfg: number; topK: number; topP: number; seed: number; batch: number; repeats: number };
   dense: DemoModeResult;
-  actvar: (DemoModeResult & { config: ActVarConfig; init: string; calibSeconds: number }) | null;
+  /** The training-free ActVAR (calibrated, or --actvar-weights). */
+  actvar: (DemoModeResult & { config: ActVarConfig; init: string; calibSeconds: number; klToDense: number | null }) | null;
+  /** The distilled ActVAR model (null without one). */
+  distilled: (DemoModeResult & { config: ActVarConfig; file: string; klToDense: number | null }) | null;
+  /** Test images of the KL numbers (0 when skipped), and why they were skipped. */
+  klImages: number;
+  klNote: string | null;
   /** 1 − actvar/dense, transformer GFLOPs and total seconds (null without ActVAR). */
   flopsSaving: number | null;
   timeSaving: number | null;
@@ -231,6 +253,7 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
   if (opts.expertRate !== undefined) settings.expertRate = opts.expertRate;
   if (opts.experts !== undefined) settings.experts = opts.experts;
   if (opts.scales !== undefined) settings.scales = opts.scales;
+  if (opts.kvPolicy !== undefined) settings.kvPolicy = opts.kvPolicy;
   if (!withActVar) {
     const given = [...Object.keys(settings), ...(opts.actvarWeights !== undefined ? ['actvarWeights'] : [])];
     if (given.length) throw new DemoError(`--${given[0].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} has no effect with --no-actvar`);
@@ -245,6 +268,18 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
     if (why) throw new DemoError(`--actvar-weights ${opts.actvarWeights}: cannot read the file (${why})`);
   }
   if (outDir !== null) checkOutDir(outDir);
+  // the distilled model: given, or the shipped one when it is there
+  const klN = opts.klImages ?? d.klImages;
+  if (!Number.isInteger(klN) || klN < 0 || klN > 10_000) throw new DemoError(`--kl-images must be an integer in [0, 10000], got ${klN}`);
+  let distilledFile: string | null = null;
+  if (withActVar && opts.actvarModel !== null) {
+    const f = opts.actvarModel ?? nodePath.join(opts.modelsDir ?? d.modelsDir, DEMO_ACTVAR_MODEL_FILE);
+    const why = unreadableFile(f);
+    if (!why) distilledFile = f;
+    else if (opts.actvarModel !== undefined) throw new DemoError(`--actvar-model ${f}: cannot read the file (${why}); make it with \`actvar distill --out ${f}\``);
+  } else if (!withActVar && opts.actvarModel) {
+    throw new DemoError('--actvar-model has no effect with --no-actvar');
+  }
 
   // ---- models
   const vqvae: VQVAE = load('tokenizer', paths.tokenizer, () => loadVqvae(ownFile(paths.tokenizer, VQVAE_FORMAT, 'a tokenizer written by `actvar train-vae`')));
@@ -276,6 +311,7 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
 
   // ---- ActVAR
   let act: ActVAR | null = null, init = '', calibSeconds = 0;
+  let distilled: ActVAR | null = null;
   if (withActVar) {
     try {
       if (opts.actvarWeights !== undefined) {
@@ -295,40 +331,74 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
           init = 'training-free, data-free (router from the FFN weights, uniform selector)';
         }
       }
+      if (distilledFile) {
+        distilled = load('distilled ActVAR', distilledFile, () => loadActVar(distilledFile, settings));
+        const base = actVarModelInfo(distilled)?.base_var_sha256;
+        if (base !== varParamsHash(model)) {
+          throw new DemoError(`the distilled ActVAR ${distilledFile} was distilled from another VAR than ${paths.var}; give the VAR it came from, or --actvar-model of this VAR`);
+        }
+        log(`distilled ActVAR: ${distilledFile}`);
+      }
     } catch (e) {
       if (e instanceof ActVarConfigError) throw new DemoError(e.message);
       throw e;
     }
   }
 
+  // ---- teacher-forced KL of each ActVAR to the dense VAR on held-out test images (they never trained anything)
+  let klImages = 0, klNote: string | null = null;
+  const kl = new Map<ActVAR, number>();
+  if ((act || distilled) && klN > 0) {
+    let test: ImageDataset | null = null;
+    try { test = loadDataset(varMeta.dataset === 'mnist' ? 'mnist' : 'fashion-mnist', 'test', { dir: opts.dataDir, limit: klN }); } catch (e) {
+      klNote = `KL to dense skipped: ${(e as Error).message.split('. ')[0]}`;
+      log(klNote);
+    }
+    if (test) {
+      const t0 = performance.now();
+      const batches: { idxBl: Tensor[]; labels: Int32Array }[] = [];
+      noGrad(() => {
+        for (let i = 0; i < test!.length; i += 50) {
+          const idx = Int32Array.from({ length: Math.min(50, test!.length - i) }, (_, k) => i + k);
+          batches.push({ idxBl: vqvae.imgToIdxBl(test!.images(idx)), labels: test!.labels.subarray(i, i + idx.length) });
+        }
+      });
+      for (const a of [act, distilled]) if (a) kl.set(a, validateDistill(a, model, vqvae, batches).klToDense);
+      klImages = test.length;
+      log(`KL to dense on ${klImages} test images (teacher-forced): ${[...kl.values()].map((v) => v.toFixed(4)).join(', ')} in ${((performance.now() - t0) / 1e3).toFixed(1)} s`);
+    }
+  }
+
   // ---- generation: warm-up, then interleaved timed batches
   const rngs = (first: number, n: number): Rng[] => Array.from({ length: n }, (_, j) => new Rng(imageSeed(seed, first + j)));
-  const sample = (lab: number[], first: number, sparse: boolean): InferResult => model.autoregressiveInfer({
+  const sample = (lab: number[], first: number, a: ActVAR | null): InferResult => (a ? a.model : model).autoregressiveInfer({
     labels: lab, vqvae, cfg, topK, topP, rng: rngs(first, lab.length), decode: false,
-    ...(sparse && act ? act.hooks : {}),
+    ...(a ? a.hooks : {}),
   });
   const decode = (r: InferResult): Tensor => flopsCategory('vqvae_decode', () => vqvae.fhatToImg(r.fHat));
+  const newAcc = (): ModeAcc => ({ transformer: 0, decode: 0, cpu: 0, flops: [], images: [] });
+  const modes: { act: ActVAR | null; name: string; acc: ModeAcc }[] = [{ act: null, name: 'dense', acc: newAcc() }];
+  if (act) modes.push({ act, name: 'ActVAR', acc: newAcc() });
+  if (distilled) modes.push({ act: distilled, name: 'distilled', acc: newAcc() });
   log('warm-up …');
-  decode(sample([0], 0, false));
-  if (act) decode(sample([0], 0, true));
+  for (const m of modes) decode(sample([0], 0, m.act));
 
-  const modes: { sparse: boolean; acc: ModeAcc }[] = [{ sparse: false, acc: { transformer: 0, decode: 0, cpu: 0, flops: [], images: [] } }];
-  if (act) modes.push({ sparse: true, acc: { transformer: 0, decode: 0, cpu: 0, flops: [], images: [] } });
   const nb = Math.ceil(N / batch);
   for (let bi = 0; bi < nb; bi++) {
     const first = bi * batch, lab = labels.slice(first, first + batch);
     const best = modes.map(() => ({ total: Infinity, transformer: 0, decode: 0, cpu: Infinity }));
     for (let rep = 0; rep < repeats; rep++) {
-      // alternate which mode goes first (ABBA…), so that drifting load and cache effects hit both alike
-      const order = (bi * repeats + rep) % 2 === 0 ? [0, 1] : [1, 0];
+      // rotate which mode goes first (and reverse every other time), so that drifting load and cache effects hit all alike
+      const k = bi * repeats + rep;
+      const order = modes.map((_, i) => (i + k) % modes.length);
+      if (k % 2 === 1) order.reverse();
       for (const mi of order) {
         const m = modes[mi];
-        if (!m) continue;
         const c0 = process.cpuUsage();
         const t0 = performance.now();
         // repeats sample the same images: only the first one counts FLOPs and keeps its images
         const counted = rep === 0;
-        const sampled = counted ? countFlops(() => sample(lab, first, m.sparse)) : { result: sample(lab, first, m.sparse), flops: null };
+        const sampled = counted ? countFlops(() => sample(lab, first, m.act)) : { result: sample(lab, first, m.act), flops: null };
         const t1 = performance.now();
         const decoded = counted ? countFlops(() => decode(sampled.result)) : { result: decode(sampled.result), flops: null };
         const t2 = performance.now();
@@ -340,10 +410,11 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
       }
     }
     modes.forEach((m, mi) => { m.acc.transformer += best[mi].transformer; m.acc.decode += best[mi].decode; m.acc.cpu += best[mi].cpu; });
-    log(`batch ${bi + 1}/${nb} (${lab.length} images): ${modes.map((m, mi) => `${m.sparse ? 'ActVAR' : 'dense'} ${best[mi].total.toFixed(2)} s`).join(', ')}` +
+    log(`batch ${bi + 1}/${nb} (${lab.length} images): ${modes.map((m, mi) => `${m.name} ${best[mi].total.toFixed(2)} s`).join(', ')}` +
       (repeats > 1 ? ` (best of ${repeats})` : ''));
   }
   model.releaseCaches();
+  distilled?.model.releaseCaches();
 
   // ---- scoring
   const finish = (acc: ModeAcc): DemoModeResult => {
@@ -366,7 +437,10 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
     };
   };
   const dense = finish(modes[0].acc);
-  const sparse = act ? { ...finish(modes[1].acc), config: act.config, init, calibSeconds } : null;
+  const actMode = modes.find((m) => m.act === act && act);
+  const distMode = modes.find((m) => m.act === distilled && distilled);
+  const sparse = act && actMode ? { ...finish(actMode.acc), config: act.config, init, calibSeconds, klToDense: kl.get(act) ?? null } : null;
+  const dist = distilled && distMode ? { ...finish(distMode.acc), config: distilled.config, file: distilledFile!, klToDense: kl.get(distilled) ?? null } : null;
 
   // ---- files, only now
   const files: string[] = [];
@@ -375,13 +449,18 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
     const denseGrid = grid(dense);
     const out = new Map<string, Uint8Array>();
     out.set(nodePath.join(outDir, 'dense.png'), encodePng(denseGrid));
+    let all = denseGrid;
     if (sparse) {
       const sparseGrid = grid(sparse);
       out.set(nodePath.join(outDir, 'actvar.png'), encodePng(sparseGrid));
-      out.set(nodePath.join(outDir, 'demo.png'), encodePng(sideBySide(denseGrid, sparseGrid)));
-    } else {
-      out.set(nodePath.join(outDir, 'demo.png'), encodePng(denseGrid));
+      all = sideBySide(all, sparseGrid);
     }
+    if (dist) {
+      const distGrid = grid(dist);
+      out.set(nodePath.join(outDir, 'distilled.png'), encodePng(distGrid));
+      all = sideBySide(all, distGrid);
+    }
+    out.set(nodePath.join(outDir, 'demo.png'), encodePng(all));
     fs.mkdirSync(nodePath.resolve(outDir), { recursive: true });
     for (const [p, b] of out) { writeFileAtomic(p, b); files.push(p); }
   }
@@ -390,7 +469,7 @@ export function runDemo(opts: DemoOptions = {}): DemoResult {
   if (sparse) for (let i = 0; i < N; i++) if (dense.predictions[i] === sparse.predictions[i]) agree++;
   return {
     images: N, perClass, classes, labels, settings: { cfg, topK, topP, seed, batch, repeats },
-    dense, actvar: sparse,
+    dense, actvar: sparse, distilled: dist, klImages, klNote,
     flopsSaving: sparse ? 1 - sparse.gflops / dense.gflops : null,
     timeSaving: sparse ? 1 - sparse.seconds / dense.seconds : null,
     transformerTimeSaving: sparse ? 1 - sparse.transformerSeconds / dense.transformerSeconds : null,
@@ -412,8 +491,17 @@ export function demoJson(r: DemoResult): Record<string, unknown> {
     Object.assign(j, {
       actvar_s: r4(r.actvar.seconds), actvar_gflops: r6(r.actvar.gflops), class_accuracy_actvar: r4(r.actvar.classAccuracy),
       flops_saving: r4(r.flopsSaving!), time_saving: r4(r.timeSaving!), transformer_time_saving: r4(r.transformerTimeSaving!),
+      class_accuracy_training_free: r4(r.actvar.classAccuracy), kl_to_dense_training_free: r.actvar.klToDense === null ? null : r6(r.actvar.klToDense),
     });
   }
+  if (r.distilled) {
+    Object.assign(j, {
+      class_accuracy_distilled: r4(r.distilled.classAccuracy), kl_to_dense_distilled: r.distilled.klToDense === null ? null : r6(r.distilled.klToDense),
+      distilled_s: r4(r.distilled.seconds), distilled_gflops: r6(r.distilled.gflops), distilled_setting: settingLabel(r.distilled.config),
+      distilled_file: r.distilled.file,
+    });
+  }
+  if (r.actvar || r.distilled) Object.assign(j, { kl_images: r.klImages });
   Object.assign(j, {
     images: r.images, per_class: r.perClass,
     dense_transformer_s: r4(r.dense.transformerSeconds), dense_decode_s: r4(r.dense.decodeSeconds), dense_cpu_s: r4(r.dense.cpuSeconds),
@@ -445,19 +533,27 @@ export function formatDemo(r: DemoResult): string {
     lines.push(`ActVAR ${settingLabel(c)} at scales ${c.scales.join(',')}, ` +
       `${c.experts} experts, ${r.actvar.init}${r.actvar.calibSeconds ? ` in ${r.actvar.calibSeconds.toFixed(2)} s (not in the times below)` : ''}`);
   }
+  if (r.distilled) {
+    const c = r.distilled.config;
+    lines.push(`distilled ActVAR ${settingLabel(c)} at scales ${c.scales.join(',')}, ${c.experts} experts, ${r.distilled.file}`);
+  }
   lines.push('');
-  lines.push('mode     transformer    decode     total  (CPU time)   GFLOPs/img   class acc');
+  lines.push('mode      transformer    decode     total  (CPU time)   GFLOPs/img   class acc');
   const row = (name: string, m: DemoModeResult): string =>
-    `${name.padEnd(8)} ${m.transformerSeconds.toFixed(2).padStart(9)} s ${m.decodeSeconds.toFixed(2).padStart(7)} s ${m.seconds.toFixed(2).padStart(7)} s ` +
+    `${name.padEnd(9)} ${m.transformerSeconds.toFixed(2).padStart(9)} s ${m.decodeSeconds.toFixed(2).padStart(7)} s ${m.seconds.toFixed(2).padStart(7)} s ` +
     `${`(${m.cpuSeconds.toFixed(2)} s)`.padStart(11)} ${m.gflops.toPrecision(4).padStart(12)} ${pct(m.classAccuracy).padStart(11)}`;
   lines.push(row('dense', r.dense));
   if (r.actvar) {
     lines.push(row('ActVAR', r.actvar));
     const cpuSaving = 1 - r.actvar.cpuSeconds / r.dense.cpuSeconds;
-    lines.push(`saving   ${pct(r.transformerTimeSaving!).padStart(11)} ${''.padStart(9)} ${pct(r.timeSaving!).padStart(9)} ` +
+    lines.push(`saving    ${pct(r.transformerTimeSaving!).padStart(11)} ${''.padStart(9)} ${pct(r.timeSaving!).padStart(9)} ` +
       `${`(${pct(cpuSaving)})`.padStart(11)} ${pct(r.flopsSaving!).padStart(12)}`);
     lines.push(`(same class predicted for ${pct(r.pairedAgreement!)} of the paired samples)`);
   }
+  if (r.distilled) lines.push(row('distilled', r.distilled));
+  const kls = [['training-free', r.actvar?.klToDense], ['distilled', r.distilled?.klToDense]].filter(([, v]) => v !== undefined && v !== null) as [string, number][];
+  if (kls.length) lines.push(`KL to dense per token (teacher-forced, ${r.klImages} test images): ${kls.map(([k, v]) => `${k} ${v.toFixed(4)}`).join(', ')}`);
+  if (r.klNote) lines.push(r.klNote);
   if (r.files.length) lines.push(`wrote ${r.files.join(', ')}`);
   return lines.join('\n') + '\n';
 }

@@ -15,9 +15,12 @@ import { Rng } from '../tensor/index.js';
 import type { VAR, VarVqvae, InferResult, VarHooks } from '../var/var.js';
 import { ActVAR } from '../actvar/actvar.js';
 import { ActivationMaps } from '../actvar/actmaps.js';
-import { ActVarConfigError, configToMetadata, type ActVarConfig, type ExpertGrouping } from '../actvar/config.js';
+import { ActVarConfigError, type ActVarConfig, type ExpertGrouping, type KvPolicy } from '../actvar/config.js';
 import { encodeSafetensors } from '../io/safetensors.js';
 import { applyBaseline, type BaselineName } from '../actvar/baselines.js';
+import { sha256File } from '../io/node-fs.js';
+import { loadActVar, actVarModelInfo } from '../actvar/file.js';
+import { checkReadable } from './inputs.js';
 import { encodePng } from '../image/png.js';
 
 /** The parsed ActVAR flags of `generate` (commander camel-cases them). */
@@ -27,15 +30,18 @@ export interface ActVarCliOptions {
   expertRate?: number;
   experts?: number;
   scales?: number[];
+  kvPolicy?: KvPolicy;
   actvarWeights?: string;
   actvarCalib?: number;
   actvarGrouping?: ExpertGrouping;
   actvarSave?: string;
   actMaps?: string;
+  /** An ActVAR model file (`actvar distill`): its own VAR and gates; implies --actvar. */
+  actvarModel?: string;
   baseline?: BaselineName;
 }
 
-const NEEDS_ACTVAR = ['tokenRates', 'expertRate', 'experts', 'scales', 'actvarWeights', 'actvarGrouping', 'actvarSave', 'actMaps', 'baseline'] as const;
+const NEEDS_ACTVAR = ['tokenRates', 'expertRate', 'experts', 'scales', 'kvPolicy', 'actvarWeights', 'actvarGrouping', 'actvarSave', 'actMaps', 'baseline'] as const;
 
 /** Declare the ActVAR flags of `generate`. */
 export function addActVarGenerateOptions(cmd: Command): Command {
@@ -49,8 +55,20 @@ export function addActVarGenerateOptions(cmd: Command): Command {
     .option('--act-maps <dir>', 'write activation maps (selected tokens per block, active experts per token) as PNGs', path('--act-maps'));
 }
 
+/** --actvar-model FILE (generate, eval). */
+export function addActVarModelOption(cmd: Command): Command {
+  return cmd.option('--actvar-model <file>', 'a distilled ActVAR model file from `actvar distill` (its own VAR and gates; implies --actvar, no --var needed)', path('--actvar-model'));
+}
+
 /** Checks that need no model: the flags that only make sense with --actvar, and their combinations. */
 export function checkActVarFlags(o: ActVarCliOptions): void {
+  if (o.actvarModel !== undefined) {
+    o.actvar = true;
+    const clash = (['actvarWeights', 'actvarGrouping', 'baseline'] as const).find((k) => o[k] !== undefined);
+    if (clash === 'baseline') throw new UserError('--baseline does not go with --actvar-model (the model file holds ActVAR\'s distilled gates; `actvar reproduce` distils the baselines themselves)');
+    if (clash) throw new UserError(`--${clash.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} does not go with --actvar-model (the model file holds its gates)`);
+    if (o.experts !== undefined) throw new UserError('--experts is fixed by the --actvar-model file; leave it out');
+  }
   if (!o.actvar) {
     const given = NEEDS_ACTVAR.filter((k) => o[k] !== undefined);
     if (given.length) throw new UserError(`--${given[0].replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} needs --actvar`);
@@ -73,6 +91,7 @@ export function buildActVar(
   checkActVarFlags(o);
   if (!o.actvar) return null;
   const settings = actvarSettings(o);
+  if (o.actvarModel !== undefined) throw new Error('buildActVar: load --actvar-model with loadActVarModelFlag');
   const log = ctx.log ?? (() => {});
   try {
     const a = buildBase(model, o, settings, ctx, log);
@@ -145,8 +164,31 @@ export function actvarRun(a: ActVAR, o: ActVarCliOptions, labels: readonly numbe
       maps.reset();
     },
     outputs() {
-      if (o.actvarSave) files.set(o.actvarSave, encodeSafetensors(a.parameters(), configToMetadata(a.config)));
+      if (o.actvarSave) files.set(o.actvarSave, encodeSafetensors(a.parameters(), a.gatesMetadata()));
       return files;
     },
   };
+}
+
+/**
+ * --actvar-model FILE: the distilled ActVAR (its VAR inside) and the tokenizer to use with it: `tokenizer` when
+ * given (refused when its SHA-256 differs from the one the file records), else the path the file records
+ * (`actvar distill --tokenizer`, relative to where it ran: the repository root for the shipped model).
+ */
+export function loadActVarModelFlag(o: ActVarCliOptions, tokenizerFlag: string, tokenizer: string | undefined): { act: ActVAR; tokenizer: string } {
+  const file = o.actvarModel!;
+  checkReadable(file, '--actvar-model');
+  let act: ActVAR;
+  try { act = loadActVar(file, actvarSettings(o)); } catch (e) {
+    throw new UserError(e instanceof ActVarConfigError ? e.message : `cannot load --actvar-model ${file}: ${(e as Error).message}`);
+  }
+  const meta = actVarModelInfo(act) ?? {};
+  const tok = tokenizer ?? meta.tokenizer;
+  if (tok === undefined) throw new UserError(`--actvar-model ${file} names no tokenizer: give ${tokenizerFlag} FILE (the tokenizer it was distilled with)`);
+  checkReadable(tok, tokenizer === undefined ? `the tokenizer that --actvar-model ${file} names,` : tokenizerFlag);
+  if (meta.tokenizer_sha256 && sha256File(tok) !== meta.tokenizer_sha256) {
+    throw new UserError(`${tokenizer === undefined ? 'the tokenizer' : tokenizerFlag} ${tok} is not the tokenizer --actvar-model ${file} was distilled with ` +
+      `(SHA-256 ${meta.tokenizer_sha256.slice(0, 16)}…${meta.tokenizer ? `, recorded path ${meta.tokenizer}` : ''})`);
+  }
+  return { act, tokenizer: tok };
 }

@@ -12,13 +12,13 @@
  *   instead of being reduced silently).
  * - `path(flag)`: a non-empty path (`--out ''` is refused).
  * - `SAMPLING_DEFAULTS` and `addSamplingOptions(cmd)`: --cfg, --top-k, --top-p, --seed.
- * - `addActVarSettingsOptions(cmd)`: --token-rates, --expert-rate, --experts, --scales;
+ * - `addActVarSettingsOptions(cmd)`: --token-rates, --expert-rate, --experts, --scales, --kv-policy;
  *   `actvarSettings(opts)` turns them into a `Partial<ActVarConfig>`.
  * - `addActVarInitOptions(cmd, calibDefault)`: --actvar-weights, --actvar-calib.
  * - `addActVarBaselineOption(cmd)`: --baseline static-weights|fixed-tokens.
  */
 import { Command, InvalidArgumentError } from 'commander';
-import type { ActVarConfig } from '../actvar/config.js';
+import type { ActVarConfig, KvPolicy } from '../actvar/config.js';
 import { BASELINE_NAMES } from '../actvar/baselines.js';
 
 export interface Range {
@@ -150,7 +150,9 @@ export function addActVarSettingsOptions(cmd: Command): Command {
     .option('--expert-rate <g>', 'ActVAR fraction of FFN experts each token runs, in (0, 1] (default 0.75)',
       scalar('--expert-rate', { min: 0, max: 1, above: true }, false, rateHint))
     .option('--experts <n>', 'ActVAR experts per FFN, dividing the FFN width (default 16)', int('--experts', { min: 1, max: 65536 }))
-    .option('--scales <i,j>', 'ActVAR activated scale indices, 0-based (default: the last two)', intList('--scales', { min: 0, max: 255 }));
+    .option('--scales <i,j>', 'ActVAR activated scale indices, 0-based (default: the last two)', intList('--scales', { min: 0, max: 255 }))
+    .option('--kv-policy <p>', 'ActVAR keys/values at activated scales: kept (only the kept tokens\' enter the KV cache) or all (every token\'s; queries of kept tokens only) (default kept)',
+      choice('--kv-policy', ['kept', 'all'] as const));
 }
 
 /** --actvar-weights and --actvar-calib (the training-free initialisation without weights). */
@@ -169,11 +171,12 @@ export function addActVarBaselineOption(cmd: Command): Command {
 }
 
 /** The ActVAR settings given on the command line (undefined = the library's default). */
-export function actvarSettings(o: { tokenRates?: number[]; expertRate?: number; experts?: number; scales?: number[] }): Partial<ActVarConfig> {
+export function actvarSettings(o: { tokenRates?: number[]; expertRate?: number; experts?: number; scales?: number[]; kvPolicy?: KvPolicy }): Partial<ActVarConfig> {
   const s: Partial<ActVarConfig> = {};
   if (o.tokenRates !== undefined) s.tokenRates = o.tokenRates;
   if (o.expertRate !== undefined) s.expertRate = o.expertRate;
   if (o.experts !== undefined) s.experts = o.experts;
   if (o.scales !== undefined) s.scales = o.scales;
+  if (o.kvPolicy !== undefined) s.kvPolicy = o.kvPolicy;
   return s;
 }

@@ -22,3 +22,4 @@ export * from './ops/row-stats.js';
 export { workspace, Workspace } from '../backend/index.js';
 export * from './ops/adamw-update.js';
 export * from './ops/conv3x3.js';
+export * from './ops/expert-mix.js';

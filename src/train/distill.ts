@@ -18,7 +18,7 @@
  *
  * Optimiser (paper Supp. §6): AdamW β = (0.9, 0.95), weight decay 0.05 (not on biases and 1-d tensors, VAR's
  * no-decay list), lr 2e-4 at batch 512, scaled LINEARLY to the batch (lr = 2e-4 · B / 512, as VAR's own recipe
- * scales its base lr, docs/VAR.md §7) unless given; a linear warm-up over the first 2 % of each stage's steps,
+ * scales its base lr, docs/VAR.md §7) unless given; a linear warm-up over the first `warmupSteps` of each stage (default 2 %),
  * then constant (the paper names no schedule); gradient-norm clip 2 (VAR's tclip).
  *
  * Resume. The batch position, the label-dropout Rng, the student's weights (VAR and gates) and the current
@@ -33,7 +33,7 @@ import { AdamW } from '../optim/adamw.js';
 import { clipGradNorm } from '../optim/clip.js';
 import { paramGroups } from '../optim/schedule.js';
 import { readSafetensorsHeader } from '../io/safetensors.js';
-import { VAR } from '../var/var.js';
+import type { VAR } from '../var/var.js';
 import { loadVar } from '../var/load.js';
 import { loadVqvae } from '../vqvae/load.js';
 import type { VQVAE } from '../vqvae/vqvae.js';
@@ -42,32 +42,23 @@ import { ActVarConfigError, type ActVarConfig } from '../actvar/config.js';
 import { varParamsHash } from '../actvar/hash.js';
 import { encodeActVarModel, isActVarModel, loadActVar } from '../actvar/file.js';
 import { DataLoader, ImageDataset, type LoaderState } from '../data/datasets.js';
+import {
+  distillLoss, trainableParameters, validateDistill, cloneVar,
+  type DistillBatch, type DistillHyper, type DistillStage, type DistillValidation,
+} from '../actvar/distill.js';
 import { cachedTokens, hashParams, tokensToIdxBl } from './train-var.js';
 import { restoreCheckpoint, saveCheckpoint } from './checkpoint.js';
 import { findResume, jsonlLogger, resolveRun, trainLoop, writeFinal, type StepRecord, type TrainLoopResult, type TrainRunOptions } from './loop.js';
 
-export type DistillStage = 1 | 2;
-
-/** One batch as the core takes it: per-scale tokens [B, pn²] and the classes. */
-export interface DistillBatch { idxBl: Tensor[]; labels: ArrayLike<number> }
-
-/** Held-out numbers of one ActVAR against its dense teacher (src/actvar/distill.ts `validateDistill`). */
-export interface DistillValidation {
-  klToDense: number;
-  tokenAccuracy: number;
-  selectorAgreement: number;
-  routerAgreement: number;
-  tokens: number;
-  [k: string]: number;
-}
-
-/** The science core the trainer drives (src/actvar/distill.ts; tests may pass their own). */
+/** The science core the trainer drives (src/actvar/distill.ts by default; tests may pass a stand-in). */
 export interface DistillCore {
   distillLoss(stage: DistillStage, student: ActVAR, teacher: VAR, vae: VQVAE, batch: DistillBatch,
-    opts: { training: boolean; rng?: Rng; hyper?: Record<string, number> }): { loss: Tensor; parts: Record<string, number>; correct: number; tokens: number };
+    opts: { training: boolean; rng?: Rng; hyper?: Partial<DistillHyper> }): { loss: Tensor; parts: Record<string, number>; correct: number; tokens: number };
   trainableParameters(student: ActVAR, stage: DistillStage): Map<string, Tensor>;
   validateDistill(student: ActVAR, teacher: VAR, vae: VQVAE, batches: Iterable<DistillBatch>): DistillValidation;
 }
+
+export const DISTILL_CORE: DistillCore = { distillLoss, trainableParameters, validateDistill };
 
 /** Linear scaling of the paper's lr (2e-4 at batch 512) to batch B. */
 export function scaledLr(batchSize: number): number { return 2e-4 * batchSize / 512; }
@@ -94,7 +85,7 @@ export interface DistillOptions extends Omit<TrainRunOptions, 'steps' | 'evalSam
   /** Test images of the reported before/after numbers (default 1000; 0 = none). */
   testSamples?: number;
   /** Loss weights (α, β, …; the core's defaults otherwise). */
-  hyper?: Record<string, number>;
+  hyper?: Partial<DistillHyper>;
   /** Gradient-norm clip (default 2; 0 = off). */
   clip?: number;
   /** Folder for the token caches. */
@@ -102,7 +93,7 @@ export interface DistillOptions extends Omit<TrainRunOptions, 'steps' | 'evalSam
   /** The command line, recorded in the model file. */
   command?: string;
   /** The science core (default: src/actvar/distill.ts). */
-  core: DistillCore;
+  core?: DistillCore;
 }
 
 export interface DistillResult {
@@ -133,12 +124,14 @@ function* tokenBatches(tokens: Int32Array, labels: Int32Array, n: number, L: num
   }
 }
 
+export type { DistillBatch, DistillStage, DistillValidation };
+
 export async function distill(opts: DistillOptions): Promise<DistillResult> {
   if (opts.stages.length === 0 || opts.stages.length !== opts.stageSteps.length) throw new RangeError('distill: give the steps of every stage');
   for (const s of opts.stageSteps) if (!Number.isInteger(s) || s < 1) throw new RangeError(`distill: stage steps must be positive integers, got ${s}`);
   const totalSteps = opts.stageSteps.reduce((a, b) => a + b, 0);
   const { log, train: trainAll, test } = resolveRun({ ...opts, steps: totalSteps });
-  const core = opts.core;
+  const core = opts.core ?? DISTILL_CORE;
 
   // ---- models
   const vae = typeof opts.tokenizer === 'string' ? loadVqvae(opts.tokenizer) : opts.tokenizer;
@@ -173,7 +166,7 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
   const lr = opts.lr ?? scaledLr(bs);
   const o = {
     batchSize: bs, lr, weightDecay: opts.weightDecay ?? 0.05, clip: opts.clip ?? 2, seed: opts.seed ?? 0,
-    holdout: opts.holdout ?? 1000, calib: opts.calib ?? 4, warmupFrac: 0.02,
+    holdout: opts.holdout ?? 1000, calib: opts.calib ?? 4, warmup: opts.warmupSteps ?? null,
   };
   if (o.holdout < 1 || o.holdout >= trainAll.length) throw new RangeError(`holdout must be in 1..${trainAll.length - 1}, got ${o.holdout}`);
   const trainN = trainAll.length - o.holdout;
@@ -264,8 +257,8 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
     trainStep: (step) => {
       const { stage, local, steps } = stageAt(step);
       const optim = optimizerFor(stage);
-      const warm = Math.max(1, Math.round(steps * o.warmupFrac));
-      const lrNow = local < warm ? o.lr * (local + 1) / warm : o.lr;
+      const warm = Math.min(steps, opts.warmupSteps ?? Math.max(1, Math.round(steps * 0.02)));
+      const lrNow = warm > 0 && local < warm ? o.lr * (local + 1) / warm : o.lr;
       optim.setLr(lrNow);
       const rows = loader.nextIndices();
       const labels = new Int32Array(rows.length);
@@ -315,11 +308,4 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
     log(`distill: wrote ${opts.out}`);
   }
   return { actvar: student, teacher, history: result.history, loop: result, startStep, before, after, stages, lr: o.lr };
-}
-
-/** A deep copy of a VAR (the student starts as the teacher's copy; the teacher stays frozen). */
-function cloneVar(model: VAR): VAR {
-  const params = new Map<string, Tensor>();
-  for (const [k, t] of model.params) params.set(k, new Tensor(t.f32.slice(), t.shape));
-  return new VAR({ ...model.config }, params);
 }

@@ -2,7 +2,7 @@
  * `actvar eval`: FID, Inception Score and improved precision/recall of generated images against a
  * reference set (src/eval/evaluate.ts; docs/EVALUATION.md).
  *
- *   actvar eval [--n 10000] [--var FILE --tokenizer FILE] [ActVAR flags] | --images DIR|SPLIT
+ *   actvar eval [--n 10000] [--var FILE --tokenizer FILE] [ActVAR flags | --actvar-model FILE] | --images DIR|SPLIT
  *     [--ref fashion-mnist:test] [--extractor classifier|inception] [--weights FILE]
  *     [--features-out F.safetensors] [--shard i/n --out SHARD.safetensors] [--json]
  *   actvar eval --merge SHARD… [--ref …] [--json]
@@ -33,7 +33,7 @@ import { loadDataset, DATASET_NAMES, type DatasetName, type Split } from '../../
 import { transformerFlops } from '../../app/demo.js';
 import { qualityMetrics, evalLabel, type QualityMetrics } from '../../eval/evaluate.js';
 import type { FeatureExtractor } from '../../eval/features.js';
-import { buildActVar, type ActVarCliOptions } from '../actvar.js';
+import { addActVarModelOption, buildActVar, checkActVarFlags, loadActVarModelFlag, type ActVarCliOptions } from '../actvar.js';
 import { addActVarInitOptions, addActVarSettingsOptions, addActVarBaselineOption, addSamplingOptions, choice, int, path } from '../options.js';
 import { OutputPlan } from '../outputs.js';
 import { loadExtractor, listPngs, extractFolder, type ExtractorName } from './features.js';
@@ -45,7 +45,7 @@ export const MAX_EVAL_IMAGES = 100_000;
 interface EvalOptions extends ActVarCliOptions {
   n: number; var: string; tokenizer: string; images?: string; ref: string; extractor: ExtractorName; weights?: string;
   cfg: number; topK: number; topP: number; seed: number; batch: number; splits: number;
-  cacheDir?: string; featuresOut?: string; shard?: { i: number; n: number }; out?: string; merge?: string[]; json?: boolean; quiet?: boolean;
+  cacheDir?: string; featuresOut?: string; varGiven?: boolean; tokenizerGiven?: boolean; shard?: { i: number; n: number }; out?: string; merge?: string[]; json?: boolean; quiet?: boolean;
 }
 
 /** A dataset split: `fashion-mnist:test`, `mnist:train:10000` (the first 10,000). */
@@ -135,12 +135,19 @@ interface Generated { features: Float32Array; logits: Float32Array; n: number; g
 
 /** Generate images [first, first + count) of the run and extract their features. */
 function generate(o: EvalOptions, ex: FeatureExtractor, first: number, count: number, log: (s: string) => void): Generated {
-  checkReadable(o.var, '--var');
-  checkReadable(o.tokenizer, '--tokenizer');
-  let model, vqvae;
-  try { model = loadVar(o.var); } catch (e) { throw new UserError(`cannot load --var ${o.var}: ${(e as Error).message}`); }
-  try { vqvae = loadVqvae(o.tokenizer); } catch (e) { throw new UserError(`cannot load --tokenizer ${o.tokenizer}: ${(e as Error).message}`); }
-  const act = buildActVar(model, o, { vqvae, cfg: o.cfg, topK: o.topK, topP: o.topP, seed: o.seed, log });
+  let model, vqvae, act;
+  if (o.actvarModel !== undefined) {
+    // the model file holds its VAR; the tokenizer is the one it names unless --tokenizer was given (checked by SHA-256)
+    const m = loadActVarModelFlag(o, '--tokenizer', o.tokenizerGiven ? o.tokenizer : undefined);
+    act = m.act; model = m.act.model; o.tokenizer = m.tokenizer;
+    try { vqvae = loadVqvae(o.tokenizer); } catch (e) { throw new UserError(`cannot load the tokenizer ${o.tokenizer}: ${(e as Error).message}`); }
+  } else {
+    checkReadable(o.var, '--var');
+    checkReadable(o.tokenizer, '--tokenizer');
+    try { model = loadVar(o.var); } catch (e) { throw new UserError(`cannot load --var ${o.var}: ${(e as Error).message}`); }
+    try { vqvae = loadVqvae(o.tokenizer); } catch (e) { throw new UserError(`cannot load --tokenizer ${o.tokenizer}: ${(e as Error).message}`); }
+    act = buildActVar(model, o, { vqvae, cfg: o.cfg, topK: o.topK, topP: o.topP, seed: o.seed, log });
+  }
   const C = model.config.numClasses, D = ex.featureDim, K = ex.numClasses;
   const features = new Float32Array(count * D), logits = new Float32Array(count * K);
   let flops = 0;
@@ -178,8 +185,8 @@ function generate(o: EvalOptions, ex: FeatureExtractor, first: number, count: nu
 
 /** The run settings a shard must share with its siblings. */
 function runSignature(o: EvalOptions, ex: FeatureExtractor): string {
-  const actvar = o.actvar ? { tokenRates: o.tokenRates, expertRate: o.expertRate, experts: o.experts, scales: o.scales, actvarWeights: o.actvarWeights, actvarCalib: o.actvarCalib, baseline: o.baseline } : null;
-  return JSON.stringify({ n: o.n, var: nodePath.resolve(o.var), tokenizer: nodePath.resolve(o.tokenizer), cfg: o.cfg, topK: o.topK, topP: o.topP, seed: o.seed, actvar, extractor: ex.name, weights_sha256: ex.weightsHash });
+  const actvar = o.actvar ? { tokenRates: o.tokenRates, expertRate: o.expertRate, experts: o.experts, scales: o.scales, kvPolicy: o.kvPolicy, actvarWeights: o.actvarWeights, actvarCalib: o.actvarCalib, actvarModel: o.actvarModel && nodePath.resolve(o.actvarModel), baseline: o.baseline } : null;
+  return JSON.stringify({ n: o.n, var: o.actvarModel ? null : nodePath.resolve(o.var), tokenizer: nodePath.resolve(o.tokenizer), cfg: o.cfg, topK: o.topK, topP: o.topP, seed: o.seed, actvar, extractor: ex.name, weights_sha256: ex.weightsHash });
 }
 
 /** Read shard files and concatenate them in shard order (all of 0..n−1, one run). */
@@ -228,7 +235,12 @@ export function runEval(o: EvalOptions): { metrics: QualityMetrics | null; json:
   if (o.shard && !o.out) throw new UserError('--shard i/n needs --out FILE (the shard file to write)');
   if (o.out && !o.shard) throw new UserError('--out is the shard file of --shard i/n; for the features of a whole run use --features-out');
   if (o.shard && o.images) throw new UserError('--shard splits the generated images; with --images there is nothing to generate');
-  const plan = new OutputPlan().input('--var', o.images || o.merge ? undefined : o.var).input('--tokenizer', o.images || o.merge ? undefined : o.tokenizer)
+  if (o.actvarModel !== undefined) {
+    if (o.varGiven) throw new UserError('--actvar-model holds its own VAR: leave out --var');
+    if (o.images || o.merge) throw new UserError('--actvar-model generates the images; leave out --images / --merge');
+    checkActVarFlags(o);
+  }
+  const plan = new OutputPlan().input('--actvar-model', o.actvarModel).input('--var', o.images || o.merge || o.actvarModel ? undefined : o.var).input('--tokenizer', o.images || o.merge ? undefined : o.tokenizer)
     .input('--weights', o.weights);
   for (const f of o.merge ?? []) plan.input('--merge', f);
   plan.file('--out', o.out).file('--features-out', o.featuresOut);
@@ -308,5 +320,9 @@ export function register(program: Command): void {
   addActVarSettingsOptions(cmd);
   addActVarInitOptions(cmd, 2);
   addActVarBaselineOption(cmd);
-  cmd.action((o: EvalOptions) => { runEval(o); });
+  addActVarModelOption(cmd);
+  cmd.action((o: EvalOptions) => {
+    // --var / --tokenizer have defaults: with --actvar-model only explicit values count
+    runEval({ ...o, varGiven: cmd.getOptionValueSource('var') === 'cli', tokenizerGiven: cmd.getOptionValueSource('tokenizer') === 'cli' });
+  });
 }

@@ -5,6 +5,8 @@
  *     [--cfg 1.5] [--top-k 900] [--top-p 0.96] [--more-smooth] [--seed 0] [--out grid.png]
  *     [--out-dir DIR] [--tokens-out tokens.json] [--batch N] [--quiet] [--actvar ...]
  *   actvar generate --random-init --preset d16 --classes 1 ...   (seeded random weights, benchmarks)
+ *   actvar generate --actvar-model models/actvar-fashion-mnist.safetensors --classes 0,7   (a distilled ActVAR:
+ *     its own VAR and gates; the tokenizer is the one the file names unless --vae gives it, checked by SHA-256)
  *
  * One image per listed class, times --per-class, in that order. Each image has its own RNG stream
  * (derived from --seed and its index), and each image is decoded on its own, so the result does not
@@ -29,7 +31,8 @@ import { loadVqvae } from '../../vqvae/load.js';
 import { tensorToImages, makeGrid, encodePng, type RgbImage } from '../../image/png.js';
 import { addSamplingOptions, int, intList, path, seed } from '../options.js';
 import { OutputPlan, writeOutput } from '../outputs.js';
-import { addActVarGenerateOptions, actvarRun, buildActVar, checkActVarFlags, type ActVarCliOptions, type ActVarRun } from '../actvar.js';
+import { addActVarGenerateOptions, addActVarModelOption, actvarRun, buildActVar, checkActVarFlags, loadActVarModelFlag, type ActVarCliOptions, type ActVarRun } from '../actvar.js';
+import type { ActVAR } from '../../actvar/actvar.js';
 
 /** Parsed options of `actvar generate` (commander camel-cases the flags). */
 export interface GenerateOptions extends ActVarCliOptions {
@@ -59,10 +62,14 @@ export const MAX_GRID_IMAGES = 1024;
 /** Images per forward pass: the KV caches grow with it (d16: ~180 MB per image, d30: ~630 MB). */
 export const MAX_BATCH = 256;
 
-/** Load or build the models (user errors for unreadable / unsuitable files). */
-function loadModels(o: GenerateOptions): { model: VAR; vqvae: VQVAE } {
+/** Load or build the models (user errors for unreadable / unsuitable files); with --actvar-model, its ActVAR too. */
+function loadModels(o: GenerateOptions): { model: VAR; vqvae: VQVAE; act?: ActVAR } {
   let model: VAR;
-  if (o.randomInit) {
+  let act: ActVAR | undefined;
+  if (o.actvarModel !== undefined) {
+    const m = loadActVarModelFlag(o, '--vae', o.vae);
+    act = m.act; model = m.act.model; o.vae = m.tokenizer;
+  } else if (o.randomInit) {
     try { model = randomVar(varPreset(o.preset), o.initSeed); } catch (e) { throw new UserError((e as Error).message); }
   } else {
     try { model = loadVar(o.var!); } catch (e) { throw new UserError(`cannot load --var ${o.var}: ${(e as Error).message}`); }
@@ -77,12 +84,12 @@ function loadModels(o: GenerateOptions): { model: VAR; vqvae: VQVAE } {
   if (vqvae.Cvae !== model.config.Cvae || vqvae.vocabSize !== model.config.vocabSize) {
     throw new UserError(`the VQVAE (Cvae ${vqvae.Cvae}, vocabulary ${vqvae.vocabSize}) does not fit the VAR (Cvae ${model.config.Cvae}, vocabulary ${model.config.vocabSize})`);
   }
-  return { model, vqvae };
+  return { model, vqvae, act };
 }
 
 /** The planned outputs of a run: the files and folders, checked together with the inputs. */
 function planOutputs(o: GenerateOptions, labels: readonly number[]): OutputPlan {
-  const plan = new OutputPlan().input('--var', o.var).input('--vae', o.vae).input('--actvar-weights', o.actvarWeights);
+  const plan = new OutputPlan().input('--var', o.var).input('--vae', o.vae).input('--actvar-weights', o.actvarWeights).input('--actvar-model', o.actvarModel);
   plan.file('--out', o.out).file('--tokens-out', o.tokensOut).file('--actvar-save', o.actvarSave);
   plan.dir('--out-dir', o.outDir).dir('--act-maps', o.actMaps);
   if (o.outDir) for (const [i, c] of labels.entries()) plan.file('--out-dir', nodePath.join(o.outDir, imageName(i, c, labels.length)));
@@ -95,7 +102,9 @@ function imageName(i: number, c: number, n: number): string {
 
 /** Checks that need neither weights nor files. */
 function checkFlags(o: GenerateOptions): number[] {
-  if (o.randomInit) {
+  if (o.actvarModel !== undefined) {
+    if (o.var || o.randomInit) throw new UserError(`--actvar-model holds its own VAR: leave out ${o.var ? '--var' : '--random-init'}`);
+  } else if (o.randomInit) {
     if (o.var) throw new UserError('--random-init and --var exclude each other');
   } else {
     if (!o.var) throw new UserError('--var FILE is required (or --random-init --preset d16 for random weights)');
@@ -145,12 +154,12 @@ export function runGenerate(o: GenerateOptions): string[] {
   const plan = planOutputs(o, labels);
   plan.check();
 
-  const { model, vqvae } = loadModels(o);
+  const { model, vqvae, act: loaded } = loadModels(o);
   const nc = model.config.numClasses;
   const bad = o.classes.filter((c) => c >= nc);
   if (bad.length) throw new UserError(`unknown class id${bad.length > 1 ? 's' : ''} ${bad.join(', ')}: this model has classes 0..${nc - 1}`);
   checkBatchMemory(model, Math.min(o.batch, labels.length));
-  const act = buildActVar(model, o, {
+  const act = loaded ?? buildActVar(model, o, {
     vqvae, cfg: o.cfg, topK: o.topK, topP: o.topP, seed: o.seed,
     log: o.quiet ? undefined : (s) => process.stderr.write(`actvar: ${s}\n`),
   });
@@ -205,7 +214,7 @@ export function register(program: Command): void {
   const cmd = program.command('generate')
     .description('generate class-conditional images with a VAR (one per listed class, times --per-class)')
     .option('--var <file>', 'VAR weights (.safetensors or .pth; architecture inferred)', path('--var'))
-    .option('--vae <file>', 'VQVAE weights (.safetensors or .pth)', path('--vae'))
+    .option('--vae <file>', 'VQVAE weights (.safetensors or .pth); with --actvar-model, default: the tokenizer the file names', path('--vae'))
     .requiredOption('--classes <ids>', 'comma-separated class ids, e.g. 207,360', intList('--classes', { min: 0, max: 2 ** 31 - 1 }))
     .option('--per-class <n>', `images per class (at most ${MAX_IMAGES} images per run)`, int('--per-class', { min: 1, max: MAX_IMAGES }), 1);
   addSamplingOptions(cmd);
@@ -221,5 +230,6 @@ export function register(program: Command): void {
     .option('--init-seed <s>', 'seed of --random-init weights', seed('--init-seed'), 0)
     .option('--quiet', 'no progress bar or messages');
   addActVarGenerateOptions(cmd);
+  addActVarModelOption(cmd);
   cmd.action((opts: GenerateOptions) => { runGenerate(opts); });
 }

@@ -115,6 +115,47 @@ export function klDivergence(studentLogits: Tensor, teacherLogits: Tensor): Tens
   });
 }
 
+/**
+ * The other direction: mean over rows of KL(p_s ‖ p_t) = Σ_v p_s·(log p_s − log p_t) along the last
+ * axis, p = softmax(logits) (the form ActVAR's paper writes its distillation losses in, paper eq. (6),
+ * (11), (21)). Mode-seeking: p_s is pushed off every class where p_t is small. The teacher is a
+ * constant. Gradient: ∂/∂s_v = p_s,v·(log p_s,v − log p_t,v − KL_row) / rows.
+ */
+export function klDivergenceReverse(studentLogits: Tensor, teacherLogits: Tensor): Tensor {
+  const S = assertFloat(studentLogits, 'klDivergenceReverse'), Tt = assertFloat(teacherLogits, 'klDivergenceReverse');
+  if (!sameShape(studentLogits.shape, teacherLogits.shape)) {
+    throw new RangeError(`klDivergenceReverse: student [${studentLogits.shape.join(', ')}] and teacher [${teacherLogits.shape.join(', ')}] logits must have the same shape`);
+  }
+  if (studentLogits.ndim < 1) throw new RangeError('klDivergenceReverse: logits must be [..., V], got a scalar');
+  const V = studentLogits.shape[studentLogits.ndim - 1];
+  const rows = V === 0 ? 0 : S.length / V;
+  const lseS = rowLogSumExp(S, rows, V), lseT = rowLogSumExp(Tt, rows, V);
+  const klRow = new Float64Array(rows);
+  let total = 0;
+  for (let r = 0; r < rows; r++) {
+    const b = r * V;
+    let kl = 0;
+    for (let v = 0; v < V; v++) {
+      const ls = S[b + v] - lseS[r];
+      const ps = Math.exp(ls);
+      if (ps > 0) kl += ps * (ls - (Tt[b + v] - lseT[r]));
+    }
+    klRow[r] = kl;
+    total += kl;
+  }
+  return result(Float32Array.of(total / rows), [], 'klDivergenceReverse', [studentLogits], (g) => {
+    const gs = new Float32Array(S.length), k = g[0] / rows;
+    for (let r = 0; r < rows; r++) {
+      const b = r * V;
+      for (let v = 0; v < V; v++) {
+        const ls = S[b + v] - lseS[r];
+        gs[b + v] = k * Math.exp(ls) * (ls - (Tt[b + v] - lseT[r]) - klRow[r]);
+      }
+    }
+    return [gs];
+  });
+}
+
 /** Mean squared error over all elements, mean((a − b)²); a and b must have the same shape. */
 export function mseLoss(a: Tensor, b: Tensor): Tensor {
   const Ad = assertFloat(a, 'mseLoss'), Bd = assertFloat(b, 'mseLoss');
