@@ -25,9 +25,9 @@
  *   5. scatter  — the updated tokens q̂_m go back to their positions; every other token is copied
  *                 unchanged, bit for bit (paper eq. (9)).
  *
- * KV policy (`config.kvPolicy`): step 3 above is 'kept' (the default). With 'all', QKV is computed for
- * all l tokens of the scale, every token's key/value is appended to the cache, and only the kept
- * tokens' queries attend (to everything cached); the rest of the block is the same.
+ * KV policy (`config.kvPolicy`): step 3 above is 'kept' (the default). With 'all', keys and values
+ * are computed for all l tokens of the scale and appended to the cache, queries only for the kept
+ * tokens, which attend to everything cached; the rest of the block is the same.
  *
  * Non-activated scales run the dense VAR blocks. The teacher-forced forward (`VAR.forward` with this
  * `blockExecutor`, or `ActVAR.forward`) runs the same sparse blocks on the whole pyramid, differentiably
@@ -43,9 +43,9 @@
  * `__metadata__` ('actvar.config'). The VAR's weights are not duplicated.
  */
 import {
-  Tensor, noGrad, layerNorm, repeat0, gatherRowsInto, scatterRowsInto,
+  Tensor, noGrad, layerNorm, repeat0, gatherRowsInto, scatterRowsInto, linear, splitHeads, flopsTag,
 } from '../tensor/index.js';
-import { attentionQKV, attendWithCache, attnProj } from '../var/basic-var.js';
+import { attendWithCache, attnProj } from '../var/basic-var.js';
 import { readSafetensorsFile, writeSafetensors } from '../io/safetensors.js';
 import { VAR, type BlockContext, type BlockExecutor, type InferOptions, type InferResult, type VarHooks } from '../var/var.js';
 import { attnBranch, ffnBranch, adaLNModulate, gatedResidual, type VarBlock } from '../var/basic-var.js';
@@ -347,7 +347,7 @@ export class ActVAR {
       let x1: Tensor;
       if (this.config.kvPolicy === 'kept') x1 = attnBranch(block, xk, ada, { kind: 'cache', cache: ctx.cache! });
       else {
-        const [q, k, v] = gatherTokens(attentionQKV(block, adaLNModulate(x, ada.scale1, ada.shift1, block.eps)), index, K);
+        const [q, k, v] = keptQueriesAllKV(block, adaLNModulate(x, ada.scale1, ada.shift1, block.eps), index, K);
         x1 = gatedResidual(xk, attnProj(block, attendWithCache(block, q, k, v, ctx.cache!)), ada.gamma1);
       }
       lap('attention');
@@ -456,11 +456,41 @@ export class ActVAR {
   }
 }
 
-/** q of the kept tokens (index: R × K positions) with k, v of all tokens: q, k, v [R, H, l, hd] → { q [R, H, K, hd], k, v }. */
-function gatherTokens(qkv: { q: Tensor; k: Tensor; v: Tensor }, index: Int32Array, K: number): [Tensor, Tensor, Tensor] {
-  const [R, H, l, hd] = qkv.q.shape, Q = qkv.q.f32, out = new Float32Array(R * H * K * hd);
-  for (let r = 0; r < R; r++) for (let h = 0; h < H; h++) gatherRowsInto(out.subarray((r * H + h) * K * hd), Q.subarray((r * H + h) * l * hd), index, r * K, K, hd);
-  return [new Tensor(out, [R, H, K, hd]), qkv.k, qkv.v];
+/** Row views of a block's fused QKV weight (3C, C): W_q = rows [0, C), W_kv = rows [C, 3C) (no copies; tagged 'qkv'). */
+const qkvViews = new WeakMap<Tensor, { wq: Tensor; wkv: Tensor }>();
+function qkvWeightViews(block: VarBlock): { wq: Tensor; wkv: Tensor } {
+  let v = qkvViews.get(block.qkvW);
+  if (!v) {
+    const W = block.qkvW.f32, C = block.C;
+    v = { wq: flopsTag(new Tensor(W.subarray(0, C * C), [C, C]), 'qkv'), wkv: flopsTag(new Tensor(W.subarray(C * C, 3 * C * C), [2 * C, C]), 'qkv') };
+    qkvViews.set(block.qkvW, v);
+  }
+  return v;
+}
+
+/**
+ * kvPolicy 'all' at inference: keys/values of every token, queries of the kept ones only. xn is the
+ * AdaLN-modulated block input [R, l, C]; index the R × K kept positions. Q = xn[kept]·W_qᵀ (2·K·C²
+ * FLOPs per row), K/V = xn·W_kvᵀ (4·l·C²); both are placed in the fused [.., 3C] layout that the head
+ * split reads, so biases and cosine-attention normalisation are exactly `attentionQKV`'s.
+ * Returns q [R, H, K, hd], k and v [R, H, l, hd].
+ */
+function keptQueriesAllKV(block: VarBlock, xn: Tensor, index: Int32Array, K: number): [Tensor, Tensor, Tensor] {
+  const [R, l, C] = xn.shape, C3 = 3 * C, X = xn.f32;
+  const { wq, wkv } = qkvWeightViews(block);
+  const xk = new Float32Array(R * K * C);
+  for (let r = 0; r < R; r++) gatherRowsInto(xk.subarray(r * K * C), X.subarray(r * l * C), index, r * K, K, C);
+  const ql = linear(new Tensor(xk, [R, K, C]), wq, null).f32, kvl = linear(xn, wkv, null).f32;
+  const qkvK = new Float32Array(R * K * C3), qkvA = new Float32Array(R * l * C3);
+  for (let t = 0; t < R * K; t++) qkvK.set(ql.subarray(t * C, t * C + C), t * C3);
+  for (let t = 0; t < R * l; t++) qkvA.set(kvl.subarray(t * 2 * C, (t + 1) * 2 * C), t * C3 + C);
+  const l2 = block.attnL2Norm, H = block.heads;
+  const fk = new Tensor(qkvK, [R, K, C3]), fa = new Tensor(qkvA, [R, l, C3]);
+  return [
+    splitHeads(fk, 0, H, block.qBias, l2, l2 ? block.scaleMul : null),
+    splitHeads(fa, 1, H, null, l2, null),
+    splitHeads(fa, 2, H, block.vBias, false, null),
+  ];
 }
 
 /** The expert split of block b's FFN (shares the VAR's tensors unless permuted). */

@@ -13,9 +13,9 @@
  * - `kvPolicy`: which keys/values a block at an activated scale computes and appends to its KV cache
  *   (docs/ACTVAR.md "Training (distillation)", KV policies). 'kept' (default): only the kept tokens'
  *   (QKV for K_t tokens; later tokens and scales attend to the kept tokens only — the literal reading of
- *   paper eq. (8)). 'all': keys/values of every token of the scale (QKV for all l tokens, all appended),
- *   queries for the kept tokens only, so attention sees the full context; costs 6·(l−K_t)·C² more QKV
- *   FLOPs per row and block and a longer cache for every later query.
+ *   paper eq. (8)). 'all': keys/values of every token of the scale (computed for all l tokens and
+ *   appended), queries for the kept tokens only, so attention sees the full context; costs 4·(l−K_t)·C²
+ *   more K/V FLOPs per row and block and a longer cache for every later query.
  * - `selector`: the gate kind. Only 'linear' (Linear(C→1) + sigmoid) is implemented; see selector.ts
  *   for why a linear gate rather than a small MLP.
  */

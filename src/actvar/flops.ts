@@ -14,9 +14,8 @@
  *   selector 2·l·C (all tokens), QKV 6·K·C², out-proj 2·K·C², scores 4·K·Lcum'·C where the cache
  *   holds only the selected tokens of activated scales (Lcum' = Σ over earlier scales of the tokens
  *   that entered the cache + K), router 2·K·C·N, FFN 4·K·C·D_h·K_w/N. AdaLN and head unchanged.
- *   With kvPolicy 'all' (config.ts): QKV 6·l·C² (every token's key/value is computed; the queries of
- *   unselected tokens are computed and dropped), and every token enters the cache (Lcum' counts all
- *   tokens), so the scores of the kept queries cost 4·K·Lcum·C.
+ *   With kvPolicy 'all' (config.ts): Q 2·K·C², K/V 4·l·C² (every token's key and value), and every
+ *   token enters the cache (Lcum' counts all tokens), so the scores of the kept queries cost 4·K·Lcum·C.
  *
  * paper eq. (12) of the paper, per activated scale and block, with η = 1 − token rate, μ = 1 − expert rate:
  *   as printed:  8·η·L·H²·(1 + 2μ) − 2·L·H·(1 + (1 − η)·N)
@@ -87,12 +86,12 @@ export function analyticFlops(m: FlopsModel, actvar: ActVarConfig | null = null,
     const ri = actvar ? actvar.scales.indexOf(si) : -1;
     const kt = ri >= 0 ? tokensToKeep(actvar!.tokenRates[ri], l) : l;
     const kw = ri >= 0 ? expertsToKeep(actvar!.expertRate, actvar!.experts) : 0;
-    // kvPolicy 'all': QKV (and the cache) for every token of the scale, queries of the kept ones
+    // kvPolicy 'all': keys/values (and the cache) for every token of the scale, queries of the kept ones
     const kv = ri >= 0 && actvar!.kvPolicy === 'all' ? l : kt;
     cache += kv;
     for (let b = 0; b < m.depth; b++) {
       if (adalnPerStep || si === 0) c.adaln += rows * 12 * C * C;
-      c.qkv += rows * 6 * kv * C * C;
+      c.qkv += rows * (2 * kt + 4 * kv) * C * C;
       c.attn_proj += rows * 2 * kt * C * C;
       c.attn_scores += rows * 4 * kt * cache * C;
       if (ri >= 0) {
