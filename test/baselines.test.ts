@@ -10,7 +10,7 @@ import type { VAR } from '../src/var/var.js';
 import { VQVAE } from '../src/vqvae/vqvae.js';
 import { ActVAR, runTransformer, type ActivationRecord } from '../src/actvar/actvar.js';
 import {
-  applyBaseline, applyFixedTokens, StaticRouter, magnitudeImportance, activationImportance, ReusedSelector,
+  applyBaseline, applyFixedTokens, magnitudeImportance, activationImportance,
 } from '../src/actvar/baselines.js';
 
 const PN = [1, 2, 3, 4, 5];
@@ -82,7 +82,6 @@ test('static weight pruning: activation importance = mean expert output norm ove
   info.keptExperts!.forEach((k, i) => {
     const want = [...imp2[i]].map((v, e) => [v, e]).sort((p, q) => q[0] - p[0]).slice(0, 2).map((p) => p[1]);
     assert.deepEqual(k, want, `block ${i}`);
-    assert.ok(s.blocks[i].router instanceof StaticRouter);
   });
 });
 
@@ -123,8 +122,7 @@ test('fixed token pruning: a later block without block 0\'s selection is refused
   const model = tinyVar();
   const a = ActVAR.wrap(model, {});
   applyFixedTokens(a);
-  const s = a.blocks[1].selector as ReusedSelector;
-  assert.throws(() => s.selectRaw(T.zeros([2, 16, 32]), 12), /block 1 found no selection of block 0/);
+  assert.throws(() => a.selectTokens(1, 3, T.zeros([2, 16, 32]), 12), /block 1 found no selection of block 0 at scale 3/);
 });
 
 test('baselines generate end to end and differ from ActVAR', () => {
@@ -151,9 +149,42 @@ test('fixed token pruning: the reused selection is the one of the same scale, in
   applyFixedTokens(a);
   const rng = new Rng(9);
   const xa = randTensor(rng, [2, 16, 32], false), xb = randTensor(rng, [2, 25, 32], false);
-  const s0 = a.blocks[0].selector, s2 = a.blocks[2].selector;
-  const ia = s0.selectRaw(xa, 12, 1e-6).index, ib = s0.selectRaw(xb, 19, 1e-6).index;
+  const ia = a.selectTokens(0, 3, xa, 12), ib = a.selectTokens(0, 4, xb, 19);
+  assert.deepEqual([...ia], [...a.blocks[0].selector.selectRaw(xa, 12, 1e-6).index], 'block 0 uses its gate');
   // block 2 sees other inputs at both scales, and still gets block 0's choice of each scale
-  assert.deepEqual([...s2.selectRaw(randTensor(rng, [2, 16, 32], false), 12, 1e-6).index], [...ia]);
-  assert.deepEqual([...s2.selectRaw(randTensor(rng, [2, 25, 32], false), 19, 1e-6).index], [...ib]);
+  assert.deepEqual([...a.selectTokens(2, 3, randTensor(rng, [2, 16, 32], false), 12)], [...ia]);
+  assert.deepEqual([...a.selectTokens(2, 4, randTensor(rng, [2, 25, 32], false), 19)], [...ib]);
+});
+
+test('baselines in the teacher-forced forward (the stage-2 recipe): same logits as KV-cache inference, block 0\'s tokens reused, one expert set', () => {
+  const model = tinyVar();
+  const labels = [1, 4];
+  const inputs = randomInputs(model, labels.length);
+  const x = T.concat(inputs.slice(1), 1);
+  for (const name of ['fixed-tokens', 'static-weights'] as const) {
+    const a = ActVAR.wrap(model, { tokenRates: [0.5, 0.4], expertRate: 0.5, experts: 8 });
+    randomizeGates(a, 4);
+    const info = applyBaseline(a, name);
+    const infer = runTransformer(model, labels, inputs, a.hooks, false);
+    const recs: { blockIndex: number; scales: { scaleIndex: number; selected: Int32Array; route: Int32Array; Kw: number }[] }[] = [];
+    const tf = T.noGrad(() => a.forward(labels, x, { record: (r) => recs.push(r) }));
+    for (let si = 0; si < model.numScales; si++) {
+      const [bg, ed] = model.beginEnds[si];
+      const t = T.slice(tf, 1, bg, ed).f32, inf = infer[si].f32;
+      let d = 0;
+      for (let i = 0; i < t.length; i++) d = Math.max(d, Math.abs(t[i] - inf[i]));
+      assert.ok(d < 2e-4, `${name} scale ${si}: teacher vs inference ${d}`);
+    }
+    assert.equal(recs.length, 3);
+    for (const r of recs) {
+      for (const s of r.scales) {
+        const first = recs[0].scales.find((q) => q.scaleIndex === s.scaleIndex)!;
+        if (name === 'fixed-tokens') assert.deepEqual([...s.selected], [...first.selected], `block ${r.blockIndex} scale ${s.scaleIndex}`);
+        if (name === 'static-weights') {
+          const kept = info.keptExperts![r.blockIndex];
+          for (let t = 0; t < s.route.length / s.Kw; t++) assert.deepEqual([...s.route.subarray(t * s.Kw, (t + 1) * s.Kw)], kept);
+        }
+      }
+    }
+  }
 });

@@ -10,27 +10,25 @@
  *     E_t ‖eₑ(h_t)‖₂, over the FFN inputs h_t of dense generations at the activated scales
  *     (mean activation magnitude, measured at the expert's output so that W₂ is included);
  *   - 'magnitude' (data-free): Σ_{j∈e} ‖W₁[j, :]‖₂·‖W₂[:, j]‖₂, the weight-magnitude criterion.
- *   The kept experts are the K_w with the largest importance (ties → lower expert index). The router
- *   is replaced by a `StaticRouter` whose logits are the importance (the same for every token and
- *   costing no FLOPs), so the top-K_w of every token is that fixed set wherever routing happens.
+ *   The kept experts are the K_w with the largest importance (ties → lower expert index). ActVAR's
+ *   `routeTokens` hook returns that set for every token (no router runs: no router FLOPs).
  * - **fixed token pruning** (Table 4, 'fixed-tokens'): the same K_t per scale, but the tokens are
  *   chosen once per scale at the first block (block 0, by its selector) and every later block of that
  *   scale reuses that selection (paper §4.3.3: "once the token sequence is selected during the first
  *   step, it remains static"). A new scale has other tokens, so block 0 selects again there.
- *   Blocks ≥ 1 get a `ReusedSelector` that returns block 0's most recent choice (and its logits) and
- *   computes no gate (no selector FLOPs).
+ *   ActVAR's `selectTokens` hook runs the gate for block 0 only and returns block 0's choice of the same
+ *   scale (and batch rows) to the later blocks, which compute no gate (no selector FLOPs).
  *
- * Both plug in by replacing the per-block `router` / `selector` objects of an ActVAR, which is all the
- * selection and routing of the sparse block goes through (actvar.ts, steps 1 and 4); everything else —
- * gather, attention on the kept tokens, the expert FFN, scatter, the KV-cache policy — is ActVAR's own.
+ * Both plug in through ActVAR's policy hooks `selectTokens` / `routeTokens` (actvar.ts), which inference
+ * and the teacher-forced forward (teacher.ts) alike call, so a baseline can be fine-tuned with the same
+ * stage-2 recipe; everything else — gather, attention on the kept tokens, the expert FFN, scatter, the
+ * KV-cache policy — is ActVAR's own.
  * w/o DW (γ = 1), w/o AT (token rates 1), other scales and other expert counts are plain ActVAR
  * configurations (config.ts) and need nothing here.
  */
 import { Tensor, Rng, noGrad } from '../tensor/index.js';
 import type { BlockContext, VarVqvae } from '../var/var.js';
 import { attnBranch, ffnBranch, adaLNModulate } from '../var/basic-var.js';
-import { Router } from './router.js';
-import { Selector } from './selector.js';
 import { tokenRateAt, expertsToKeep, ActVarConfigError } from './config.js';
 import type { ActVAR } from './actvar.js';
 import type { ExpertFFN } from './experts.js';
@@ -42,37 +40,10 @@ export type ImportanceCriterion = 'activation' | 'magnitude';
 // ---------------------------------------------------------------------------------------------
 // static weight pruning
 
-/**
- * A router that sends every token to the same experts: logits = `importance` for every token
- * (weight 0, bias = importance), so top-K_w is the K_w most important experts. `route` and `logits`
- * compute nothing per token (no router FLOPs: a statically pruned FFN has no router).
- */
-export class StaticRouter extends Router {
-  constructor(readonly importance: Float32Array, C: number) {
-    super(new Tensor(new Float32Array(importance.length * C), [importance.length, C]), new Tensor(Float32Array.from(importance), [importance.length]));
-  }
-
-  /** The kept experts for K_w, in decreasing importance (ties → lower index). */
-  keptExperts(K: number): Int32Array {
-    const order = Array.from(this.importance, (v, e) => ({ v, e })).sort((a, b) => b.v - a.v || a.e - b.e);
-    return Int32Array.from(order.slice(0, K).map((o) => o.e));
-  }
-
-  override logits(x: Tensor): Tensor {
-    const N = this.experts, C = this.width;
-    if (x.shape[x.ndim - 1] !== C) throw new RangeError(`static router: tokens have ${x.shape[x.ndim - 1]} features, expected ${C}`);
-    const n = x.size / C, out = new Float32Array(n * N);
-    for (let t = 0; t < n; t++) out.set(this.bias.f32, t * N);
-    return new Tensor(out, [...x.shape.slice(0, -1), N]);
-  }
-
-  override route(x: Tensor, K: number): { route: Int32Array; logits: Float32Array } {
-    const N = this.experts;
-    if (!Number.isInteger(K) || K < 1 || K > N) throw new RangeError(`router: K_w must be in 1..${N}, got ${K}`);
-    const kept = this.keptExperts(K), n = x.size / this.width, route = new Int32Array(n * K);
-    for (let t = 0; t < n; t++) route.set(kept, t * K);
-    return { route, logits: this.logits(x).f32 };
-  }
+/** The K most important experts (decreasing importance, ties → lower index). */
+export function keptExperts(importance: Float32Array, K: number): Int32Array {
+  const order = Array.from(importance, (v, e) => ({ v, e })).sort((a, b) => b.v - a.v || a.e - b.e);
+  return Int32Array.from(order.slice(0, K).map((o) => o.e));
 }
 
 /** Weight-magnitude importance of every expert: Σ_{j∈e} ‖W₁[j,:]‖·‖W₂[:,j]‖ (data-free). */
@@ -129,68 +100,45 @@ export function activationImportance(act: ActVAR, opts: ImportanceOptions): Floa
   return sums.map((s, i) => Float32Array.from(s, (v) => (counts[i] > 0 ? v / counts[i] : 0)));
 }
 
-/** Replace every block's router by a static one ranking experts by `importance[block]`. */
+/** Route every token of block i to the K_w experts of largest `importance[i]` (ActVAR's `routeTokens` hook). */
 export function applyStaticWeights(act: ActVAR, importance: Float32Array[]): void {
   if (importance.length !== act.blocks.length) throw new ActVarConfigError(`static weight pruning: ${importance.length} importance vectors for ${act.blocks.length} blocks`);
-  act.blocks.forEach((b, i) => {
-    if (importance[i].length !== act.config.experts) throw new ActVarConfigError(`static weight pruning: block ${i} has ${importance[i].length} importances for ${act.config.experts} experts`);
-    b.router = new StaticRouter(importance[i], b.experts.C);
+  importance.forEach((v, i) => {
+    if (v.length !== act.config.experts) throw new ActVarConfigError(`static weight pruning: block ${i} has ${v.length} importances for ${act.config.experts} experts`);
   });
+  const C = act.model.config.width;
+  act.routeTokens = (bi, _si, h, Kw) => {
+    const kept = keptExperts(importance[bi], Kw), n = h.size / C, route = new Int32Array(n * Kw);
+    for (let t = 0; t < n; t++) route.set(kept, t * Kw);
+    return route;
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
 // fixed token pruning
 
 /**
- * Block 0's most recent selection per scale, keyed by (rows, tokens, K_t): the scales of a VAR have
- * distinct token counts, so the key names the scale both in KV-cache inference (block 0 runs first at
- * every scale) and in a teacher-forced forward (block 0 runs every scale before block 1 does).
+ * Block 0 selects with its gate at every activated scale; every later block gets block 0's selection of
+ * the same scale and batch rows (ActVAR's `selectTokens` hook). Keyed by scale, so it holds in KV-cache
+ * inference (block 0 runs first at every scale) and in the teacher-forced forward (block 0 runs every
+ * scale before block 1 does).
  */
-export class SharedSelection {
-  readonly byScale = new Map<string, { index: Int32Array; logits: Float32Array | null; logitsTensor: Tensor | null }>();
-  static key(rows: number, tokens: number, K: number): string { return `${rows}x${tokens}x${K}`; }
-}
-
-/** Block 0's selector: selects as usual and records its choice. */
-export class RecordingSelector extends Selector {
-  constructor(inner: Selector, readonly shared: SharedSelection) { super(inner.weight, inner.bias); }
-
-  override selectRaw(x: Tensor, K: number, eps: number): { index: Int32Array; logits: Float32Array } {
-    const r = super.selectRaw(x, K, eps);
-    this.shared.byScale.set(SharedSelection.key(x.shape[0], x.shape[1], K), { index: r.index, logits: r.logits, logitsTensor: null });
-    return r;
-  }
-
-  override select(xn: Tensor, K: number): { index: Int32Array; logits: Float32Array } {
-    const r = super.select(xn, K);
-    this.shared.byScale.set(SharedSelection.key(xn.shape[0], xn.shape[1], K), { index: r.index, logits: r.logits, logitsTensor: null });
-    return r;
-  }
-}
-
-/** Blocks ≥ 1: reuse block 0's selection of the same scale (no gate is computed). */
-export class ReusedSelector extends Selector {
-  constructor(inner: Selector, readonly shared: SharedSelection, readonly blockIndex: number) { super(inner.weight, inner.bias); }
-
-  private reuse(rows: number, tokens: number, K: number): { index: Int32Array; logits: Float32Array } {
-    const s = this.shared.byScale.get(SharedSelection.key(rows, tokens, K));
-    if (!s) {
-      throw new ActVarConfigError(`fixed token pruning: block ${this.blockIndex} found no selection of block 0 for ${rows} rows × ${tokens} tokens (K_t ${K}); block 0 must run first at every activated scale`);
+export function applyFixedTokens(act: ActVAR): void {
+  const select = act.selectTokens;
+  const chosen = new Map<string, Int32Array>();
+  act.selectTokens = (bi, si, x, K) => {
+    const key = `${si}|${x.shape[0]}|${K}`;
+    if (bi === 0) {
+      const index = select(bi, si, x, K);
+      chosen.set(key, index);
+      return index;
     }
-    return { index: s.index, logits: s.logits ?? new Float32Array(rows * tokens) };
-  }
-
-  override selectRaw(x: Tensor, K: number): { index: Int32Array; logits: Float32Array } { return this.reuse(x.shape[0], x.shape[1], K); }
-  override select(xn: Tensor, K: number): { index: Int32Array; logits: Float32Array } { return this.reuse(xn.shape[0], xn.shape[1], K); }
-}
-
-/** Block 0 selects at every activated scale; blocks 1.. reuse its selection. */
-export function applyFixedTokens(act: ActVAR): SharedSelection {
-  const shared = new SharedSelection();
-  act.blocks.forEach((b, i) => {
-    b.selector = i === 0 ? new RecordingSelector(b.selector, shared) : new ReusedSelector(b.selector, shared, i);
-  });
-  return shared;
+    const index = chosen.get(key);
+    if (!index) {
+      throw new ActVarConfigError(`fixed token pruning: block ${bi} found no selection of block 0 at scale ${si} for ${x.shape[0]} rows (K_t ${K}); block 0 must run first at every activated scale`);
+    }
+    return index;
+  };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -219,7 +167,7 @@ export function applyBaseline(act: ActVAR, name: BaselineName, opts: BaselineOpt
     const imp = opts.importance ? activationImportance(act, opts.importance) : act.blocks.map((b) => magnitudeImportance(b.experts));
     applyStaticWeights(act, imp);
     const Kw = expertsToKeep(act.config.expertRate, act.config.experts);
-    return { name, criterion, keptExperts: act.blocks.map((b) => Array.from((b.router as StaticRouter).keptExperts(Kw))) };
+    return { name, criterion, keptExperts: imp.map((v) => Array.from(keptExperts(v, Kw))) };
   }
   throw new ActVarConfigError(`unknown baseline '${name as string}': expected one of ${BASELINE_NAMES.join(', ')}`);
 }
