@@ -9,6 +9,9 @@ import {
   plotSvg, paretoFront, niceTicks, verdictOf, spearman, QUICK_SIZES, type RunRecord, type Setting,
 } from '../src/app/reproduce/index.js';
 import { repoRoot } from './util/fixtures.js';
+import { coreWithBaseline } from '../src/app/reproduce/distill.js';
+import type { DistillCore } from '../src/train/distill.js';
+import type { ActVAR } from '../src/actvar/actvar.js';
 import { defaultDatasetDir } from '../src/data/datasets.js';
 
 function tmp(): string { return fs.mkdtempSync(path.join(os.tmpdir(), 'actvar-repro-')); }
@@ -57,8 +60,14 @@ test('plan: every claim has its settings, ids are unique, runs are settings × s
   assert.equal(runs.length, 42);
   assert.deepEqual(runs.slice(0, 14).map((r) => r.seed), new Array(14).fill(0));
   assert.equal(runs[14].id, 'dense--seed1');
-  assert.equal(makePlan({ quick: true }).plan.sizes.seeds, 1);
-  assert.equal(makePlan({}).plan.sizes.seeds, 3);
+  const quick = makePlan({ quick: true }), full = makePlan({});
+  assert.equal(quick.plan.sizes.seeds, 1);
+  assert.equal(full.plan.sizes.seeds, 3);
+  // quick distils ActVAR and the two baselines; full distils every setting; both have the KV-policy row
+  assert.deepEqual(quick.plan.settings.filter((x) => x.actvar?.init === 'distilled').map((x) => x.id), [ids('distilled').main, ids('distilled').fixed, ids('distilled').static]);
+  assert.equal(full.plan.settings.length, 1 + 2 * 14);
+  assert.equal(full.runs.length, 3 * 29);
+  assert.equal(makePlan({ quick: true, distill: false }).plan.settings.length, 15);
   assert.throws(() => makePlan({ only: ['nope'] }), /unknown setting\(s\) nope/);
 });
 
@@ -172,4 +181,24 @@ test('runReproduce on the shipped models: two runs, one JSON each; killed midway
     const r3 = await runReproduce(o);
     assert.deepEqual(r3.ran, []);
   } finally { fs.rmSync(out, { recursive: true, force: true }); }
+});
+
+test('distilled baselines: the trainer\'s core applies the baseline to the student once, at its first stage-2 use', () => {
+  const calls: string[] = [];
+  const core = {
+    distillLoss: (stage: number) => { calls.push(`loss${stage}`); return null; },
+    trainableParameters: (_s: unknown, stage: number) => { calls.push(`params${stage}`); return new Map(); },
+    validateDistill: () => { calls.push('validate'); return null; },
+  } as unknown as DistillCore;
+  const applied: unknown[] = [];
+  const wrapped = coreWithBaseline(core, (s) => { applied.push(s); calls.push('apply'); });
+  const student = {} as ActVAR, other = {} as ActVAR;
+  const w = wrapped as unknown as { distillLoss: (...a: unknown[]) => void; trainableParameters: (...a: unknown[]) => void; validateDistill: (...a: unknown[]) => void };
+  w.validateDistill(student); w.trainableParameters(student, 1); w.distillLoss(1, student); w.distillLoss(1, student);
+  assert.deepEqual(applied, [], 'stage 1 trains ActVAR\'s own gates');
+  w.trainableParameters(student, 2); w.distillLoss(2, student); w.distillLoss(2, student); w.validateDistill(student);
+  w.distillLoss(2, other);
+  assert.deepEqual(applied, [student, other]);
+  assert.deepEqual(calls, ['validate', 'params1', 'loss1', 'loss1', 'apply', 'params2', 'loss2', 'loss2', 'validate', 'apply', 'loss2']);
+  assert.equal(coreWithBaseline(core, null), core);
 });

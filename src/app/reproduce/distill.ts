@@ -16,13 +16,17 @@ import { ActVAR } from '../../actvar/actvar.js';
 import { activationImportance, applyFixedTokens, applyStaticWeights, type BaselineInfo } from '../../actvar/baselines.js';
 import { expertsToKeep, type ActVarConfig } from '../../actvar/config.js';
 import { distill, type DistillCore } from '../../train/distill.js';
+import { distillLoss, trainableParameters, validateDistill } from '../../actvar/distill.js';
+
+const defaultCore: DistillCore = { distillLoss, trainableParameters, validateDistill };
 import type { VQVAE } from '../../vqvae/vqvae.js';
 import type { VAR } from '../../var/var.js';
 import type { Distiller } from './run.js';
 import type { ActVarSpec, DistillSizes } from './plan.js';
 
 export interface DistillerOptions {
-  core: DistillCore;
+  /** The trainer's science core (default: src/actvar/distill.ts, the trainer's own default). */
+  core?: DistillCore;
   /** Paths of the dense VAR and its tokenizer (the trainer hashes and records them). */
   varPath: string;
   tokenizerPath: string;
@@ -77,7 +81,7 @@ export function makeDistiller(o: DistillerOptions): Distiller {
       calib: sz.calib, holdout: sz.holdout, evalSamples: sz.evalSamples, testSamples: sz.testSamples, trainLimit: sz.trainLimit,
       batchSize: sz.batchSize, seed, ckptDir: dir, ckptEvery: Math.max(1, Math.ceil(total / 4)), resume: true,
       evalEvery: total, progress: 'none', log: (s) => log(`  ${s}`), tokenCacheDir: nodePath.join(o.out, 'distill', 'tokens'),
-      core: coreWithBaseline(o.core, apply),
+      core: coreWithBaseline(o.core ?? defaultCore, apply),
     });
     if (r.loop.interrupted) throw new Error(`${runId}: the distillation stopped early`);
     const act = r.actvar;

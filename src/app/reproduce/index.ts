@@ -55,9 +55,11 @@ export interface ReproduceOptions {
   modelsDir?: string;
   /** Only these setting ids (default: all). */
   only?: string[];
-  /** Add the distilled rows, distilled by src/train/distill.ts with this science core (src/actvar/distill.ts). */
-  distillCore?: DistillCore | null;
-  /** Offer the KV policy 'all' rows (when the library supports it). */
+  /** Add the distilled rows (src/train/distill.ts; default true). */
+  distill?: boolean;
+  /** The trainer's science core (default src/actvar/distill.ts; tests pass a stand-in). */
+  distillCore?: DistillCore;
+  /** Add the KV-policy 'all' row (default true). */
   kvAll?: boolean;
   /** Write the report from the JSONs already there; run nothing. */
   reportOnly?: boolean;
@@ -81,12 +83,12 @@ export const PLAN_FORMAT = 'actvar-reproduce-plan/1';
 export const RUN_FORMAT = 'actvar-reproduce-run/1';
 
 /** The plan of an invocation (no work). */
-export function makePlan(o: Pick<ReproduceOptions, 'quick' | 'seeds' | 'n' | 'only' | 'distillCore' | 'kvAll' | 'cfg' | 'topK' | 'topP'>): { plan: PlanFile; runs: PlannedRun[] } {
+export function makePlan(o: Pick<ReproduceOptions, 'quick' | 'seeds' | 'n' | 'only' | 'distill' | 'kvAll' | 'cfg' | 'topK' | 'topP'>): { plan: PlanFile; runs: PlannedRun[] } {
   const base = o.quick ? QUICK_SIZES : FULL_SIZES;
   const sizes: PlanSizes = { ...base, ...(o.seeds !== undefined ? { seeds: o.seeds } : {}), ...(o.n !== undefined ? { n: o.n } : {}) };
   if (sizes.n < sizes.batch) sizes.batch = sizes.n;
-  const inits: InitKind[] = o.distillCore ? ['training-free', 'distilled'] : ['training-free'];
-  let settings = planSettings({ inits, kvAll: o.kvAll, distilledSettings: sizes.distilledSettings });
+  const inits: InitKind[] = o.distill === false ? ['training-free'] : ['training-free', 'distilled'];
+  let settings = planSettings({ inits, kvAll: o.kvAll ?? true, distilledSettings: sizes.distilledSettings });
   if (o.only?.length) {
     const unknown = o.only.filter((id) => !settings.some((s) => s.id === id));
     if (unknown.length) throw new ReproduceError(`--only: unknown setting(s) ${unknown.join(', ')}; the plan has ${settings.map((s) => s.id).join(', ')}`);
@@ -223,7 +225,7 @@ export async function runReproduce(o: ReproduceOptions): Promise<ReproduceResult
   const ran: string[] = [];
   if (todo.length) {
     const models = loadModels(o, out, log);
-    const distill = o.distillCore
+    const distill = runs.some((r) => r.setting.actvar?.init === 'distilled')
       ? makeDistiller({ core: o.distillCore, varPath: models.files.var, tokenizerPath: models.files.tok, model: models.var, vqvae: models.tokenizer, sizes: plan.sizes.distill, out })
       : null;
     for (const [k, run] of todo.entries()) {

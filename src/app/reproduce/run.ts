@@ -107,8 +107,7 @@ async function buildGates(run: PlannedRun, ctx: RunContext, log: (s: string) => 
   const a = run.setting.actvar;
   if (!a) return { act: null, baseline: null, init: null };
   const model = ctx.models.var;
-  const config: Partial<ActVarConfig> = { tokenRates: a.tokenRates, expertRate: a.expertRate, experts: a.experts, scales: scalesOf(a, model.numScales) };
-  if (a.kvPolicy !== 'kept') (config as Record<string, unknown>).kvPolicy = a.kvPolicy;
+  const config: Partial<ActVarConfig> = { tokenRates: a.tokenRates, expertRate: a.expertRate, experts: a.experts, scales: scalesOf(a, model.numScales), kvPolicy: a.kvPolicy };
   let act: ActVAR, init: Record<string, unknown>;
   const C = model.config.numClasses;
   if (a.init === 'distilled') {

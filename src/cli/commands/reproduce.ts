@@ -19,7 +19,7 @@ import { UserError } from '../errors.js';
 import { int, path } from '../options.js';
 import { OutputPlan } from '../outputs.js';
 
-interface Flags { out: string; quick?: boolean; seeds?: number; n?: number; only?: string; models: string; doc?: string; reportOnly?: boolean; dryRun?: boolean; screenshot?: string; quiet?: boolean }
+interface Flags { distill: boolean; out: string; quick?: boolean; seeds?: number; n?: number; only?: string; models: string; doc?: string; reportOnly?: boolean; dryRun?: boolean; screenshot?: string; quiet?: boolean }
 
 /** The commit the code runs at (`+dirty` when the work tree has changes), or 'unknown' outside git. */
 export function currentCommit(cwd = process.cwd()): string {
@@ -45,6 +45,7 @@ export function register(program: Command): void {
     .option('--n <n>', 'generated images per run (default: 500 quick, 5000 full)', int('--n', { min: 10, max: 100_000 }))
     .option('--only <ids>', 'comma-separated setting ids (see --dry-run) instead of all')
     .option('--models <dir>', 'folder of the shipped models', path('--models'), 'models')
+    .option('--no-distill', 'only the training-free rows (no distillation)')
     .option('--doc <file>', 'also write the markdown report here (e.g. docs/REPRODUCTION.md)', path('--doc'))
     .option('--screenshot <file>', 'the page screenshot to mention in the report (made by scripts/check-report.mjs)', path('--screenshot'))
     .option('--report-only', 'write the report from the finished runs in --out; run nothing')
@@ -58,7 +59,7 @@ export function register(program: Command): void {
       plan.file('--doc', f.doc);
       plan.check();
       const command = ['actvar reproduce', ...process.argv.slice(3).filter((a) => a !== '--quiet')].join(' ');
-      const opts = { out: f.out, quick: f.quick, seeds: f.seeds, n: f.n, only, modelsDir: f.models, doc: f.doc, reportOnly: f.reportOnly, screenshot: f.screenshot, command, commit: currentCommit(), machine: machineDescription() };
+      const opts = { out: f.out, distill: f.distill, quick: f.quick, seeds: f.seeds, n: f.n, only, modelsDir: f.models, doc: f.doc, reportOnly: f.reportOnly, screenshot: f.screenshot, command, commit: currentCommit(), machine: machineDescription() };
       try {
         if (!f.reportOnly) modelFiles(f.models);
         if (f.dryRun) {
