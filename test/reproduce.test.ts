@@ -42,7 +42,7 @@ function record(setting: Setting, seed: number, fid: number, gflops: number, is 
     gflopsPerImage: gflops, flopsByCategory: {}, metrics: { fid, fidOffsetApplied: false, isMean: is, isStd: 0.1, precision: 0.8, recall: 0.4, nGen: 500, nRef: 10000, classAccuracy: 0.9, extractor: 'classifier', extractorSha256: 'ab'.repeat(32), ref: 'fashion-mnist:test' },
     latency: { batch1: lat(1, 0.1 * gflops / 0.5), batchN: lat(50, 0.02 * gflops / 0.5) },
     seconds: { setup: 1, metricPass: 10, latency: 1, total: 12, cpu: 20 }, files: { grid: null, maps: [] },
-    commit: 'abc123', machine: 'test machine', started: '2026-01-01T00:00:00Z', finished: '2026-01-01T00:00:12Z',
+    commit: 'abc123', machine: 'test machine', load: [1, 2], started: '2026-01-01T00:00:00Z', finished: '2026-01-01T00:00:12Z',
   };
 }
 

@@ -74,17 +74,44 @@ function sections(a: Analysis, init: InitKind): string[] {
 }
 
 /**
- * Wall seconds a plan of `target` sizes would take, extrapolated from measured runs (seed 0 of every
- * setting): setup (calibration, distillation) + metric pass × N ratio + latency × image ratio, × seeds.
+ * What a plan of `target` sizes would take, extrapolated from measured runs (the first seed of every
+ * setting; settings of the target plan that were not run here are not counted): per run, setup
+ * (calibration; for distilled rows the distillation, scaled by the trained images) + metric pass × N ratio
+ * + latency × image ratio, × seeds. `wall`: at the load these runs saw; `cpu`: process CPU seconds scaled
+ * the same way (all threads; an idle 2-core machine needs at least cpu/2 of wall time).
  */
-export function estimateSeconds(records: RunRecord[], target: PlanSizes): number {
+export function estimateSeconds(records: RunRecord[], target: PlanSizes): { wall: number; cpu: number; runs: number } {
   const first = new Map<string, RunRecord>();
   for (const r of records) if (!first.has(r.setting.id) || r.seed < first.get(r.setting.id)!.seed) first.set(r.setting.id, r);
-  let s = 0;
+  let wall = 0, cpu = 0;
   for (const r of first.values()) {
-    s += r.seconds.setup + r.seconds.metricPass * (target.n / r.sizes.n) + r.seconds.latency * (target.latencyImages / r.sizes.latencyImages);
+    const d = r.sizes.distill, td = target.distill;
+    const setupScale = r.setting.actvar?.init === 'distilled' && d && td
+      ? ((td.stage1Steps + td.stage2Steps) * td.batchSize) / ((d.stage1Steps + d.stage2Steps) * d.batchSize) : 1;
+    const w = r.seconds.setup * setupScale + r.seconds.metricPass * (target.n / r.sizes.n) + r.seconds.latency * (target.latencyImages / r.sizes.latencyImages);
+    wall += w;
+    cpu += typeof r.seconds.cpu === 'number' && r.seconds.total > 0 ? r.seconds.cpu * (w / r.seconds.total) : NaN;
   }
-  return s * target.seeds;
+  return { wall: wall * target.seeds, cpu: cpu * target.seeds, runs: first.size * target.seeds };
+}
+
+/** Distillation budget and held-out / test KL to the dense teacher before → after, per distilled run. */
+function distillTable(a: Analysis): string | null {
+  const rows: string[][] = [];
+  for (const r of a.records) {
+    const i = r.init as Record<string, any> | null;
+    if (!i || i.kind !== 'distilled') continue;
+    const kl = (x: any): string => (x && typeof x.klToDense === 'number' ? x.klToDense.toFixed(4) : '–');
+    rows.push([r.setting.label, String(r.seed), `${i.stage1Steps} + ${i.stage2Steps} steps × batch ${i.batchSize}, lr ${Number(i.lr).toExponential(2)}`,
+      `${i.trainImages} (${i.holdout} held out)`, `${kl(i.before?.val)} → ${kl(i.after?.val)}`, `${kl(i.before?.test)} → ${kl(i.after?.test)}`,
+      typeof i.distillSeconds === 'number' ? `${(i.distillSeconds / 60).toFixed(1)} min` : '–']);
+  }
+  return rows.length ? table(['distilled setting', 'seed', 'budget (stage 1 + stage 2)', 'training images', 'held-out KL to dense (start → end)', 'test KL to dense', 'distillation wall time'], rows) : null;
+}
+
+function loadRange(rs: RunRecord[]): string {
+  const v = rs.flatMap((r) => r.load ?? []).filter((x) => Number.isFinite(x));
+  return v.length ? `${Math.min(...v).toFixed(1)}–${Math.max(...v).toFixed(1)}` : 'not recorded';
 }
 
 export function renderMarkdown(a: Analysis, meta: ReportMeta): string {
@@ -102,7 +129,7 @@ export function renderMarkdown(a: Analysis, meta: ReportMeta): string {
     'with seeds, mean ± std over them, and measured seconds. Every number below comes from the JSON files of the command; nothing is typed by hand.', '');
   lines.push('## How these numbers were made', '');
   lines.push(`* Command: \`${meta.command}\` (mode ${modes.join(', ')}); page with plots: \`${meta.outDir}/index.html\`` + (meta.screenshot ? ` (screenshot: \`${meta.screenshot}\`)` : '') + '.');
-  lines.push(`* Commit${commits.length > 1 ? 's' : ''}: ${commits.map((c) => `\`${c}\``).join(', ')}; machine: ${machines.join('; ')}.`);
+  lines.push(`* Commit${commits.length > 1 ? 's' : ''}: ${commits.map((c) => `\`${c}\``).join(', ')}; machine: ${machines.join('; ')}; 1-minute load average during the runs ${loadRange(a.records)} (other jobs share the machine).`);
   if (sz) {
     lines.push(`* Sizes: N = ${sz.n} generated images per run (class i mod 10, image i seeded by imageSeed(seed, i): the same images in every setting), ` +
       `batch ${sz.batch}; seeds ${a.seeds.join(', ')}; training-free gates calibrated on ${sz.calib} dense generations per run; batch-1 latency = median of ${sz.latencyImages} single images after one warm-up, ` +
@@ -117,15 +144,21 @@ export function renderMarkdown(a: Analysis, meta: ReportMeta): string {
   lines.push('* Verdicts: per-seed paired differences, oriented so that > 0 means "as the paper claims"; **holds** when the 95 % t-interval of their mean is above 0, ' +
     '**does not hold at this scale** when it is below 0, **inconclusive** when it contains 0 (the difference is inside the seed spread) or when there is only one seed.', '');
   if (a.records.some((r) => r.mode !== 'full')) {
-    const est = estimateSeconds(a.records, FULL_SIZES);
-    lines.push(`* **The full run** is \`actvar reproduce --out reports/full --doc docs/REPRODUCTION.md\` (or \`npm run reproduce -- --out reports/full\`): ` +
-      `${FULL_SIZES.seeds} seeds, N = ${FULL_SIZES.n}, batch-1 latency on ${FULL_SIZES.latencyImages} images, the same ${a.rows.size} settings. ` +
-      `Extrapolated from these runs' measured seconds (setup + metric pass × ${FULL_SIZES.n}/${sz?.n ?? '?'} + latency, × ${FULL_SIZES.seeds} seeds): **about ${(est / 3600).toFixed(1)} hours** on this machine; ` +
-      'it resumes where it stopped when rerun. Then `node scripts/check-report.mjs reports/full/index.html docs/reproduction.png` checks the page and takes the screenshot.');
+    const est = estimateSeconds(a.records, FULL_SIZES), fd = FULL_SIZES.distill;
+    lines.push(`* **The full run** is \`actvar reproduce --out reports/full --doc docs/REPRODUCTION.md\` (or \`npm run reproduce -- --out reports/full --doc docs/REPRODUCTION.md\`): ` +
+      `${FULL_SIZES.seeds} seeds, N = ${FULL_SIZES.n}, batch-1 latency on ${FULL_SIZES.latencyImages} images, every setting also distilled ` +
+      `(${fd.stage1Steps} + ${fd.stage2Steps} steps of batch ${fd.batchSize} on ${fd.trainLimit} training images per distillation). ` +
+      `Extrapolated from the runs below (setup, distillation scaled by its images, metric pass × ${FULL_SIZES.n}/${sz?.n ?? '?'}, latency; × ${FULL_SIZES.seeds} seeds) for the ${est.runs} runs of those settings: ` +
+      `**${(est.wall / 3600).toFixed(1)} hours of wall time at the load these runs saw** (1-minute load average ${loadRange(a.records)}), ` +
+      (Number.isFinite(est.cpu) ? `**${(est.cpu / 3600).toFixed(1)} CPU-hours**, i.e. at least ${(est.cpu / 7200).toFixed(1)} hours on an idle 2-core machine` : 'CPU time not recorded') +
+      ` (settings not run here, e.g. distilled rows beyond the quick plan's three, come on top: about ${((est.wall / Math.max(1, est.runs)) / 3600 * 60).toFixed(0)} min each at this load). ` +
+      'It resumes where it stopped when rerun. Then `node scripts/check-report.mjs reports/full/index.html docs/reproduction.png` checks the page and takes the screenshot.');
   }
   lines.push('', '## Verdicts, one per claim', '');
   lines.push(table(['source', 'claim', 'paper', 'ours', 'verdict'],
     a.claims.map((c) => [c.source, c.text, c.paper, c.ours, `**${c.verdict.kind}** — ${c.verdict.why}`])), '');
+  const dt = distillTable(a);
+  if (dt) lines.push('## Distillation of the distilled rows', '', 'The same recipe for ActVAR and the baselines (src/train/distill.ts: stage 1 routers + selectors from the training-free start, stage 2 the VAR with the gates fixed; a baseline takes over the token / expert choice from stage 2 on). KL: mean per-token KL of the ActVAR\'s token distributions to the dense teacher\'s, teacher-forced.', '', dt, '');
   lines.push('## Tables in the paper\'s layout', '');
   lines.push('Columns: FLOPs saving vs dense; FID, IS, precision, recall on classifier features; class accuracy of the samples (the classifier\'s prediction = the class asked for); ' +
     'seconds per image and images per second at batch 1 and at the metric batch. Mean ± std over seeds (no ± with one seed).', '');

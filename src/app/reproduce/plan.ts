@@ -74,7 +74,7 @@ export interface PlanSizes {
  */
 export const QUICK_SIZES: Readonly<PlanSizes> = Object.freeze({
   n: 500, batch: 50, latencyImages: 8, calib: 2, seeds: 1, gridImages: 30, distilledSettings: 'core' as const,
-  distill: Object.freeze({ trainLimit: 3000, holdout: 300, stage1Steps: 20, stage2Steps: 40, batchSize: 16, evalSamples: 100, testSamples: 200, calib: 2 }),
+  distill: Object.freeze({ trainLimit: 2000, holdout: 200, stage1Steps: 20, stage2Steps: 40, batchSize: 16, evalSamples: 100, testSamples: 100, calib: 2 }),
 });
 export const FULL_SIZES: Readonly<PlanSizes> = Object.freeze({
   n: 5000, batch: 50, latencyImages: 20, calib: 2, seeds: 3, gridImages: 30, distilledSettings: 'all' as const,

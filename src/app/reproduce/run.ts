@@ -16,6 +16,7 @@
  * 4. Files: a grid of the first `gridImages` images; for seed 0 and ActVAR settings the activation
  *    maps of image 0 (Fig. 5/6 analogues, src/actvar/actmaps.ts).
  */
+import * as os from 'node:os';
 import { Tensor, Rng, countFlops, flopsCategory, concat } from '../../tensor/index.js';
 import { toUnitRange, type VAR, type VarVqvae } from '../../var/var.js';
 import { imageSeed } from '../../var/sample.js';
@@ -77,6 +78,8 @@ export interface RunRecord {
   files: { grid: string | null; maps: string[] };
   commit: string;
   machine: string;
+  /** The machine's 1-minute load average at the start and at the end of the run (other processes count: a shared box). */
+  load: [number, number];
   started: string;
   finished: string;
 }
@@ -135,7 +138,7 @@ async function buildGates(run: PlannedRun, ctx: RunContext, log: (s: string) => 
 export async function executeRun(run: PlannedRun, ctx: RunContext): Promise<{ record: RunRecord; images: Map<string, RgbImage> }> {
   const log = ctx.log ?? (() => {});
   const started = new Date();
-  const t0 = performance.now(), cpu0 = process.cpuUsage();
+  const t0 = performance.now(), cpu0 = process.cpuUsage(), load0 = os.loadavg()[0];
   const { models, sizes } = ctx;
   const { act, baseline, init } = await buildGates(run, ctx, log);
   const model = act ? act.model : models.var;
@@ -221,7 +224,7 @@ export async function executeRun(run: PlannedRun, ctx: RunContext): Promise<{ re
     latency: { batch1: latency(1, w1, c1), batchN: latency(batch, wall, cpu) },
     seconds: { setup: (t1 - t0) / 1e3, metricPass: (t2 - t1) / 1e3, latency: (t3 - t2) / 1e3, total: (performance.now() - t0) / 1e3, cpu: cpuSeconds(cpu0) },
     files: { grid: gridName, maps },
-    commit: ctx.commit, machine: ctx.machine, started: started.toISOString(), finished: new Date().toISOString(),
+    commit: ctx.commit, machine: ctx.machine, load: [load0, os.loadavg()[0]], started: started.toISOString(), finished: new Date().toISOString(),
   };
   return { record, images };
 }

@@ -21,11 +21,14 @@ import { OutputPlan } from '../outputs.js';
 
 interface Flags { distill: boolean; out: string; quick?: boolean; seeds?: number; n?: number; only?: string; models: string; doc?: string; reportOnly?: boolean; dryRun?: boolean; screenshot?: string; quiet?: boolean }
 
-/** The commit the code runs at (`+dirty` when the work tree has changes), or 'unknown' outside git. */
+/**
+ * The commit the code runs at (`+dirty` when tracked files other than reports and the generated docs
+ * differ from it), or 'unknown' outside git.
+ */
 export function currentCommit(cwd = process.cwd()): string {
   const r = spawnSync('git', ['rev-parse', '--short=12', 'HEAD'], { cwd, encoding: 'utf8' });
   if (r.status !== 0) return 'unknown';
-  const dirty = spawnSync('git', ['status', '--porcelain', '--untracked-files=no'], { cwd, encoding: 'utf8' });
+  const dirty = spawnSync('git', ['status', '--porcelain', '--untracked-files=no', '--', '.', ':(exclude)reports', ':(exclude)docs/REPRODUCTION.md', ':(exclude)docs/reproduction.png'], { cwd, encoding: 'utf8' });
   return r.stdout.trim() + (dirty.status === 0 && dirty.stdout.trim() ? '+dirty' : '');
 }
 
