@@ -44,24 +44,25 @@ function settingTable(a: Analysis, list: { id: string; paper: string }[]): strin
   return table([...COLS(b), 'paper (ImageNet 256, Inception)'], present.map((x) => [...cells(a.rows.get(x.id)!), x.paper]));
 }
 
-const pp = (s: number, fid: number, is: number): string => `${(s * 100).toFixed(1)} %, FID ${fid}, IS ${is}`;
+const f2 = (v: number): string => v.toFixed(2);
+const pp = (s: number, fid: number, is: number): string => `${(s * 100).toFixed(1)} %, FID ${f2(fid)}, IS ${is.toFixed(1)}`;
 
 function sections(a: Analysis, init: InitKind): string[] {
   const I = ids(init), P = PAPER, out: string[] = [];
   const t1 = P.table1;
   out.push(`### Table 1 — ActVAR vs the dense VAR (${init})`, '',
     settingTable(a, [
-      { id: 'dense', paper: `VAR-d16: FID ${t1.dense.d16.fid}, IS ${t1.dense.d16.is}, P ${t1.dense.d16.pre}, R ${t1.dense.d16.rec}; d20: FID ${t1.dense.d20.fid}, IS ${t1.dense.d20.is}` },
-      { id: I.main, paper: `ActVAR-d16: ${(t1.actvar.d16.saving * 100).toFixed(1)} %, FID ${t1.actvar.d16.fid}, IS ${t1.actvar.d16.is}, P ${t1.actvar.d16.pre}, R ${t1.actvar.d16.rec}; d20: ${(t1.actvar.d20.saving * 100).toFixed(1)} %, FID ${t1.actvar.d20.fid}, IS ${t1.actvar.d20.is}` },
+      { id: 'dense', paper: `VAR-d16: FID ${f2(t1.dense.d16.fid)}, IS ${t1.dense.d16.is}, P ${t1.dense.d16.pre}, R ${t1.dense.d16.rec}; d20: FID ${f2(t1.dense.d20.fid)}, IS ${t1.dense.d20.is}` },
+      { id: I.main, paper: `ActVAR-d16: ${(t1.actvar.d16.saving * 100).toFixed(1)} %, FID ${f2(t1.actvar.d16.fid)}, IS ${t1.actvar.d16.is}, P ${t1.actvar.d16.pre}, R ${t1.actvar.d16.rec}; d20: ${(t1.actvar.d20.saving * 100).toFixed(1)} %, FID ${f2(t1.actvar.d20.fid)}, IS ${t1.actvar.d20.is}` },
     ]), '');
   out.push(`### Table 2 — activation rates (α, β; γ) (${init})`, '',
     settingTable(a, I.rates.map((id, k) => ({ id, paper: pp(...P.table2[k]) }))), '');
   out.push(`### Table 3 — components (${init})`, '',
     settingTable(a, [{ id: I.woDW, paper: 'w/o DW: ' + pp(...P.table3.woDW) }, { id: I.woAT, paper: 'w/o AT: ' + pp(...P.table3.woAT) }, { id: I.main, paper: 'w/ DW & AT: ' + pp(...P.table3.full) }]), '');
   out.push(`### Table 4 — dynamic token activation vs fixed token pruning (${init})`, '',
-    settingTable(a, [{ id: I.fixed, paper: `FID ${P.table4.fixed[0]}, IS ${P.table4.fixed[1]}` }, { id: I.main, paper: `FID ${P.table4.dynamic[0]}, IS ${P.table4.dynamic[1]}` }]), '');
+    settingTable(a, [{ id: I.fixed, paper: `FID ${f2(P.table4.fixed[0])}, IS ${P.table4.fixed[1]}` }, { id: I.main, paper: `FID ${f2(P.table4.dynamic[0])}, IS ${P.table4.dynamic[1]}` }]), '');
   out.push(`### Table 5 — dynamic weight activation vs static weight pruning (${init})`, '',
-    settingTable(a, [{ id: I.static, paper: `FID ${P.table5.static[0]}, IS ${P.table5.static[1]}` }, { id: I.main, paper: `FID ${P.table5.dynamic[0]}, IS ${P.table5.dynamic[1]}` }]), '');
+    settingTable(a, [{ id: I.static, paper: `FID ${f2(P.table5.static[0])}, IS ${P.table5.static[1]}` }, { id: I.main, paper: `FID ${f2(P.table5.dynamic[0])}, IS ${P.table5.dynamic[1]}` }]), '');
   out.push(`### Table 6 — activation scales (${init})`, '',
     settingTable(a, [{ id: I.before, paper: 'scales (7, 8): ' + pp(...P.table6.before) }, { id: I.main, paper: 'scales (9, 10): ' + pp(...P.table6.last) }]), '');
   out.push(`### Fig. 9 — number of experts (${init})`, '',
