@@ -74,6 +74,8 @@ export interface DistillOptions extends Omit<TrainRunOptions, 'steps' | 'evalSam
   stageSteps: number[];
   /** ActVAR settings (rates, scales, experts, kvPolicy …); default config.ts's. */
   actvar?: Partial<ActVarConfig>;
+  /** Learning rate of stage 2 (default: `lr`). */
+  lr2?: number;
   /** Start gates: a gates file or an ActVAR model file (path) of an earlier run; default: calibrate. */
   init?: string;
   /** Dense generations of the training-free calibration that stage 1 starts from (default 4; 0 = data-free). */
@@ -108,6 +110,7 @@ export interface DistillResult {
   /** Steps per stage, in order. */
   stages: { stage: DistillStage; steps: number }[];
   lr: number;
+  lr2: number;
 }
 
 /** Rows [start, end) of a dataset as a dataset (a view). */
@@ -165,7 +168,7 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
   const bs = opts.batchSize ?? 32;
   const lr = opts.lr ?? scaledLr(bs);
   const o = {
-    batchSize: bs, lr, weightDecay: opts.weightDecay ?? 0.05, clip: opts.clip ?? 2, seed: opts.seed ?? 0,
+    batchSize: bs, lr, lr2: opts.lr2 ?? lr, weightDecay: opts.weightDecay ?? 0.05, clip: opts.clip ?? 2, seed: opts.seed ?? 0,
     holdout: opts.holdout ?? 1000, calib: opts.calib ?? 4, warmup: opts.warmupSteps ?? null,
   };
   if (o.holdout < 1 || o.holdout >= trainAll.length) throw new RangeError(`holdout must be in 1..${trainAll.length - 1}, got ${o.holdout}`);
@@ -228,7 +231,7 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
   let opt: AdamW | null = null, optStage: DistillStage | null = null;
   const optimizerFor = (stage: DistillStage): AdamW => {
     if (opt && optStage === stage) return opt;
-    opt = new AdamW(paramGroups(named(stage), o.weightDecay), { lr: o.lr, betas: [0.9, 0.95], eps: 1e-8 });
+    opt = new AdamW(paramGroups(named(stage), o.weightDecay), { lr: stage === 2 ? o.lr2 : o.lr, betas: [0.9, 0.95], eps: 1e-8 });
     optStage = stage;
     return opt;
   };
@@ -250,7 +253,7 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
   const logLine = jsonlLogger(opts.logFile);
   const evalEvery = opts.evalEvery ?? Math.max(1, Math.ceil(totalSteps / 5));
   log(`distill: stages ${opts.stages.join('+')} (${opts.stageSteps.join(' + ')} steps) of batch ${o.batchSize}, lr ${o.lr.toExponential(3)}` +
-    `${opts.lr === undefined ? ' (2e-4 · batch/512)' : ''}; ActVAR (${student.config.tokenRates.map((r) => Math.round(r * 100)).join(',')};${Math.round(student.config.expertRate * 100)}) ` +
+    `${opts.lr === undefined ? ' (2e-4 · batch/512)' : ''}${o.lr2 !== o.lr ? `, stage 2 lr ${o.lr2.toExponential(3)}` : ''}; ActVAR (${student.config.tokenRates.map((r) => Math.round(r * 100)).join(',')};${Math.round(student.config.expertRate * 100)}) ` +
     `at scales ${student.config.scales.join(',')}, ${student.config.experts} experts; ${trainN} training images, ${o.holdout} held out`);
   const result = await trainLoop({
     name: 'distill', totalSteps, startStep, progress: opts.progress, stopAt: opts.stopAt, evalEvery, ckptEvery: opts.ckptEvery, unit: 'img',
@@ -258,7 +261,8 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
       const { stage, local, steps } = stageAt(step);
       const optim = optimizerFor(stage);
       const warm = Math.min(steps, opts.warmupSteps ?? Math.max(1, Math.round(steps * 0.02)));
-      const lrNow = warm > 0 && local < warm ? o.lr * (local + 1) / warm : o.lr;
+      const peak = stage === 2 ? o.lr2 : o.lr;
+      const lrNow = warm > 0 && local < warm ? peak * (local + 1) / warm : peak;
       optim.setLr(lrNow);
       const rows = loader.nextIndices();
       const labels = new Int32Array(rows.length);
@@ -302,10 +306,10 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
       baseVarSha256: baseHash, tokenizerSha256: vaeHash, dataset: trainAll.name,
       ...(typeof opts.tokenizer === 'string' ? { tokenizer: opts.tokenizer } : {}),
       ...(opts.command ? { command: opts.command } : {}),
-      extra: { stages, batch_size: o.batchSize, lr: o.lr, images: trainAll.length, holdout: o.holdout, before, after },
+      extra: { stages, batch_size: o.batchSize, lr: o.lr, lr2: o.lr2, images: trainAll.length, holdout: o.holdout, before, after },
     });
     writeFinal({ ...opts, steps: totalSteps }, (path) => writeFileSync(path, bytes));
     log(`distill: wrote ${opts.out}`);
   }
-  return { actvar: student, teacher, history: result.history, loop: result, startStep, before, after, stages, lr: o.lr };
+  return { actvar: student, teacher, history: result.history, loop: result, startStep, before, after, stages, lr: o.lr, lr2: o.lr2 };
 }
