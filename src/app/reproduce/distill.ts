@@ -89,7 +89,7 @@ export function makeDistiller(o: DistillerOptions): Distiller {
     return {
       actvar: act, baseline,
       info: {
-        stage1Steps: sz.stage1Steps, stage2Steps: sz.stage2Steps, batchSize: sz.batchSize, lr: r.lr, trainImages: sz.trainLimit, holdout: sz.holdout,
+        stage1Steps: sz.stage1Steps, stage2Steps: sz.stage2Steps, batchSize: sz.batchSize, lr: r.lr, lr2: r.lr2, trainImages: sz.trainLimit, holdout: sz.holdout,
         resumedAtStep: r.startStep, distillSeconds: (performance.now() - t0) / 1e3, samplesPerSec: r.loop.samplesPerSec,
         before: r.before, after: r.after,
       },
