@@ -129,7 +129,8 @@ export function renderMarkdown(a: Analysis, meta: ReportMeta): string {
     '6 scales 1,2,3,4,6,8; the activated scales are the last two, 6×6 and 8×8, and "the two before" are 3×3 and 4×4), ' +
     'with seeds, mean ± std over them, and measured seconds. Every number below comes from the JSON files of the command; nothing is typed by hand.', '');
   lines.push('## How these numbers were made', '');
-  lines.push(`* Command: \`${meta.command}\` (mode ${modes.join(', ')}); page with plots: \`${meta.outDir}/index.html\`` + (meta.screenshot ? ` (screenshot: \`${meta.screenshot}\`)` : '') + '.');
+  lines.push(`* Command: \`${meta.command}\` (mode ${modes.join(', ')}); page with plots: \`${meta.outDir}/index.html\`` + (meta.screenshot ? ` (screenshot: \`${meta.screenshot}\`)` : '') +
+    '. Rerunning a command in the same `--out` folder resumes it (finished runs are skipped); to rerun from scratch give a new `--out`.');
   lines.push(`* Commit${commits.length > 1 ? 's' : ''}: ${commits.map((c) => `\`${c}\``).join(', ')}; machine: ${machines.join('; ')}; 1-minute load average during the runs ${loadRange(a.records)} (other jobs share the machine).`);
   if (sz) {
     lines.push(`* Sizes: N = ${sz.n} generated images per run (class i mod 10, image i seeded by imageSeed(seed, i): the same images in every setting), ` +
