@@ -184,8 +184,9 @@ export function writeReport(o: Pick<ReproduceOptions, 'out' | 'doc' | 'command' 
   const records = readRuns(o.out);
   if (!records.length) throw new ReproduceError(`${o.out}/runs holds no finished run: nothing to report`);
   const a = analyse(records);
+  const ran = [...new Set(readInvocations(o.out).map((i) => i.command))];
   const meta: ReportMeta = {
-    command: o.command, outDir: o.out.replace(/\/+$/, ''), screenshot: o.screenshot ?? null,
+    command: ran.length ? ran.join('` then `') : o.command, outDir: o.out.replace(/\/+$/, ''), screenshot: o.screenshot ?? null,
     wallSeconds: invocationSeconds(o.out) ?? records.reduce((s, r) => s + r.seconds.total, 0),
     invocations: readInvocations(o.out).length,
     cpuSeconds: invocationCpuSeconds(o.out),
