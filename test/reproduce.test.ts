@@ -63,10 +63,11 @@ test('plan: every claim has its settings, ids are unique, runs are settings × s
   const quick = makePlan({ quick: true }), full = makePlan({});
   assert.equal(quick.plan.sizes.seeds, 1);
   assert.equal(full.plan.sizes.seeds, 3);
-  // quick distils ActVAR and the two baselines; full distils every setting; both have the KV-policy row
+  // quick and full distil ActVAR and the two baselines (--distill-all: every setting); both have the KV-policy row
   assert.deepEqual(quick.plan.settings.filter((x) => x.actvar?.init === 'distilled').map((x) => x.id), [ids('distilled').main, ids('distilled').fixed, ids('distilled').static]);
-  assert.equal(full.plan.settings.length, 1 + 2 * 14);
-  assert.equal(full.runs.length, 3 * 29);
+  assert.equal(full.plan.settings.length, 15 + 3);
+  assert.equal(full.runs.length, 3 * 18);
+  assert.equal(makePlan({ distillAll: true }).plan.settings.length, 15 + 14);
   assert.equal(makePlan({ quick: true, distill: false }).plan.settings.length, 15);
   assert.throws(() => makePlan({ only: ['nope'] }), /unknown setting\(s\) nope/);
 });

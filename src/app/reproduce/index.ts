@@ -59,6 +59,8 @@ export interface ReproduceOptions {
   distill?: boolean;
   /** The trainer's science core (default src/actvar/distill.ts; tests pass a stand-in). */
   distillCore?: DistillCore;
+  /** Distil every setting, not only ActVAR (75,75;75) and the two baselines (hours more). */
+  distillAll?: boolean;
   /** Add the KV-policy 'all' row (default true). */
   kvAll?: boolean;
   /** Write the report from the JSONs already there; run nothing. */
@@ -83,10 +85,11 @@ export const PLAN_FORMAT = 'actvar-reproduce-plan/1';
 export const RUN_FORMAT = 'actvar-reproduce-run/1';
 
 /** The plan of an invocation (no work). */
-export function makePlan(o: Pick<ReproduceOptions, 'quick' | 'seeds' | 'n' | 'only' | 'distill' | 'kvAll' | 'cfg' | 'topK' | 'topP'>): { plan: PlanFile; runs: PlannedRun[] } {
+export function makePlan(o: Pick<ReproduceOptions, 'quick' | 'seeds' | 'n' | 'only' | 'distill' | 'distillAll' | 'kvAll' | 'cfg' | 'topK' | 'topP'>): { plan: PlanFile; runs: PlannedRun[] } {
   const base = o.quick ? QUICK_SIZES : FULL_SIZES;
   const sizes: PlanSizes = { ...base, ...(o.seeds !== undefined ? { seeds: o.seeds } : {}), ...(o.n !== undefined ? { n: o.n } : {}) };
   if (sizes.n < sizes.batch) sizes.batch = sizes.n;
+  if (o.distillAll) sizes.distilledSettings = 'all';
   const inits: InitKind[] = o.distill === false ? ['training-free'] : ['training-free', 'distilled'];
   let settings = planSettings({ inits, kvAll: o.kvAll ?? true, distilledSettings: sizes.distilledSettings });
   if (o.only?.length) {

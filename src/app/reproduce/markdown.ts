@@ -4,7 +4,7 @@
  */
 import { pm, type Agg } from './stats.js';
 import { ids, PAPER, type Analysis, type Row } from './analysis.js';
-import { FULL_SIZES, type InitKind, type PlanSizes } from './plan.js';
+import { FULL_SIZES, planSettings, type InitKind, type PlanSizes, type Setting } from './plan.js';
 import type { RunRecord } from './run.js';
 
 export interface ReportMeta {
@@ -81,19 +81,24 @@ function sections(a: Analysis, init: InitKind): string[] {
  * + latency × image ratio, × seeds. `wall`: at the load these runs saw; `cpu`: process CPU seconds scaled
  * the same way (all threads; an idle 2-core machine needs at least cpu/2 of wall time).
  */
-export function estimateSeconds(records: RunRecord[], target: PlanSizes): { wall: number; cpu: number; runs: number } {
+export function estimateSeconds(records: RunRecord[], target: PlanSizes, targetSettings: Setting[]): { wall: number; cpu: number; runs: number; proxied: number } {
   const first = new Map<string, RunRecord>();
   for (const r of records) if (!first.has(r.setting.id) || r.seed < first.get(r.setting.id)!.seed) first.set(r.setting.id, r);
-  let wall = 0, cpu = 0;
-  for (const r of first.values()) {
+  let wall = 0, cpu = 0, runs = 0, proxied = 0;
+  for (const st of targetSettings) {
+    // a setting not run here is estimated by the main ActVAR setting of its init (same distillation budget)
+    let r = first.get(st.id);
+    if (!r) { r = first.get(st.actvar ? ids(st.actvar.init).main : 'dense'); if (r) proxied++; }
+    if (!r) continue;
     const d = r.sizes.distill, td = target.distill;
     const setupScale = r.setting.actvar?.init === 'distilled' && d && td
       ? ((td.stage1Steps + td.stage2Steps) * td.batchSize) / ((d.stage1Steps + d.stage2Steps) * d.batchSize) : 1;
     const w = r.seconds.setup * setupScale + r.seconds.metricPass * (target.n / r.sizes.n) + r.seconds.latency * (target.latencyImages / r.sizes.latencyImages);
     wall += w;
     cpu += typeof r.seconds.cpu === 'number' && r.seconds.total > 0 ? r.seconds.cpu * (w / r.seconds.total) : NaN;
+    runs++;
   }
-  return { wall: wall * target.seeds, cpu: cpu * target.seeds, runs: first.size * target.seeds };
+  return { wall: wall * target.seeds, cpu: cpu * target.seeds, runs: runs * target.seeds, proxied: proxied * target.seeds };
 }
 
 /** Distillation budget and held-out / test KL to the dense teacher before → after, per distilled run. */
@@ -146,14 +151,15 @@ export function renderMarkdown(a: Analysis, meta: ReportMeta): string {
   lines.push('* Verdicts: per-seed paired differences, oriented so that > 0 means "as the paper claims"; **holds** when the 95 % t-interval of their mean is above 0, ' +
     '**does not hold at this scale** when it is below 0, **inconclusive** when it contains 0 (the difference is inside the seed spread) or when there is only one seed.', '');
   if (a.records.some((r) => r.mode !== 'full')) {
-    const est = estimateSeconds(a.records, FULL_SIZES), fd = FULL_SIZES.distill;
+    const est = estimateSeconds(a.records, FULL_SIZES, planSettings({ inits: ['training-free', 'distilled'], kvAll: true, distilledSettings: FULL_SIZES.distilledSettings })), fd = FULL_SIZES.distill;
     lines.push(`* **The full run** is \`actvar reproduce --out reports/full --doc docs/REPRODUCTION.md\` (or \`npm run reproduce -- --out reports/full --doc docs/REPRODUCTION.md\`): ` +
-      `${FULL_SIZES.seeds} seeds, N = ${FULL_SIZES.n}, batch-1 latency on ${FULL_SIZES.latencyImages} images, every setting also distilled ` +
+      `${FULL_SIZES.seeds} seeds, N = ${FULL_SIZES.n}, batch-1 latency on ${FULL_SIZES.latencyImages} images, every setting training-free and ActVAR (75,75;75) and the two baselines also distilled ` +
       `(${fd.stage1Steps} + ${fd.stage2Steps} steps of batch ${fd.batchSize} on ${fd.trainLimit} training images per distillation). ` +
-      `Extrapolated from the runs below (setup, distillation scaled by its images, metric pass × ${FULL_SIZES.n}/${sz?.n ?? '?'}, latency; × ${FULL_SIZES.seeds} seeds) for the ${est.runs} runs of those settings: ` +
+      `Extrapolated from the runs below (setup, distillation scaled by its images, metric pass × ${FULL_SIZES.n}/${sz?.n ?? '?'}, latency; × ${FULL_SIZES.seeds} seeds; ` +
+      `the ${est.proxied} runs of settings not run here are costed as the main ActVAR run of their kind) for all ${est.runs} runs: ` +
       `**${(est.wall / 3600).toFixed(1)} hours of wall time at the load these runs saw** (1-minute load average ${loadRange(a.records)}), ` +
       (Number.isFinite(est.cpu) ? `**${(est.cpu / 3600).toFixed(1)} CPU-hours**, i.e. at least ${(est.cpu / 7200).toFixed(1)} hours on an idle 2-core machine` : 'CPU time not recorded') +
-      ` (settings not run here, e.g. distilled rows beyond the quick plan's three, come on top: about ${((est.wall / Math.max(1, est.runs)) / 3600 * 60).toFixed(0)} min each at this load). ` +
+      '; `--distill-all` distils every setting as well (hours more), `--no-distill` skips the distillations. ' +
       'It resumes where it stopped when rerun. Then `node scripts/check-report.mjs reports/full/index.html docs/reproduction.png` checks the page and takes the screenshot.');
   }
   lines.push('', '## Verdicts, one per claim', '');

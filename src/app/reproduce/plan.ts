@@ -77,7 +77,7 @@ export const QUICK_SIZES: Readonly<PlanSizes> = Object.freeze({
   distill: Object.freeze({ trainLimit: 2000, holdout: 200, stage1Steps: 20, stage2Steps: 40, batchSize: 16, evalSamples: 100, testSamples: 100, calib: 2 }),
 });
 export const FULL_SIZES: Readonly<PlanSizes> = Object.freeze({
-  n: 5000, batch: 50, latencyImages: 20, calib: 2, seeds: 3, gridImages: 30, distilledSettings: 'all' as const,
+  n: 5000, batch: 50, latencyImages: 20, calib: 2, seeds: 3, gridImages: 30, distilledSettings: 'core' as const,
   distill: Object.freeze({ trainLimit: 20000, holdout: 1000, stage1Steps: 50, stage2Steps: 150, batchSize: 32, evalSamples: 300, testSamples: 1000, calib: 2 }),
 });
 
