@@ -166,6 +166,7 @@ const BASE: Record<string, string[]> = {
   features: ['features', '--images', 'pngs', '--weights', CLF, '--out', 'f.safetensors', '--quiet'],
   reproduce: ['reproduce', '--out', 'rep-out', '--dry-run', '--quiet'],
   eval: ['eval', '--n', '4', '--var', `models/${DEMO_MODEL_FILES.var}`, '--tokenizer', TOK, '--weights', CLF, '--ref', 'pngs', '--quiet'],
+  distill: ['distill', '--var', `models/${DEMO_MODEL_FILES.var}`, '--tokenizer', TOK, '--steps', '2', '--train-limit', '100', '--holdout', '10', '--progress', 'none'],
 };
 
 /** One or more invalid values of every flag that takes a value, per command (shared flags first). */
@@ -188,12 +189,13 @@ const INVALID: Record<string, Record<string, string[]>> = {
     '--out': ['', 'existing-dir'], '--out-dir': ['', 'exists.safetensors'], '--tokens-out': ['', 'fifo.png'], '--batch': ['0', '100000'],
     '--preset': ['d99'], '--init-seed': ['4294967296'], '--actvar-weights': [''], '--actvar-calib': ['-1'], '--actvar-grouping': ['random'],
     '--actvar-save': [''], '--act-maps': [''], '--baseline': ['random', ''],
+    '--actvar-model': ['', 'missing.safetensors', 'corrupt.safetensors', `models/${DEMO_MODEL_FILES.var}`],
   },
   demo: {
     ...SAMPLING, ...ACTVAR_SETTINGS,
     '--cfg': ['1e300'], '--models': ['', 'missing-dir'], '--tokenizer': ['', 'missing.safetensors'], '--var': ['', CLF], '--classifier': ['', TOK],
     '--out-dir': ['', 'exists.safetensors'], '--per-class': ['0', '1e9'], '--actvar-weights': ['', 'corrupt.safetensors'], '--actvar-calib': ['-1'],
-    '--batch': ['0'], '--repeats': ['0'],
+    '--batch': ['0'], '--repeats': ['0'], '--actvar-model': ['', 'missing.safetensors'], '--kl-images': ['-1', '10001'], '--data-dir': [''],
   },
   'train-classifier': {
     ...TRAIN_SHARED, '--augment-shift': ['-1', '17'], '--c1': ['0'], '--c2': ['0'], '--hidden': ['0', '100000'], '--kernel': ['4', '0', '33'],
@@ -217,7 +219,14 @@ const INVALID: Record<string, Record<string, string[]>> = {
     '--n': ['0', '1e9'], '--var': ['', 'missing.safetensors'], '--tokenizer': ['', 'missing.safetensors'], '--images': ['', 'missing-dir'],
     '--ref': ['', 'cifar:test'], '--extractor': ['vgg'], '--weights': ['', 'corrupt.safetensors'], '--batch': ['0'], '--splits': ['0'],
     '--cache-dir': [''], '--features-out': ['', 'existing-dir', TOK], '--shard': ['3/3', 'a'], '--out': ['', 'existing-dir'],
-    '--merge': ['missing.safetensors'], '--actvar-weights': [''], '--actvar-calib': ['-1'], '--baseline': ['static'],
+    '--merge': ['missing.safetensors'], '--actvar-weights': [''], '--actvar-calib': ['-1'], '--baseline': ['static'], '--actvar-model': ['', 'missing.safetensors', 'corrupt.safetensors'],
+  },
+  distill: {
+    ...TRAIN_SHARED, ...ACTVAR_SETTINGS,
+    '--var': ['', 'missing.safetensors', 'corrupt.safetensors', TOK], '--tokenizer': ['', 'missing.safetensors', CLF],
+    '--holdout': ['0', '100'], '--test-samples': ['-1', '10001'], '--token-cache': ['', 'exists.safetensors'], '--stage': ['3', 'all'],
+    '--stage1-share': ['0', '1'], '--stage2-lr': ['0', '-1'], '--init': ['', 'missing.safetensors', 'corrupt.safetensors'], '--actvar-calib': ['-1'],
+    '--alpha': ['-1'], '--beta': ['-1'], '--clip': ['-1'], '--batch-size': ['0', '100000', '91'],
   },
   reproduce: {
     '--out': ['', 'exists.safetensors'], '--seeds': ['0', 'a'], '--n': ['5', '1e9'], '--only': ['nope', ','], '--models': ['', 'missing-dir'],

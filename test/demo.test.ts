@@ -19,6 +19,10 @@ import { initVarParams } from '../src/var/init.js';
 import { DEFAULT_TOKENIZER_CONFIG, VQVAE_FORMAT } from '../src/train/train-vae.js';
 import { VAR_FORMAT, varConfigFor } from '../src/train/train-var.js';
 import { loadVar } from '../src/var/load.js';
+import { loadVqvae } from '../src/vqvae/load.js';
+import { ActVAR } from '../src/actvar/actvar.js';
+import { encodeActVarModel } from '../src/actvar/file.js';
+import { varParamsHash } from '../src/actvar/hash.js';
 import { Classifier, CLASSIFIER_FORMAT } from '../src/eval/classifier.js';
 import { decodePng } from '../src/image/png.js';
 import { analyticFlops, flopsModelOf } from '../src/actvar/flops.js';
@@ -198,4 +202,37 @@ test('the shipped models (when present): class accuracy >= 70% in both modes, Ac
   assert.ok(r.dense.classAccuracy >= 0.7, `dense class accuracy ${r.dense.classAccuracy}`);
   assert.ok(r.actvar!.classAccuracy >= 0.7, `ActVAR class accuracy ${r.actvar!.classAccuracy}`);
   assert.ok(r.flopsSaving! > 0.2, `FLOPs saving ${r.flopsSaving}`);
+  if (r.distilled) {
+    assert.ok(r.distilled.classAccuracy >= 0.7, `distilled class accuracy ${r.distilled.classAccuracy}`);
+    assert.ok(r.distilled.gflops < r.dense.gflops);
+  }
+});
+
+test('runDemo with a distilled ActVAR model: a third mode, KL to dense of both ActVARs on test images, the JSON fields', () => {
+  const model = loadVar(path.join(models, DEMO_MODEL_FILES.var));
+  const vae = loadVqvae(path.join(models, DEMO_MODEL_FILES.tokenizer));
+  const a = ActVAR.wrap(model, {});
+  a.calibrate({ vqvae: vae, labels: [1], rng: new Rng(3) });
+  const file = path.join(dir, 'distilled.safetensors');
+  fs.writeFileSync(file, encodeActVarModel(a, { baseVarSha256: varParamsHash(model) }));
+  const out = path.join(dir, 'out-distilled');
+  const r = runDemo({ modelsDir: models, outDir: out, perClass: 1, calib: 1, actvarModel: file, klImages: 20, repeats: 1 });
+  assert.ok(r.distilled);
+  assert.deepEqual(fs.readdirSync(out).sort(), ['actvar.png', 'demo.png', 'dense.png', 'distilled.png']);
+  const j = demoJson(r);
+  for (const k of ['class_accuracy_distilled', 'class_accuracy_training_free']) assert.equal(typeof j[k], 'number', k);
+  if (r.klImages > 0) {
+    // the same calibration (1 generation) in both: the same gates on the same VAR, so the same KL
+    assert.equal(r.klImages, 20);
+    assert.ok((j.kl_to_dense_training_free as number) >= 0);
+    assert.equal(typeof j.kl_to_dense_distilled, 'number');
+  } else {
+    assert.match(r.klNote ?? '', /KL to dense skipped/);
+  }
+  assert.match(formatDemo(r), /distilled/);
+  // a model distilled from another VAR is refused
+  const other = new VAR(model.config, initVarParams(model.config, new Rng(77)));
+  const b = ActVAR.wrap(other, {}, { allowUntrained: true });
+  fs.writeFileSync(file, encodeActVarModel(b, { baseVarSha256: varParamsHash(other) }));
+  assert.throws(() => runDemo({ modelsDir: models, outDir: null, perClass: 1, calib: 1, actvarModel: file, klImages: 0 }), /distilled from another VAR/);
 });

@@ -6,7 +6,11 @@
 import './util/setup.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { writeSafetensors } from '../src/io/safetensors.js';
+import { loadDataset } from '../src/data/datasets.js';
+import { repoRoot } from './util/fixtures.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Rng } from '../src/tensor/rng.js';
@@ -14,8 +18,8 @@ import { VQVAE } from '../src/vqvae/vqvae.js';
 import { VAR } from '../src/var/var.js';
 import { initVarParams } from '../src/var/init.js';
 import { ImageDataset } from '../src/data/datasets.js';
-import { DEFAULT_TOKENIZER_CONFIG } from '../src/train/train-vae.js';
-import { varConfigFor } from '../src/train/train-var.js';
+import { DEFAULT_TOKENIZER_CONFIG, VQVAE_FORMAT } from '../src/train/train-vae.js';
+import { VAR_FORMAT, varConfigFor } from '../src/train/train-var.js';
 import { distill } from '../src/train/distill.js';
 import { ActVAR } from '../src/actvar/actvar.js';
 import { ActVarConfigError } from '../src/actvar/config.js';
@@ -36,6 +40,7 @@ function toy(n: number, seed: number, split: 'train' | 'test' = 'train'): ImageD
   return new ImageDataset({ name: 'toy', split, side: s, pixels: px, labels, classes: ['a', 'b', 'c', 'd'] });
 }
 
+const cli = join(repoRoot, 'dist/src/cli/main.js');
 const TINY_VAE = { ...DEFAULT_TOKENIZER_CONFIG, ch: 8, chMult: [1, 2, 2], normGroups: 4, Cvae: 8, vocabSize: 32 };
 
 function tinyModels(seed = 1): { vae: VQVAE; model: VAR } {
@@ -141,4 +146,38 @@ test('SHA-256 in TypeScript equals node:crypto (lengths around the block and pad
     assert.equal(h.hex(), createHash('sha256').update(d).digest('hex'));
   }
   assert.equal(sha256Hex('abc'), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad');
+});
+
+test('actvar distill (CLI): a tiny run writes the model file, generate --actvar-model uses it, a resume with other settings is refused (exit 2, nothing written)', (t) => {
+  try { loadDataset('fashion-mnist', 'train', { limit: 1 }); } catch { t.skip('Fashion-MNIST is not installed'); return; }
+  const dir = mkdtempSync(join(tmpdir(), 'actvar-distill-cli-'));
+  try {
+    const vae = VQVAE.random(TINY_VAE, new Rng(1));
+    writeSafetensors(join(dir, 'tok.safetensors'), vae.stateDict(), { format: VQVAE_FORMAT, config: JSON.stringify(vae.config) });
+    const cfg = varConfigFor(vae, 10, { depth: 2, width: 32, heads: 2 });
+    writeSafetensors(join(dir, 'var.safetensors'), new VAR(cfg, initVarParams(cfg, new Rng(2))).stateDict(), { format: VAR_FORMAT, config: JSON.stringify(cfg), dataset: 'fashion-mnist' });
+    const run = (args: string[]): ReturnType<typeof spawnSync> => spawnSync(process.execPath, [cli, ...args], { cwd: dir, encoding: 'utf8', timeout: 600_000 });
+    const base = ['distill', '--var', 'var.safetensors', '--tokenizer', 'tok.safetensors', '--train-limit', '24', '--holdout', '8', '--test-samples', '4',
+      '--eval-samples', '4', '--batch-size', '4', '--steps', '2', '--actvar-calib', '1', '--experts', '4', '--ckpt-dir', 'ck', '--progress', 'none'];
+    const r = run([...base, '--out', 'm.safetensors', '--json']);
+    assert.equal(r.status, 0, String(r.stderr));
+    const j = JSON.parse(String(r.stdout).trim().split('\n').pop()!);
+    assert.deepEqual(j.stages, [{ stage: 1, steps: 1 }, { stage: 2, steps: 1 }]);
+    assert.equal(typeof j.validation_before.klToDense, 'number');
+    assert.equal(typeof j.test_after.klToDense, 'number');
+    assert.equal(j.lr, 2e-4 * 4 / 512);
+    const info = actVarModelInfo(loadActVar(join(dir, 'm.safetensors')))!;
+    assert.equal(info.tokenizer, 'tok.safetensors');
+    assert.match(info.command, /^actvar distill --var var\.safetensors /);
+    const g = run(['generate', '--actvar-model', 'm.safetensors', '--classes', '1', '--out', 'g.png', '--quiet']);
+    assert.equal(g.status, 0, String(g.stderr));
+    const before = readdirSync(dir).sort().join();
+    const bad = run([...base, '--resume', '--lr', '0.5']);
+    assert.equal(bad.status, 2, String(bad.stderr));
+    assert.match(String(bad.stderr), /^actvar: error: cannot resume from .* different settings/m);
+    assert.equal(readdirSync(dir).sort().join(), before, 'nothing written');
+    const wrongVar = run(['generate', '--actvar-model', 'm.safetensors', '--var', 'var.safetensors', '--classes', '1', '--quiet']);
+    assert.equal(wrongVar.status, 2);
+    assert.match(String(wrongVar.stderr), /--actvar-model holds its own VAR/);
+  } finally { rmSync(dir, { recursive: true, force: true }); }
 });

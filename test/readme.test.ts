@@ -32,7 +32,9 @@ test('official-layout files through the package entry: .pth VAR, .safetensors VQ
   const vqvae = loadVqvae(path.join(fixturesDir, 'var-tiny/vqvae_state_dict.safetensors'), { patchNums: model.config.patchNums });
   const dense = noGrad(() => model.autoregressiveInfer({ labels: [3, 7], vqvae, cfg: 1.5, topK: 1, rng: new Rng(0) }));
   assert.deepEqual(dense.image?.shape, [2, 3, 64, 64]);
-  const act = ActVAR.wrap(model, { tokenRates: [0.75, 0.75], expertRate: 0.75 });
+  // without calibrated or trained gates, generation is refused unless asked for explicitly
+  assert.throws(() => ActVAR.wrap(model, {}).generate({ labels: [3], vqvae, decode: false }), /untrained/);
+  const act = ActVAR.wrap(model, { tokenRates: [0.75, 0.75], expertRate: 0.75 }, { allowUntrained: true });
   const sparse = noGrad(() => act.generate({ labels: [3, 7], vqvae, cfg: 1.5, topK: 1 }));
   assert.deepEqual(sparse.idxBL.shape, dense.idxBL.shape);
   // the first scales are not activated: their tokens are the dense model's

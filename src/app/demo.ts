@@ -60,7 +60,7 @@ export const DEMO_ACTVAR_MODEL_FILE = 'actvar-fashion-mnist.safetensors';
 
 /** Sampling defaults of the demo (the shipped VAR's class accuracy is reported at these). */
 export const DEMO_DEFAULTS = Object.freeze({
-  modelsDir: 'models', outDir: 'out/demo', perClass: 10, cfg: 1.5, topK: 0, topP: 0, seed: 0, batch: 50, calib: 4, repeats: 2, klImages: 200,
+  modelsDir: 'models', outDir: 'out/demo', perClass: 10, cfg: 1.5, topK: 0, topP: 0, seed: 0, batch: 50, calib: 4, repeats: 2, klImages: 100,
 });
 
 /** ActVAR settings `tokenRates`, `expertRate`, `experts`, `scales` (default: config.ts, (75,75;75) at the last two scales). */
@@ -89,7 +89,7 @@ export interface DemoOptions extends Partial<Pick<ActVarConfig, 'tokenRates' | '
    * when that file exists; null: none. Its base VAR must be the demo's VAR (checked by hash).
    */
   actvarModel?: string | null;
-  /** Test images for the teacher-forced KL of each ActVAR to the dense VAR (default 200; 0 = skip). */
+  /** Test images for the teacher-forced KL of each ActVAR to the dense VAR (default 100; 0 = skip). */
   klImages?: number;
   /** Folder of the Fashion-MNIST / MNIST IDX files for the KL (default: where the dataset package installs them). */
   dataDir?: string;
