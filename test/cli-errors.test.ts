@@ -164,6 +164,7 @@ const BASE: Record<string, string[]> = {
   'bench gemm': ['bench', 'gemm', '--repeats', '1'],
   'bench actvar': ['bench', 'actvar', '--repeats', '1'],
   features: ['features', '--images', 'pngs', '--weights', CLF, '--out', 'f.safetensors', '--quiet'],
+  reproduce: ['reproduce', '--out', 'rep-out', '--dry-run', '--quiet'],
   eval: ['eval', '--n', '4', '--var', `models/${DEMO_MODEL_FILES.var}`, '--tokenizer', TOK, '--weights', CLF, '--ref', 'pngs', '--quiet'],
   distill: ['distill', '--var', `models/${DEMO_MODEL_FILES.var}`, '--tokenizer', TOK, '--steps', '2', '--train-limit', '100', '--holdout', '10', '--progress', 'none'],
 };
@@ -187,7 +188,7 @@ const INVALID: Record<string, Record<string, string[]>> = {
     '--var': ['', 'missing.safetensors'], '--vae': ['', 'corrupt.safetensors'], '--classes': ['a,b', '-1', '', '10'], '--per-class': ['0', '1000000000'],
     '--out': ['', 'existing-dir'], '--out-dir': ['', 'exists.safetensors'], '--tokens-out': ['', 'fifo.png'], '--batch': ['0', '100000'],
     '--preset': ['d99'], '--init-seed': ['4294967296'], '--actvar-weights': [''], '--actvar-calib': ['-1'], '--actvar-grouping': ['random'],
-    '--actvar-save': [''], '--act-maps': [''], '--weights-dtype': ['fp16', 'BF16', ''], '--actvar-model': ['', 'missing.safetensors', 'corrupt.safetensors', `models/${DEMO_MODEL_FILES.var}`],
+    '--actvar-save': [''], '--act-maps': [''], '--baseline': ['random', ''], '--weights-dtype': ['fp16', 'BF16', ''], '--actvar-model': ['', 'missing.safetensors', 'corrupt.safetensors', `models/${DEMO_MODEL_FILES.var}`],
   },
   demo: {
     ...SAMPLING, ...ACTVAR_SETTINGS,
@@ -217,7 +218,7 @@ const INVALID: Record<string, Record<string, string[]>> = {
     '--n': ['0', '1e9'], '--var': ['', 'missing.safetensors'], '--tokenizer': ['', 'missing.safetensors'], '--images': ['', 'missing-dir'],
     '--ref': ['', 'cifar:test'], '--extractor': ['vgg'], '--weights': ['', 'corrupt.safetensors'], '--batch': ['0'], '--splits': ['0'],
     '--cache-dir': [''], '--features-out': ['', 'existing-dir', TOK], '--shard': ['3/3', 'a'], '--out': ['', 'existing-dir'],
-    '--merge': ['missing.safetensors'], '--actvar-weights': [''], '--actvar-calib': ['-1'], '--weights-dtype': ['float16'], '--actvar-model': ['', 'missing.safetensors', 'corrupt.safetensors'],
+    '--merge': ['missing.safetensors'], '--actvar-weights': [''], '--actvar-calib': ['-1'], '--baseline': ['static'], '--weights-dtype': ['float16'], '--actvar-model': ['', 'missing.safetensors', 'corrupt.safetensors'],
   },
   distill: {
     ...TRAIN_SHARED, ...ACTVAR_SETTINGS,
@@ -225,6 +226,10 @@ const INVALID: Record<string, Record<string, string[]>> = {
     '--holdout': ['0', '100'], '--test-samples': ['-1', '10001'], '--token-cache': ['', 'exists.safetensors'], '--stage': ['3', 'all'],
     '--stage1-share': ['0', '1'], '--stage2-lr': ['0', '-1'], '--init': ['', 'missing.safetensors', 'corrupt.safetensors'], '--actvar-calib': ['-1'],
     '--alpha': ['-1'], '--beta': ['-1'], '--clip': ['-1'], '--batch-size': ['0', '100000', '91'],
+  },
+  reproduce: {
+    '--out': ['', 'exists.safetensors'], '--seeds': ['0', 'a'], '--n': ['5', '1e9'], '--only': ['nope', ','], '--models': ['', 'missing-dir'],
+    '--doc': ['', 'existing-dir'], '--screenshot': [''],
   },
 };
 
@@ -297,6 +302,7 @@ test('issue 18 cases: outputs onto inputs, non-regular outputs, unwritable place
     { args: [...G, '--actvar', '--actvar-weights', 'corrupt.safetensors'], msg: /cannot load --actvar-weights/ },
     { args: [...G, '--actvar', '--experts', '7'], msg: /experts \(7\) must divide/ },
     { args: [...G, '--token-rates', '0.5,0.5'], msg: /--token-rates needs --actvar/ },
+    { args: [...G, '--baseline', 'fixed-tokens'], msg: /--baseline needs --actvar/ },
     // 4. the training commands' argument errors
     { args: ['train-vae', '--bogus'], msg: /unknown option '--bogus'/ },
     { args: ['train-var', '--steps', '0'], msg: /--steps must be an integer/ },

@@ -38,6 +38,7 @@ function tinyVqvae(): VQVAE {
 }
 
 function randomizeGates(a: ActVAR, seed = 21): void {
+  a.allowUntrained = true; // random gates are neither trained nor calibrated (wrap refuses to generate otherwise)
   const rng = new Rng(seed);
   for (const b of a.blocks) {
     for (const t of [b.router.weight, b.router.bias, b.selector.weight, b.selector.bias]) for (let i = 0; i < t.size; i++) t.f32[i] = rng.normal();
@@ -109,7 +110,7 @@ test('kv policy: resolved, validated, stored in the metadata; the FLOPs counter 
   const { inputs } = randomInputs(model, 1);
   const totals: Record<string, number> = {};
   for (const kvPolicy of ['kept', 'all'] as KvPolicy[]) {
-    const a = ActVAR.wrap(model, { tokenRates: [0.75, 0.5], expertRate: 0.75, experts: 16, kvPolicy });
+    const a = ActVAR.wrap(model, { tokenRates: [0.75, 0.5], expertRate: 0.75, experts: 16, kvPolicy }, { allowUntrained: true });
     randomizeGates(a);
     const real = T.countFlops(() => runTransformer(model, [3], inputs, a.hooks)).flops.toJSON();
     const dry = T.countFlops(() => T.dryRun(() => runTransformer(model, [3], inputs, a.hooks))).flops.toJSON();

@@ -7,6 +7,7 @@ export * from './init.js';
 export * from './actvar.js';
 export * from './flops.js';
 export * from './actmaps.js';
+export * from './baselines.js';
 export * from './hash.js';
 export * from './file.js';
 export * from './teacher.js';

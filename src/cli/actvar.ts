@@ -10,13 +10,14 @@
 import * as nodePath from 'node:path';
 import { Command } from 'commander';
 import { UserError } from './errors.js';
-import { addActVarInitOptions, addActVarSettingsOptions, actvarSettings, choice, path } from './options.js';
+import { addActVarInitOptions, addActVarSettingsOptions, addActVarBaselineOption, actvarSettings, choice, path } from './options.js';
 import { Rng } from '../tensor/index.js';
 import type { VAR, VarVqvae, InferResult, VarHooks } from '../var/var.js';
 import { ActVAR } from '../actvar/actvar.js';
 import { ActivationMaps } from '../actvar/actmaps.js';
 import { ActVarConfigError, type ActVarConfig, type ExpertGrouping, type KvPolicy } from '../actvar/config.js';
 import { encodeSafetensors } from '../io/safetensors.js';
+import { applyBaseline, type BaselineName } from '../actvar/baselines.js';
 import { sha256File } from '../io/node-fs.js';
 import { loadActVar, actVarModelInfo } from '../actvar/file.js';
 import { checkReadable } from './inputs.js';
@@ -37,15 +38,17 @@ export interface ActVarCliOptions {
   actMaps?: string;
   /** An ActVAR model file (`actvar distill`): its own VAR and gates; implies --actvar. */
   actvarModel?: string;
+  baseline?: BaselineName;
 }
 
-const NEEDS_ACTVAR = ['tokenRates', 'expertRate', 'experts', 'scales', 'kvPolicy', 'actvarWeights', 'actvarGrouping', 'actvarSave', 'actMaps'] as const;
+const NEEDS_ACTVAR = ['tokenRates', 'expertRate', 'experts', 'scales', 'kvPolicy', 'actvarWeights', 'actvarGrouping', 'actvarSave', 'actMaps', 'baseline'] as const;
 
 /** Declare the ActVAR flags of `generate`. */
 export function addActVarGenerateOptions(cmd: Command): Command {
   cmd.option('--actvar', 'ActVAR: sparse tokens and FFN experts at the activated scales');
   addActVarSettingsOptions(cmd);
   addActVarInitOptions(cmd, 2);
+  addActVarBaselineOption(cmd);
   return cmd
     .option('--actvar-grouping <g>', 'hidden units → experts: contiguous or coactivation (needs --actvar-calib > 0)', choice('--actvar-grouping', ['contiguous', 'coactivation'] as const))
     .option('--actvar-save <file>', 'save the router/selector weights used (.safetensors)', path('--actvar-save'))
@@ -61,7 +64,8 @@ export function addActVarModelOption(cmd: Command): Command {
 export function checkActVarFlags(o: ActVarCliOptions): void {
   if (o.actvarModel !== undefined) {
     o.actvar = true;
-    const clash = (['actvarWeights', 'actvarGrouping'] as const).find((k) => o[k] !== undefined);
+    const clash = (['actvarWeights', 'actvarGrouping', 'baseline'] as const).find((k) => o[k] !== undefined);
+    if (clash === 'baseline') throw new UserError('--baseline does not go with --actvar-model (the model file holds ActVAR\'s distilled gates; `actvar reproduce` distils the baselines themselves)');
     if (clash) throw new UserError(`--${clash.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase())} does not go with --actvar-model (the model file holds its gates)`);
     if (o.experts !== undefined) throw new UserError('--experts is fixed by the --actvar-model file; leave it out');
   }
@@ -90,31 +94,47 @@ export function buildActVar(
   if (o.actvarModel !== undefined) throw new Error('buildActVar: load --actvar-model with loadActVarModelFlag');
   const log = ctx.log ?? (() => {});
   try {
-    if (o.actvarWeights) {
-      try { return ActVAR.load(model, o.actvarWeights, settings); } catch (e) {
-        if (e instanceof ActVarConfigError) throw e;
-        throw new UserError(`cannot load --actvar-weights ${o.actvarWeights}: ${(e as Error).message}`);
-      }
-    }
-    const cfg: Partial<ActVarConfig> = { ...settings, ...(o.actvarGrouping ? { grouping: o.actvarGrouping } : {}) };
-    const calib = o.actvarCalib ?? 2;
-    // --actvar-calib 0 asks for the data-free gates explicitly (raster-order token selection)
-    const a = ActVAR.wrap(model, cfg, { allowUntrained: calib === 0 });
-    if (calib > 0) {
-      const rng = new Rng((ctx.seed ^ 0x5eed) >>> 0);
+    const a = buildBase(model, o, settings, ctx, log);
+    if (o.baseline) {
+      const calib = o.actvarCalib ?? 2;
+      const rng = new Rng((ctx.seed ^ 0xba5e) >>> 0);
       const labels = Array.from({ length: calib }, () => rng.int(model.config.numClasses));
-      log(`ActVAR: calibrating routers and selectors on ${calib} dense generation(s) (classes ${labels.join(',')}) …`);
-      const t0 = performance.now();
-      a.calibrate({ vqvae: ctx.vqvae, labels, cfg: ctx.cfg, topK: ctx.topK, topP: ctx.topP, rng });
-      log(`ActVAR: calibrated in ${((performance.now() - t0) / 1e3).toFixed(1)} s (save with --actvar-save to skip this next time)`);
-    } else {
-      log('ActVAR: data-free init (router from the FFN weights, uniform selector: tokens kept in raster order)');
+      const info = applyBaseline(a, o.baseline, calib > 0 && o.baseline === 'static-weights'
+        ? { importance: { vqvae: ctx.vqvae, labels, cfg: ctx.cfg, topK: ctx.topK, topP: ctx.topP, rng } } : {});
+      log(`ActVAR baseline ${o.baseline}` + (info.criterion ? ` (expert importance: ${info.criterion === 'activation' ? `mean expert output norm on ${calib} dense generation(s)` : 'weight magnitude'})` : ''));
     }
     return a;
   } catch (e) {
     if (e instanceof ActVarConfigError) throw new UserError(e.message);
     throw e;
   }
+}
+
+function buildBase(
+  model: VAR, o: ActVarCliOptions, settings: Partial<ActVarConfig>,
+  ctx: { vqvae: VarVqvae; cfg: number; topK: number; topP: number; seed: number }, log: (s: string) => void,
+): ActVAR {
+  if (o.actvarWeights) {
+    try { return ActVAR.load(model, o.actvarWeights, settings); } catch (e) {
+      if (e instanceof ActVarConfigError) throw e;
+      throw new UserError(`cannot load --actvar-weights ${o.actvarWeights}: ${(e as Error).message}`);
+    }
+  }
+  const cfg: Partial<ActVarConfig> = { ...settings, ...(o.actvarGrouping ? { grouping: o.actvarGrouping } : {}) };
+  const calib = o.actvarCalib ?? 2;
+  // --actvar-calib 0 asks for the data-free gates explicitly (raster-order token selection)
+  const a = ActVAR.wrap(model, cfg, { allowUntrained: calib === 0 });
+  if (calib > 0) {
+    const rng = new Rng((ctx.seed ^ 0x5eed) >>> 0);
+    const labels = Array.from({ length: calib }, () => rng.int(model.config.numClasses));
+    log(`ActVAR: calibrating routers and selectors on ${calib} dense generation(s) (classes ${labels.join(',')}) …`);
+    const t0 = performance.now();
+    a.calibrate({ vqvae: ctx.vqvae, labels, cfg: ctx.cfg, topK: ctx.topK, topP: ctx.topP, rng });
+    log(`ActVAR: calibrated in ${((performance.now() - t0) / 1e3).toFixed(1)} s (save with --actvar-save to skip this next time)`);
+  } else {
+    log('ActVAR: data-free init (router from the FFN weights, uniform selector: tokens kept in raster order)');
+  }
+  return a;
 }
 
 /** What an ActVAR run adds to `generate`: its hooks, the activation maps per batch, its output files. */

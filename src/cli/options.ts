@@ -16,10 +16,12 @@
  *   `actvarSettings(opts)` turns them into a `Partial<ActVarConfig>`.
  * - `addActVarInitOptions(cmd, calibDefault)`: --actvar-weights, --actvar-calib.
  * - `addWeightsDtypeOption(cmd)`: --weights-dtype fp32|bf16 (how the VAR's weight matrices are held).
+ * - `addActVarBaselineOption(cmd)`: --baseline static-weights|fixed-tokens.
  */
 import { Command, InvalidArgumentError } from 'commander';
 import type { ActVarConfig, KvPolicy } from '../actvar/config.js';
 import { WEIGHTS_DTYPES, type WeightsDtype } from '../var/weights-dtype.js';
+import { BASELINE_NAMES } from '../actvar/baselines.js';
 
 export interface Range {
   min?: number;
@@ -161,6 +163,13 @@ export function addActVarInitOptions(cmd: Command, calibDefault: number): Comman
     .option('--actvar-weights <file>', 'trained or saved ActVAR router/selector weights (.safetensors) instead of the training-free init', path('--actvar-weights'))
     .option('--actvar-calib <n>', 'without --actvar-weights: dense generations that calibrate the training-free init (0 = data-free)',
       int('--actvar-calib', { min: 0, max: 1000 }), calibDefault);
+}
+
+/** --baseline: the paper's comparison methods built from ActVAR's parts (src/actvar/baselines.ts). */
+export function addActVarBaselineOption(cmd: Command): Command {
+  return cmd.option('--baseline <name>',
+    'with --actvar: run a baseline instead of ActVAR: static-weights (one fixed set of K_w experts per FFN for all tokens, by mean expert output norm on the calibration generations, or weight magnitude with --actvar-calib 0) or fixed-tokens (tokens chosen once per scale at the first block, reused by the later blocks)',
+    choice('--baseline', BASELINE_NAMES));
 }
 
 /** The ActVAR settings given on the command line (undefined = the library's default). */

@@ -16,8 +16,9 @@ import * as demo from './commands/demo.js';
 import * as features from './commands/features.js';
 import * as evalCmd from './commands/eval.js';
 import * as distillCmd from './commands/distill.js';
+import * as reproduce from './commands/reproduce.js';
 
-const commands: { register(program: Command): void }[] = [bench, trainClassifier, trainVae, trainVar, generate, flops, demo, features, evalCmd, distillCmd];
+const commands: { register(program: Command): void }[] = [bench, trainClassifier, trainVae, trainVar, generate, flops, demo, features, evalCmd, distillCmd, reproduce];
 
 /** package.json's version (dist/src/cli/program.js → ../../../package.json, also when installed). */
 function version(): string {

@@ -34,7 +34,7 @@ import { transformerFlops } from '../../app/demo.js';
 import { qualityMetrics, evalLabel, type QualityMetrics } from '../../eval/evaluate.js';
 import type { FeatureExtractor } from '../../eval/features.js';
 import { addActVarModelOption, buildActVar, checkActVarFlags, loadActVarModelFlag, type ActVarCliOptions } from '../actvar.js';
-import { addActVarInitOptions, addActVarSettingsOptions, addSamplingOptions, addWeightsDtypeOption, BF16_ACTVAR, choice, int, path } from '../options.js';
+import { addActVarInitOptions, addActVarSettingsOptions, addActVarBaselineOption, addSamplingOptions, addWeightsDtypeOption, BF16_ACTVAR, choice, int, path } from '../options.js';
 import type { WeightsDtype } from '../../var/weights-dtype.js';
 import { OutputPlan } from '../outputs.js';
 import { loadExtractor, listPngs, extractFolder, type ExtractorName } from './features.js';
@@ -186,7 +186,7 @@ function generate(o: EvalOptions, ex: FeatureExtractor, first: number, count: nu
 
 /** The run settings a shard must share with its siblings. */
 function runSignature(o: EvalOptions, ex: FeatureExtractor): string {
-  const actvar = o.actvar ? { tokenRates: o.tokenRates, expertRate: o.expertRate, experts: o.experts, scales: o.scales, kvPolicy: o.kvPolicy, actvarWeights: o.actvarWeights, actvarCalib: o.actvarCalib, actvarModel: o.actvarModel && nodePath.resolve(o.actvarModel) } : null;
+  const actvar = o.actvar ? { tokenRates: o.tokenRates, expertRate: o.expertRate, experts: o.experts, scales: o.scales, kvPolicy: o.kvPolicy, actvarWeights: o.actvarWeights, actvarCalib: o.actvarCalib, actvarModel: o.actvarModel && nodePath.resolve(o.actvarModel), baseline: o.baseline } : null;
   const bf16 = o.weightsDtype === 'bf16' ? { weightsDtype: 'bf16' } : {}; // fp32 runs keep their signature
   return JSON.stringify({ n: o.n, var: o.actvarModel ? null : nodePath.resolve(o.var), tokenizer: nodePath.resolve(o.tokenizer), cfg: o.cfg, topK: o.topK, topP: o.topP, seed: o.seed, actvar, extractor: ex.name, weights_sha256: ex.weightsHash, ...bf16 });
 }
@@ -323,6 +323,7 @@ export function register(program: Command): void {
   cmd.option('--actvar', 'evaluate ActVAR (sparse tokens and FFN experts at the activated scales) instead of the dense VAR');
   addActVarSettingsOptions(cmd);
   addActVarInitOptions(cmd, 2);
+  addActVarBaselineOption(cmd);
   addActVarModelOption(cmd);
   cmd.action((o: EvalOptions) => {
     // --var / --tokenizer have defaults: with --actvar-model only explicit values count
