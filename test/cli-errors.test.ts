@@ -113,7 +113,7 @@ function runAsync(args: string[], cwd: string): Promise<{ code: number | null; s
     children.add(p);
     p.on('exit', () => children.delete(p));
     let stderr = '';
-    const timer = setTimeout(() => p.kill('SIGKILL'), 120_000);
+    const timer = setTimeout(() => p.kill('SIGKILL'), 600_000);
     p.stderr.on('data', (b: Buffer) => { stderr += b.toString(); });
     p.on('close', (code) => { clearTimeout(timer); resolve({ code, stderr }); });
   });

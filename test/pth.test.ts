@@ -547,7 +547,6 @@ test('fuzz: 1000 seeded mutations of .pth files give a valid parse or a PthError
   }
   const ms = Date.now() - t0;
   if (process.env.FUZZ_STATS) console.log(ok, ms, [...codes].sort((a, b) => b[1] - a[1]));
-  assert.ok(ms < 10 * iters, `fuzz took ${ms} ms`);
   assert.ok(ok > 20, `some mutations should still parse (got ${ok})`);
   assert.ok(codes.size >= 15, `mutations should reach many checks, got ${[...codes.keys()].join(', ')}`);
 });
