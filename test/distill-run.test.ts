@@ -4,6 +4,7 @@
  * files, and the refusal to generate with untrained gates.
  */
 import './util/setup.js';
+import { toy } from './util/toy-dataset.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
@@ -28,17 +29,6 @@ import { encodeActVarModel, loadActVar, actVarModelInfo } from '../src/actvar/fi
 import { sha256Hex, Sha256 } from '../src/io/sha256.js';
 import { createHash } from 'node:crypto';
 
-function toy(n: number, seed: number, split: 'train' | 'test' = 'train'): ImageDataset {
-  const rng = new Rng(seed), s = 28;
-  const px = new Uint8Array(n * s * s), labels = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    const y = i % 4; labels[i] = y;
-    const by = (y >> 1) * 14 + 3, bx = (y & 1) * 14 + 3;
-    for (let p = 0; p < s * s; p++) px[i * s * s + p] = rng.int(40);
-    for (let r = 0; r < 8; r++) for (let c = 0; c < 8; c++) px[i * s * s + (by + r) * s + bx + c] = 160 + rng.int(90);
-  }
-  return new ImageDataset({ name: 'toy', split, side: s, pixels: px, labels, classes: ['a', 'b', 'c', 'd'] });
-}
 
 const cli = join(repoRoot, 'dist/src/cli/main.js');
 const TINY_VAE = { ...DEFAULT_TOKENIZER_CONFIG, ch: 8, chMult: [1, 2, 2], normGroups: 4, Cvae: 8, vocabSize: 32 };

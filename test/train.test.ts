@@ -1,4 +1,5 @@
 import './util/setup.js';
+import { toy } from './util/toy-dataset.js';
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { loadVar, loadedFrom } from '../src/var/load.js';
@@ -23,17 +24,6 @@ import {
 } from '../src/train/train-var.js';
 
 /** Toy 28×28 images: the class sets which quadrant holds a bright square. */
-function toy(n: number, seed: number, split: 'train' | 'test' = 'train'): ImageDataset {
-  const rng = new Rng(seed), s = 28;
-  const px = new Uint8Array(n * s * s), labels = new Int32Array(n);
-  for (let i = 0; i < n; i++) {
-    const y = i % 4; labels[i] = y;
-    const by = (y >> 1) * 14 + 3, bx = (y & 1) * 14 + 3;
-    for (let p = 0; p < s * s; p++) px[i * s * s + p] = rng.int(40);
-    for (let r = 0; r < 8; r++) for (let c = 0; c < 8; c++) px[i * s * s + (by + r) * s + bx + c] = 160 + rng.int(90);
-  }
-  return new ImageDataset({ name: 'toy', split, side: s, pixels: px, labels, classes: ['a', 'b', 'c', 'd'] });
-}
 
 /** A tiny tokenizer with the shipped layout: 32×32 → 8×8, patch numbers 1,2,3,4,6,8. */
 const TINY_VAE = { ...DEFAULT_TOKENIZER_CONFIG, ch: 8, chMult: [1, 2, 2], normGroups: 4, Cvae: 8, vocabSize: 32 };

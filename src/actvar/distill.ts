@@ -46,7 +46,7 @@ import {
   Tensor, noGrad, reshape, slice, crossEntropy, klDivergence, klDivergenceReverse, mseLoss, softmax, mean,
   sum, mul, add, scale as scaleT, argmax, Rng,
 } from '../tensor/index.js';
-import { VAR } from '../var/var.js';
+import { VAR, groundTruthBL } from '../var/var.js';
 import { blockForward, type VarBlock } from '../var/basic-var.js';
 import type { VQVAE } from '../vqvae/vqvae.js';
 import { ActVAR } from './actvar.js';
@@ -270,13 +270,7 @@ function batchInputs(model: VAR, vae: DistillVqvae, batch: DistillBatch, opts: {
     for (let b = 0; b < B; b++) if (opts.rng.uniform() < model.config.condDropRate) labels[b] = nc;
   }
   const x = noGrad(() => vae.idxBlToVarInput(idxBl));
-  const gt = new Int32Array(B * L);
-  let off = 0;
-  for (const t of idxBl) {
-    const l = t.shape[1], d = t.i32;
-    for (let b = 0; b < B; b++) gt.set(d.subarray(b * l, b * l + l), b * L + off);
-    off += l;
-  }
+  const gt = groundTruthBL(idxBl);
   return { x, labels, gt: new Tensor(gt, [B * L]), B };
 }
 

@@ -30,7 +30,7 @@ import { AdamW } from '../optim/adamw.js';
 import { clipGradNorm } from '../optim/clip.js';
 import { lrAt, paramGroups, wdAt } from '../optim/schedule.js';
 import { readSafetensorsFile, writeSafetensors } from '../io/safetensors.js';
-import { VAR } from '../var/var.js';
+import { VAR, groundTruthBL } from '../var/var.js';
 import { initVarParams } from '../var/init.js';
 import { varParamCount, validateVarConfig, type VarConfig } from '../var/config.js';
 import { VAR_FORMAT } from '../var/load.js';
@@ -172,14 +172,7 @@ export function varBatchLoss(model: VAR, vae: VQVAE, idxBl: Tensor[], labels: Ar
   const B = idxBl[0].shape[0], L = model.L, V = model.config.vocabSize;
   const x = noGrad(() => vae.idxBlToVarInput(idxBl)); // [B, L−1, Cvae]
   const logits = model.forward(labels, x, { training: opts.training, rng: opts.rng }); // [B, L, V]
-  // gt_BL = cat(idx_0 … idx_{SN−1}) per row
-  const gt = new Int32Array(B * L);
-  let off = 0;
-  for (const t of idxBl) {
-    const l = t.shape[1], d = t.i32;
-    for (let b = 0; b < B; b++) gt.set(d.subarray(b * l, b * l + l), b * L + off);
-    off += l;
-  }
+  const gt = groundTruthBL(idxBl);
   const flat = reshape(logits, [B * L, V]);
   const loss = crossEntropy(flat, new Tensor(gt, [B * L]), { labelSmoothing: opts.labelSmoothing ?? 0 });
   const pred = noGrad(() => argmax(flat, -1)).i32;

@@ -591,3 +591,19 @@ export function officialKeyOrder(c: VarConfig): string[] {
   for (const k of params.keys()) if (!keys.includes(k)) keys.push(k);
   return keys;
 }
+
+/**
+ * gt_BL = cat(idx_0 … idx_{SN−1}) per row (docs/VAR.md §7): the per-scale token maps idxBl[si] [B, pn²] laid out
+ * as B rows of L tokens, the targets of the teacher-forced logits [B, L, V].
+ */
+export function groundTruthBL(idxBl: readonly Tensor[]): Int32Array {
+  const B = idxBl[0].shape[0], L = idxBl.reduce((n, t) => n + t.shape[1], 0);
+  const gt = new Int32Array(B * L);
+  let off = 0;
+  for (const t of idxBl) {
+    const l = t.shape[1], d = t.i32;
+    for (let b = 0; b < B; b++) gt.set(d.subarray(b * l, b * l + l), b * L + off);
+    off += l;
+  }
+  return gt;
+}
