@@ -224,7 +224,7 @@ const INVALID: Record<string, Record<string, string[]>> = {
     ...TRAIN_SHARED, ...ACTVAR_SETTINGS,
     '--var': ['', 'missing.safetensors', 'corrupt.safetensors', TOK], '--tokenizer': ['', 'missing.safetensors', CLF],
     '--holdout': ['0', '100'], '--test-samples': ['-1', '10001'], '--token-cache': ['', 'exists.safetensors'], '--stage': ['3', 'all'],
-    '--stage1-share': ['0', '1'], '--stage2-lr': ['0', '-1'], '--init': ['', 'missing.safetensors', 'corrupt.safetensors'], '--actvar-calib': ['-1'],
+    '--stage1-share': ['0', '1'], '--stage2-lr': ['0', '-1'], '--schedule': ['linear'], '--init': ['', 'missing.safetensors', 'corrupt.safetensors'], '--actvar-calib': ['-1'],
     '--alpha': ['-1'], '--beta': ['-1'], '--clip': ['-1'], '--batch-size': ['0', '100000', '91'],
   },
   reproduce: {

@@ -41,18 +41,21 @@ function tinyModels(seed = 1): { vae: VQVAE; model: VAR } {
 
 const snap = (m: Map<string, { f32: Float32Array }>): number[][] => [...m.values()].map((t) => [...t.f32]);
 
-test('distill: interrupted and resumed = uninterrupted, bitwise (inside stage 1 and at the stage boundary); the model file loads back', async () => {
+test('distill: interrupted and resumed = uninterrupted, bitwise (inside stage 1 and at the stage boundary, lin0 schedule); the model file loads back', async () => {
   const { vae, model } = tinyModels(3);
   const train = toy(48, 5), testSet = toy(8, 6, 'test');
   const common = {
     var: model, tokenizer: vae, train, test: testSet, stages: [1, 2] as (1 | 2)[], stageSteps: [3, 3],
-    actvar: { experts: 4 }, calib: 1, holdout: 8, evalSamples: 8, testSamples: 8, batchSize: 4, seed: 7, lr: 3e-3,
+    actvar: { experts: 4 }, calib: 1, holdout: 8, evalSamples: 8, testSamples: 8, batchSize: 4, seed: 7, lr: 3e-3, lr2: 1e-3, schedule: 'lin0' as const,
     evalEvery: 2, progress: 'none' as const, log: () => {},
   };
   const dir = mkdtempSync(join(tmpdir(), 'actvar-distill-'));
   try {
     const full = await distill({ ...common, out: join(dir, 'a.safetensors'), command: 'actvar distill --test' });
     assert.equal(full.history.length, 6);
+    // lin0 per stage (warm-up 1 step): peak, peak, then 0.01 × peak at the stage's last step
+    const lrs = full.history.map((h) => (h.extra as { lr: number }).lr);
+    assert.deepEqual(lrs.map((v) => +v.toPrecision(6)), [3e-3, 3e-3, 3e-5, 1e-3, 1e-3, 1e-5]);
     for (const stopAt of [2, 3, 4]) {
       const ck = join(dir, `ck${stopAt}`);
       const first = await distill({ ...common, ckptDir: ck, stopAt, ckptEvery: 1 });

@@ -19,7 +19,8 @@
  * Optimiser (paper Supp. §6): AdamW β = (0.9, 0.95), weight decay 0.05 (not on biases and 1-d tensors, VAR's
  * no-decay list), lr 2e-4 at batch 512, scaled LINEARLY to the batch (lr = 2e-4 · B / 512, as VAR's own recipe
  * scales its base lr, docs/VAR.md §7) unless given; a linear warm-up over the first `warmupSteps` of each stage (default 2 %),
- * then constant (the paper names no schedule); gradient-norm clip 2 (VAR's tclip).
+ * then constant (the paper names no schedule) or, with `schedule`, VAR's 'lin0' or a cosine decay to 0.01 × peak
+ * over the stage; gradient-norm clip 2 (VAR's tclip).
  *
  * Resume. The batch position, the label-dropout Rng, the student's weights (VAR and gates) and the current
  * stage's optimizer are checkpointed; the numbers measured before training travel in the checkpoint, so an
@@ -31,7 +32,7 @@ import { Tensor, noGrad } from '../tensor/tensor.js';
 import { Rng } from '../tensor/rng.js';
 import { AdamW } from '../optim/adamw.js';
 import { clipGradNorm } from '../optim/clip.js';
-import { paramGroups } from '../optim/schedule.js';
+import { lrAt, paramGroups, type ScheduleKind } from '../optim/schedule.js';
 import { readSafetensorsHeader } from '../io/safetensors.js';
 import type { VAR } from '../var/var.js';
 import { loadVar } from '../var/load.js';
@@ -76,6 +77,12 @@ export interface DistillOptions extends Omit<TrainRunOptions, 'steps' | 'evalSam
   actvar?: Partial<ActVarConfig>;
   /** Learning rate of stage 2 (default: `lr`). */
   lr2?: number;
+  /**
+   * Shape of each stage's lr after its warm-up (src/optim/schedule.ts `lrAt`): 'const' (default; the paper
+   * names no schedule), 'lin0' (VAR's own recipe: peak for 5 %, then linear to 0.01 × peak at the stage's
+   * last step) or 'cos' (cosine to 0.01 × peak).
+   */
+  schedule?: ScheduleKind;
   /** Start gates: a gates file or an ActVAR model file (path) of an earlier run; default: calibrate. */
   init?: string;
   /** Dense generations of the training-free calibration that stage 1 starts from (default 4; 0 = data-free). */
@@ -169,7 +176,7 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
   const lr = opts.lr ?? scaledLr(bs);
   const o = {
     batchSize: bs, lr, lr2: opts.lr2 ?? lr, weightDecay: opts.weightDecay ?? 0.05, clip: opts.clip ?? 2, seed: opts.seed ?? 0,
-    holdout: opts.holdout ?? 1000, calib: opts.calib ?? 4, warmup: opts.warmupSteps ?? null,
+    holdout: opts.holdout ?? 1000, calib: opts.calib ?? 4, warmup: opts.warmupSteps ?? null, schedule: opts.schedule ?? ('const' as ScheduleKind),
   };
   if (o.holdout < 1 || o.holdout >= trainAll.length) throw new RangeError(`holdout must be in 1..${trainAll.length - 1}, got ${o.holdout}`);
   const trainN = trainAll.length - o.holdout;
@@ -181,12 +188,12 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
   const ck = findResume(opts.ckptDir, opts.resume, signature, 'distill', log);
 
   // ---- data: tokens of the training images (the last `holdout` held out) and of the test images
-  const allTokens = cachedTokens(vae, vaeHash, trainAll, opts.tokenCacheDir, log);
+  const allTokens = cachedTokens(vae, vaeHash, trainAll, opts.tokenCacheDir, log, 'distill');
   const L = teacher.L, pns = vc.patchNums;
   const valN = Math.min(opts.evalSamples ?? 500, o.holdout);
   const valTokens = allTokens.subarray(trainN * L), valLabels = trainAll.labels.subarray(trainN);
   const testN = Math.min(opts.testSamples ?? 1000, test.length);
-  const testTokens = testN > 0 ? cachedTokens(vae, vaeHash, test.head(testN), opts.tokenCacheDir, log) : null;
+  const testTokens = testN > 0 ? cachedTokens(vae, vaeHash, test.head(testN), opts.tokenCacheDir, log, 'distill') : null;
   const validate = (n: number): DistillValidation => core.validateDistill(student, teacher, vae, tokenBatches(valTokens, valLabels, n, L, pns, 50));
   const validateTest = (): DistillValidation | null => testTokens ? core.validateDistill(student, teacher, vae, tokenBatches(testTokens, test.labels, testN, L, pns, 50)) : null;
 
@@ -253,7 +260,7 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
   const logLine = jsonlLogger(opts.logFile);
   const evalEvery = opts.evalEvery ?? Math.max(1, Math.ceil(totalSteps / 5));
   log(`distill: stages ${opts.stages.join('+')} (${opts.stageSteps.join(' + ')} steps) of batch ${o.batchSize}, lr ${o.lr.toExponential(3)}` +
-    `${opts.lr === undefined ? ' (2e-4 · batch/512)' : ''}${o.lr2 !== o.lr ? `, stage 2 lr ${o.lr2.toExponential(3)}` : ''}; ActVAR (${student.config.tokenRates.map((r) => Math.round(r * 100)).join(',')};${Math.round(student.config.expertRate * 100)}) ` +
+    `${opts.lr === undefined ? ' (2e-4 · batch/512)' : ''}${o.lr2 !== o.lr ? `, stage 2 lr ${o.lr2.toExponential(3)}` : ''}${o.schedule !== 'const' ? ` (${o.schedule} per stage)` : ''}; ActVAR (${student.config.tokenRates.map((r) => Math.round(r * 100)).join(',')};${Math.round(student.config.expertRate * 100)}) ` +
     `at scales ${student.config.scales.join(',')}, ${student.config.experts} experts; ${trainN} training images, ${o.holdout} held out`);
   const result = await trainLoop({
     name: 'distill', totalSteps, startStep, progress: opts.progress, stopAt: opts.stopAt, evalEvery, ckptEvery: opts.ckptEvery, unit: 'img',
@@ -262,7 +269,7 @@ export async function distill(opts: DistillOptions): Promise<DistillResult> {
       const optim = optimizerFor(stage);
       const warm = Math.min(steps, opts.warmupSteps ?? Math.max(1, Math.round(steps * 0.02)));
       const peak = stage === 2 ? o.lr2 : o.lr;
-      const lrNow = warm > 0 && local < warm ? peak * (local + 1) / warm : peak;
+      const lrNow = warm > 0 && local < warm ? peak * (local + 1) / warm : lrAt(local, { peak, warmupSteps: warm, totalSteps: steps, schedule: o.schedule });
       optim.setLr(lrNow);
       const rows = loader.nextIndices();
       const labels = new Int32Array(rows.length);

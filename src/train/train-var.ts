@@ -123,18 +123,18 @@ export function tokenizeDataset(vae: VQVAE, ds: ImageDataset, opts: { chunk?: nu
   return out;
 }
 
-/** Tokens of a split, from the cache folder when present (keyed by dataset, split, size and tokenizer hash). */
-export function cachedTokens(vae: VQVAE, vaeHash: string, ds: ImageDataset, cacheDir: string | undefined, log: (s: string) => void): Int32Array {
+/** Tokens of a split, from the cache folder when present (keyed by dataset, split, size and tokenizer hash); `who` prefixes the log lines. */
+export function cachedTokens(vae: VQVAE, vaeHash: string, ds: ImageDataset, cacheDir: string | undefined, log: (s: string) => void, who = 'train-var'): Int32Array {
   const L = vae.patchNums.reduce((s, p) => s + p * p, 0);
   const file = cacheDir ? join(cacheDir, `tokens-${ds.name}-${ds.split}-${ds.length}-${vaeHash.slice(0, 16)}.safetensors`) : null;
   if (file && existsSync(file)) {
     const { tensors, metadata } = readSafetensorsFile(file);
     const t = tensors.get('tokens');
     if (t && metadata?.tokenizer_sha256 === vaeHash && t.shape[0] === ds.length && t.shape[1] === L) {
-      log(`train-var: tokens of ${ds.name}/${ds.split} read from ${file}`);
+      log(`${who}: tokens of ${ds.name}/${ds.split} read from ${file}`);
       return t.i32;
     }
-    log(`train-var: ignoring stale token cache ${file}`);
+    log(`${who}: ignoring stale token cache ${file}`);
   }
   const t0 = performance.now();
   let last = 0;
@@ -144,7 +144,7 @@ export function cachedTokens(vae: VQVAE, vaeHash: string, ds: ImageDataset, cach
       if (now - last > 5000 || done === total) {
         last = now;
         const rate = done / ((now - t0) / 1000);
-        log(`train-var: tokenizing ${ds.name}/${ds.split}: ${done}/${total} images (${rate.toFixed(0)} img/s)`);
+        log(`${who}: tokenizing ${ds.name}/${ds.split}: ${done}/${total} images (${rate.toFixed(0)} img/s)`);
       }
     },
   });

@@ -79,7 +79,7 @@ export function makeDistiller(o: DistillerOptions): Distiller {
     const r = await distill({
       var: o.varPath, tokenizer: o.tokenizerPath, stages: [1, 2], stageSteps: [sz.stage1Steps, sz.stage2Steps], actvar: config,
       calib: sz.calib, holdout: sz.holdout, evalSamples: sz.evalSamples, testSamples: sz.testSamples, trainLimit: sz.trainLimit,
-      batchSize: sz.batchSize, seed, ckptDir: dir, ckptEvery: Math.max(1, Math.ceil(total / 4)), resume: true,
+      batchSize: sz.batchSize, lr: sz.lr, lr2: sz.lr2, schedule: sz.schedule, seed, ckptDir: dir, ckptEvery: Math.max(1, Math.ceil(total / 4)), resume: true,
       evalEvery: total, progress: 'none', log: (s) => log(`  ${s}`), tokenCacheDir: nodePath.join(o.out, 'distill', 'tokens'),
       core: coreWithBaseline(o.core ?? defaultCore, apply),
     });
@@ -89,7 +89,7 @@ export function makeDistiller(o: DistillerOptions): Distiller {
     return {
       actvar: act, baseline,
       info: {
-        stage1Steps: sz.stage1Steps, stage2Steps: sz.stage2Steps, batchSize: sz.batchSize, lr: r.lr, lr2: r.lr2, trainImages: sz.trainLimit, holdout: sz.holdout,
+        stage1Steps: sz.stage1Steps, stage2Steps: sz.stage2Steps, batchSize: sz.batchSize, lr: r.lr, lr2: r.lr2, schedule: sz.schedule, trainImages: sz.trainLimit, holdout: sz.holdout,
         resumedAtStep: r.startStep, distillSeconds: (performance.now() - t0) / 1e3, samplesPerSec: r.loop.samplesPerSec,
         before: r.before, after: r.after,
       },

@@ -108,7 +108,7 @@ function distillTable(a: Analysis): string | null {
     const i = r.init as Record<string, any> | null;
     if (!i || i.kind !== 'distilled') continue;
     const kl = (x: any): string => (x && typeof x.klToDense === 'number' ? x.klToDense.toFixed(4) : '–');
-    rows.push([r.setting.label, String(r.seed), `${i.stage1Steps} + ${i.stage2Steps} steps × batch ${i.batchSize}, lr ${Number(i.lr).toExponential(2)}`,
+    rows.push([r.setting.label, String(r.seed), `${i.stage1Steps} + ${i.stage2Steps} steps × batch ${i.batchSize}, lr ${Number(i.lr).toExponential(2)}${typeof i.lr2 === 'number' && i.lr2 !== i.lr ? ` / ${Number(i.lr2).toExponential(2)}` : ''}${i.schedule ? ` (${i.schedule})` : ''}`,
       `${i.trainImages} (${i.holdout} held out)`, `${kl(i.before?.val)} → ${kl(i.after?.val)}`, `${kl(i.before?.test)} → ${kl(i.after?.test)}`,
       typeof i.distillSeconds === 'number' ? `${(i.distillSeconds / 60).toFixed(1)} min` : '–']);
   }

@@ -9,6 +9,7 @@
  * and the FFN expert rate, in percent.
  */
 import type { BaselineName } from '../../actvar/baselines.js';
+import type { ScheduleKind } from '../../optim/schedule.js';
 
 /** How the ActVAR gates of a run are obtained. */
 export type InitKind = 'training-free' | 'distilled';
@@ -47,6 +48,11 @@ export interface DistillSizes {
   testSamples: number;
   /** Dense generations of the training-free start of stage 1 (and of static pruning's importance). */
   calib: number;
+  /** Learning rates of stage 1 (gates) and stage 2 (the VAR) and the lr shape after warm-up: the recipe of
+   * the shipped distilled model, chosen on the held-out part (docs/MODELS.md, "ActVAR (distilled)"). */
+  lr: number;
+  lr2: number;
+  schedule: ScheduleKind;
 }
 
 export interface PlanSizes {
@@ -68,17 +74,20 @@ export interface PlanSizes {
   distilledSettings: 'all' | 'core';
 }
 
+/** Learning rates and schedule of every distillation (the shipped model's recipe, docs/MODELS.md). */
+export const DISTILL_RECIPE = Object.freeze({ lr: 3e-3, lr2: 4e-4, schedule: 'lin0' as ScheduleKind });
+
 /**
  * Quick: one seed, N = 500, all settings: minutes (docs/REPRODUCTION.md has the measured wall time).
  * Full: three seeds, N = 5,000 (docs/EVALUATION.md: FID is stable from ~2k on, compare at equal N).
  */
 export const QUICK_SIZES: Readonly<PlanSizes> = Object.freeze({
   n: 500, batch: 50, latencyImages: 8, calib: 2, seeds: 1, gridImages: 30, distilledSettings: 'core' as const,
-  distill: Object.freeze({ trainLimit: 2000, holdout: 200, stage1Steps: 20, stage2Steps: 40, batchSize: 16, evalSamples: 100, testSamples: 100, calib: 2 }),
+  distill: Object.freeze({ trainLimit: 2000, holdout: 200, stage1Steps: 20, stage2Steps: 40, batchSize: 16, evalSamples: 100, testSamples: 100, calib: 2, ...DISTILL_RECIPE }),
 });
 export const FULL_SIZES: Readonly<PlanSizes> = Object.freeze({
   n: 5000, batch: 50, latencyImages: 20, calib: 2, seeds: 3, gridImages: 30, distilledSettings: 'core' as const,
-  distill: Object.freeze({ trainLimit: 20000, holdout: 1000, stage1Steps: 50, stage2Steps: 150, batchSize: 32, evalSamples: 300, testSamples: 1000, calib: 2 }),
+  distill: Object.freeze({ trainLimit: 20000, holdout: 1000, stage1Steps: 50, stage2Steps: 150, batchSize: 32, evalSamples: 300, testSamples: 1000, calib: 2, ...DISTILL_RECIPE }),
 });
 
 const pct = (v: number): number => Math.round(v * 100);

@@ -24,7 +24,7 @@ import { addTrainRunOptions, parseTrainRunOptions, trainWithPlan, writeRunSummar
 
 interface Flags extends TrainRunFlags {
   var: string; tokenizer: string; stage: '1' | '2' | 'both'; stage1Share: number; init?: string; actvarCalib: number;
-  holdout: number; testSamples: number; stage2Lr?: number; alpha?: number; beta?: number; clip: number; tokenCache?: string;
+  holdout: number; testSamples: number; stage2Lr?: number; schedule: 'const' | 'lin0' | 'cos'; alpha?: number; beta?: number; clip: number; tokenCache?: string;
   tokenRates?: number[]; expertRate?: number; experts?: number; scales?: number[]; kvPolicy?: KvPolicy;
 }
 
@@ -59,6 +59,7 @@ export function register(program: Command): void {
       c.addOption(new Option('--stage <s>', 'which stages to run: 1 (router + selector), 2 (fine-tune the VAR), both').choices(['1', '2', 'both']).default('both'))
         .option('--stage1-share <f>', 'with --stage both: the share of the steps that goes to stage 1 (the paper: 2 of 12 epochs)', num('--stage1-share', { min: 0, max: 1, above: true, below: true }), 1 / 6)
         .option('--stage2-lr <x>', 'learning rate of stage 2 (default: --lr)', num('--stage2-lr', { min: 0, max: 10, above: true }))
+        .addOption(new Option('--schedule <s>', 'lr after each stage\'s warm-up: const, lin0 (VAR\'s recipe: linear to 0.01 × lr over the stage) or cos (cosine to 0.01 × lr)').choices(['const', 'lin0', 'cos']).default('const'))
         .option('--init <file>', 'start from these gates (a gates file, or an ActVAR model file of an earlier run: e.g. stage 2 after a stage-1 run)', path('--init'))
         .option('--actvar-calib <n>', 'without --init: dense generations that calibrate the start gates (training-free init; 0 = data-free)', int('--actvar-calib', { min: 0, max: 1000 }), 4)
         .option('--alpha <x>', 'weight α of the distillation losses in stage 1 (paper eq. 19: 0.05)', num('--alpha', { min: 0, max: 1000 }))
@@ -114,7 +115,7 @@ export function register(program: Command): void {
     try {
       r = await trainWithPlan(t, () => distill({
         ...t.run, lr2: f.stage === '2' ? f.stage2Lr ?? t.run.lr : f.stage2Lr, var: f.var, tokenizer: f.tokenizer, stages, stageSteps, actvar: settings, init: f.init, calib: f.actvarCalib,
-        holdout: f.holdout, testSamples: f.testSamples, hyper, clip: f.clip, tokenCacheDir: f.tokenCache, command,
+        holdout: f.holdout, testSamples: f.testSamples, schedule: f.schedule, hyper, clip: f.clip, tokenCacheDir: f.tokenCache, command,
       }));
     } catch (e) {
       if (e instanceof ActVarConfigError) throw new UserError(e.message);
@@ -122,7 +123,7 @@ export function register(program: Command): void {
     }
     if (f.json) {
       writeRunSummary(r.loop, steps, {
-        stages: r.stages, lr: r.lr, stage2_lr: r.lr2, actvar: r.actvar.config,
+        stages: r.stages, lr: r.lr, stage2_lr: r.lr2, schedule: f.schedule, actvar: r.actvar.config,
         validation_before: r.before.val, validation_after: r.after.val, test_before: r.before.test, test_after: r.after.test,
       }, [...r.actvar.model.params.values()].reduce((s, p) => s + p.size, 0), t.run.out);
     }
