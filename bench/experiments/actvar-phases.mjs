@@ -26,7 +26,7 @@ if (argv.includes('--cpu')) {
   performance.now = cpuNow; // every lap below and in ActVAR's own timings reads the CPU clock
 }
 const model = randomVar(varPreset('d16'), 0);
-const a = ActVAR.wrap(model, { tokenRates: [rates[0], rates[1]], expertRate: rates[2] }, { init: 'zeros' });
+const a = ActVAR.wrap(model, { tokenRates: [rates[0], rates[1]], expertRate: rates[2] }, { init: 'zeros', allowUntrained: true });
 const rng = new Rng(1);
 for (const b of a.blocks) for (const t of [b.router.weight, b.selector.weight]) for (let i = 0; i < t.size; i++) t.f32[i] = rng.normal() / Math.sqrt(model.C);
 const inputs = model.config.patchNums.map((pn) => {
