@@ -112,7 +112,7 @@ export function benchSampling(opts: SamplingBenchOptions = {}): SamplingBenchRes
       act.calibrate({ vqvae, labels: [0, 2, 5, 7], cfg, topK, topP, rng: new Rng(0x5eed) });
       log(`ActVAR calibrated on 4 dense generations in ${((performance.now() - t0) / 1e3).toFixed(2)} s`);
     } else {
-      act = ActVAR.wrap(model, { tokenRates, expertRate }, { init: 'zeros' });
+      act = ActVAR.wrap(model, { tokenRates, expertRate }, { init: 'zeros', allowUntrained: true }); // random gates below: timing only
       const rng = new Rng(1), std = 1 / Math.sqrt(model.C);
       for (const b of act.blocks) for (const t of [b.router.weight, b.selector.weight]) for (let i = 0; i < t.size; i++) t.f32[i] = rng.normal() * std;
     }
