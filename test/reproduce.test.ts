@@ -131,6 +131,11 @@ test('report from fixture JSONs: every claim gets a verdict that follows the dat
     const md = fs.readFileSync(files[0], 'utf8');
     for (const t of ['Table 1', 'Table 2', 'Table 3', 'Table 4', 'Table 5', 'Table 6', 'Fig. 9']) assert.ok(md.includes(`### ${t}`), t);
     assert.ok(md.includes('not** the Inception FID'));
+    // the claims inside the seed spread are named under "Does N resolve the differences?"
+    const res = md.slice(md.indexOf('## Does N resolve the differences?'), md.indexOf('## Tables in the paper'));
+    assert.match(res, /are resolved at N = \d+ with 3 seeds/);
+    assert.match(res, /\* Fig\. 9: 16 experts give a better FID than 32 .*inside the seed spread/);
+    assert.ok(!res.includes('beats fixed token pruning on FID'), 'a resolved claim is not listed');
     assert.equal(fs.readFileSync(path.join(out, 'doc.md'), 'utf8'), md);
     // mean ± std of the fixed-token FID over the three seeds, as printed
     const fixed = analysis.rows.get(I.fixed)!.fid;
@@ -138,6 +143,15 @@ test('report from fixture JSONs: every claim gets a verdict that follows the dat
     const html = fs.readFileSync(files[1], 'utf8');
     assert.equal((html.match(/<svg /g) ?? []).length, 4);
     assertWellFormed(html);
+    // wall time: recorded invocations, plus the own totals of runs no recorded invocation covers (42 runs × 12 s, 20 CPU-s)
+    const inv = (started: string, seconds: number, cpuSeconds: number) => JSON.stringify({ started, seconds, cpuSeconds, ran: 1, commit: 'c', command: 'actvar reproduce --out X' }) + '\n';
+    fs.writeFileSync(path.join(out, 'invocations.jsonl'), inv('2026-01-02T00:00:00Z', 600, 900));
+    const md2 = fs.readFileSync(writeReport({ out, command: 'x' }).files[0], 'utf8');
+    assert.match(md2, /Wall time of the command: 18\.4 min over 1 invocation\(s\).*plus the own totals of 42 runs.*, 29\.0 CPU-minutes/);
+    fs.writeFileSync(path.join(out, 'invocations.jsonl'), inv('2025-12-31T23:59:00Z', 600, 900));
+    const md3 = fs.readFileSync(writeReport({ out, command: 'x' }).files[0], 'utf8');
+    assert.match(md3, /Wall time of the command: 10\.0 min over 1 invocation\(s\).*, 15\.0 CPU-minutes/);
+    assert.ok(!md3.includes('plus the own totals'));
   } finally { fs.rmSync(out, { recursive: true, force: true }); }
 });
 
@@ -161,6 +175,8 @@ test('runReproduce on the shipped models: two runs, one JSON each; killed midway
     const o = { out, quick: true, n: 20, only: ['dense', 'fixed-tokens_75-75-75'], modelsDir: path.join(repoRoot, 'models'), command: 'test', commit: 'c', machine: 'm' };
     const r1 = await runReproduce(o);
     assert.deepEqual(r1.ran, ['dense--seed0', 'fixed-tokens_75-75-75--seed0']);
+    const invocations = () => fs.readFileSync(path.join(out, 'invocations.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { ran: number; seconds: number });
+    assert.deepEqual(invocations().map((i) => i.ran), [2]);
     const recs = readRuns(out);
     assert.equal(recs.length, 2);
     const fixed = recs.find((r) => r.setting.id === 'fixed-tokens_75-75-75')!, dense = recs.find((r) => r.setting.id === 'dense')!;
@@ -181,6 +197,7 @@ test('runReproduce on the shipped models: two runs, one JSON each; killed midway
     await assert.rejects(() => runReproduce({ ...o, n: 30 }), /holds runs of another plan \(n 20 vs 30\)/);
     const r3 = await runReproduce(o);
     assert.deepEqual(r3.ran, []);
+    assert.deepEqual(invocations().map((i) => i.ran), [2, 1], 'one line per invocation that ran something');
   } finally { fs.rmSync(out, { recursive: true, force: true }); }
 });
 

@@ -215,3 +215,24 @@ function claimsFor(init: InitKind, rows: Map<string, Row>, dense: Map<number, Ru
   }
   return out;
 }
+
+/** Whether N and the seeds resolve the claims decided by sampled quantities: which are, which are inside the seed spread. */
+export interface Resolution { noisy: Claim[]; inside: Claim[]; fidStd: number[]; n: number }
+
+export function resolutionOf(a: Analysis): Resolution | null {
+  const noisy = a.claims.filter((c) => c.verdict.n >= 2 && Number.isFinite(c.verdict.half) && c.verdict.half > 0);
+  if (!noisy.length) return null;
+  return {
+    noisy, inside: noisy.filter((c) => c.verdict.kind === 'inconclusive'),
+    fidStd: [...a.rows.values()].filter((r) => r.fid.n >= 2).map((r) => r.fid.std).sort((x, y) => x - y),
+    n: a.records[0]?.sizes.n ?? NaN,
+  };
+}
+
+/** One sentence on the resolution, shared by the markdown and the page. */
+export function resolutionSentence(r: Resolution, seeds: number): string {
+  const f = r.fidStd;
+  return `${r.noisy.length - r.inside.length} of the ${r.noisy.length} claims decided by sampled quantities (FID, IS, seconds, rank correlations) are resolved at N = ${r.n} with ${seeds} seeds: ` +
+    'their 95 % interval excludes 0. ' + (f.length ? `The seed std of FID (classifier) per setting is ${f[0].toFixed(2)}–${f[f.length - 1].toFixed(2)} (median ${f[f.length >> 1].toFixed(2)}). ` : '') +
+    (r.inside.length ? `${r.inside.length} are inside the seed spread: at this N a larger sample or more seeds would be needed to decide them, and this report does not.` : 'None is inside the seed spread.');
+}

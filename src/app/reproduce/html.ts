@@ -6,7 +6,7 @@
  * (Fig. 5/6 analogues), PNGs embedded as data URIs.
  */
 import { esc, plotSvg, paretoFront, type Point, type Series } from './svg.js';
-import { ids, type Analysis, type Row } from './analysis.js';
+import { ids, resolutionOf, resolutionSentence, type Analysis, type Row } from './analysis.js';
 import { EXPERT_COUNTS, type InitKind } from './plan.js';
 import type { ReportMeta } from './markdown.js';
 import { pm } from './stats.js';
@@ -99,6 +99,8 @@ export function renderHtml(a: Analysis, meta: ReportMeta, image: ImageSource): s
     parts.push(`<tr><td>${esc(c.source)}</td><td>${esc(c.text)}</td><td>${esc(c.paper)}</td><td>${esc(c.ours)}</td><td class="${verdictClass(c.verdict.kind)}"><b>${esc(c.verdict.kind)}</b> — ${esc(c.verdict.why)}</td></tr>`);
   }
   parts.push('</tbody></table>');
+  const res = resolutionOf(a);
+  if (res) parts.push(`<p>${esc(resolutionSentence(res, a.seeds.length))}</p>`);
   for (const init of a.inits) {
     parts.push(`<h2>Plots (${esc(init)} gates)</h2><div class="plots">`);
     parts.push(fidVsFlops(a, init), fidVsLatency(a, init, false), fidVsLatency(a, init, true), expertsCurve(a, init));

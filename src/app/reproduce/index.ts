@@ -172,6 +172,18 @@ export function readInvocations(out: string): Invocation[] {
   return fs.readFileSync(f, 'utf8').split('\n').filter((l) => l.trim()).flatMap((l) => { try { return [JSON.parse(l) as Invocation]; } catch { return []; } });
 }
 
+/** Write or update the line of invocation `inv` (keyed by its start): rewritten after every run, so a killed invocation still counts up to its last finished run. */
+function saveInvocation(out: string, inv: Invocation): void {
+  const others = readInvocations(out).filter((i) => i.started !== inv.started);
+  writeFileAtomic(nodePath.join(out, 'invocations.jsonl'), [...others, inv].map((i) => JSON.stringify(i) + '\n').join(''));
+}
+
+/** Runs that finished outside every recorded invocation (an invocation killed before invocations were saved after each run). */
+function uncoveredRuns(out: string, records: RunRecord[]): RunRecord[] {
+  const spans = readInvocations(out).map((i) => { const t = Date.parse(i.started); return [t, t + i.seconds * 1e3] as const; });
+  return records.filter((r) => { const t = Date.parse(r.finished); return !spans.some(([a, b]) => t >= a && t <= b + 1e3); });
+}
+
 function invocationSeconds(out: string): number | null {
   const inv = readInvocations(out);
   return inv.length ? inv.reduce((s, i) => s + i.seconds, 0) : null;
@@ -188,11 +200,14 @@ export function writeReport(o: Pick<ReproduceOptions, 'out' | 'doc' | 'command' 
   if (!records.length) throw new ReproduceError(`${o.out}/runs holds no finished run: nothing to report`);
   const a = analyse(records);
   const ran = [...new Set(readInvocations(o.out).map((i) => i.command))];
+  const invSeconds = invocationSeconds(o.out);
+  const uncovered = invSeconds === null ? [] : uncoveredRuns(o.out, records);
   const meta: ReportMeta = {
     command: ran.length ? ran.join('` then `') : o.command, outDir: o.out.replace(/\/+$/, ''), screenshot: o.screenshot ?? null,
-    wallSeconds: invocationSeconds(o.out) ?? records.reduce((s, r) => s + r.seconds.total, 0),
+    wallSeconds: invSeconds === null ? records.reduce((s, r) => s + r.seconds.total, 0) : invSeconds + uncovered.reduce((s, r) => s + r.seconds.total, 0),
     invocations: readInvocations(o.out).length,
-    cpuSeconds: invocationCpuSeconds(o.out),
+    uncoveredRuns: uncovered.length,
+    cpuSeconds: ((c) => (c === null ? null : c + uncovered.reduce((s, r) => s + r.seconds.cpu, 0)))(invocationCpuSeconds(o.out)),
   };
   const md = renderMarkdown(a, meta);
   const html = renderHtml(a, meta, (rel) => { const p = nodePath.join(o.out, rel); return fs.existsSync(p) ? fs.readFileSync(p) : null; });
@@ -227,6 +242,8 @@ export async function runReproduce(o: ReproduceOptions): Promise<ReproduceResult
   const skipped = runs.filter((r) => !todo.includes(r)).map((r) => r.id);
   if (skipped.length) log(`resuming: ${skipped.length} of ${runs.length} runs are done, ${todo.length} to go`);
   const ran: string[] = [];
+  const started = new Date().toISOString();
+  const invocation = (): Invocation => ({ started, seconds: (performance.now() - t0) / 1e3, cpuSeconds: (process.cpuUsage(cpu0).user + process.cpuUsage(cpu0).system) / 1e6, ran: ran.length, commit: o.commit, command: o.command });
   if (todo.length) {
     const models = loadModels(o, out, log);
     const distill = runs.some((r) => r.setting.actvar?.init === 'distilled')
@@ -246,12 +263,10 @@ export async function runReproduce(o: ReproduceOptions): Promise<ReproduceResult
       writeFileAtomic(nodePath.join(out, 'runs', `${run.id}.json`), JSON.stringify(record, null, 1) + '\n');
       log(`  FID ${record.metrics.fid.toFixed(2)}, ${record.gflopsPerImage.toFixed(4)} GFLOPs/img, ${record.latency.batchN.imagesPerSecond.toFixed(1)} img/s @${plan.sizes.batch}, ${record.seconds.total.toFixed(0)} s`);
       ran.push(run.id);
+      saveInvocation(out, invocation());
     }
   }
-  if (ran.length) {
-    const inv: Invocation = { started: new Date(Date.now() - (performance.now() - t0)).toISOString(), seconds: (performance.now() - t0) / 1e3, cpuSeconds: (process.cpuUsage(cpu0).user + process.cpuUsage(cpu0).system) / 1e6, ran: ran.length, commit: o.commit, command: o.command };
-    fs.appendFileSync(nodePath.join(out, 'invocations.jsonl'), JSON.stringify(inv) + '\n');
-  }
   const r = writeReport(o);
+  if (ran.length) saveInvocation(out, invocation());
   return { ran, skipped, files: r.files, analysis: r.analysis, seconds: (performance.now() - t0) / 1e3 };
 }

@@ -3,7 +3,7 @@
  * from the run records only (analysis.ts), with the paper's number beside ours and one verdict per claim.
  */
 import { pm, type Agg } from './stats.js';
-import { ids, PAPER, type Analysis, type Row } from './analysis.js';
+import { ids, PAPER, resolutionOf, resolutionSentence, type Analysis, type Row } from './analysis.js';
 import { FULL_SIZES, planSettings, type InitKind, type PlanSizes, type Setting } from './plan.js';
 import type { RunRecord } from './run.js';
 
@@ -16,6 +16,8 @@ export interface ReportMeta {
   wallSeconds: number;
   /** How many invocations (1 = one uninterrupted run). */
   invocations?: number;
+  /** Runs outside every recorded invocation, counted in wallSeconds by their own totals. */
+  uncoveredRuns?: number;
   /** Process CPU seconds of those invocations (all threads), or null. */
   cpuSeconds?: number | null;
   /** Screenshot of the page, relative to the repository root (or null). */
@@ -120,6 +122,16 @@ function loadRange(rs: RunRecord[]): string {
   return v.length ? `${Math.min(...v).toFixed(1)}–${Math.max(...v).toFixed(1)}` : 'not recorded';
 }
 
+/** The resolution section: the sentence, then the claims inside the seed spread. */
+function resolution(a: Analysis): string[] {
+  const r = resolutionOf(a);
+  if (!r) return [];
+  const out = ['## Does N resolve the differences?', '', resolutionSentence(r, a.seeds.length), ''];
+  for (const c of r.inside) out.push(`* ${c.source}: ${c.text} — ${c.verdict.why}`);
+  if (r.inside.length) out.push('');
+  return out;
+}
+
 export function renderMarkdown(a: Analysis, meta: ReportMeta): string {
   const r0 = a.records[0];
   const commits = [...new Set(a.records.map((r) => r.commit))];
@@ -146,6 +158,7 @@ export function renderMarkdown(a: Analysis, meta: ReportMeta): string {
     '"FID (classifier)" is **not** the Inception FID of the paper; IS is computed on the same classifier\'s 10 logits (at most 10). Compare numbers only at equal N (docs/EVALUATION.md).');
   lines.push('* FLOPs saving: 1 − (transformer FLOPs per image)/(dense FLOPs per image, same seed), by the exact FLOPs counter (src/tensor/flops.ts, CFG on).');
   lines.push(`* Wall time of the command: ${(meta.wallSeconds / 60).toFixed(1)} min` + (meta.invocations ? ` over ${meta.invocations} invocation(s) (loading, reference features, runs, report; \`invocations.jsonl\`)` : ' (the runs\' own totals)') +
+    (meta.uncoveredRuns ? `, plus the own totals of ${meta.uncoveredRuns} runs from an invocation that was stopped before it recorded itself` : '') +
     (meta.cpuSeconds ? `, ${(meta.cpuSeconds / 60).toFixed(1)} CPU-minutes (all threads; on an otherwise idle 2-core machine the wall time would be about half of that or a little more)` : '') +
     '; the machine is shared, so seconds are noisy — every run\'s CPU seconds are in its JSON.');
   lines.push('* Verdicts: per-seed paired differences, oriented so that > 0 means "as the paper claims"; **holds** when the 95 % t-interval of their mean is above 0, ' +
@@ -165,6 +178,7 @@ export function renderMarkdown(a: Analysis, meta: ReportMeta): string {
   lines.push('', '## Verdicts, one per claim', '');
   lines.push(table(['source', 'claim', 'paper', 'ours', 'verdict'],
     a.claims.map((c) => [c.source, c.text, c.paper, c.ours, `**${c.verdict.kind}** — ${c.verdict.why}`])), '');
+  lines.push(...resolution(a));
   const dt = distillTable(a);
   if (dt) lines.push('## Distillation of the distilled rows', '', 'The same recipe for ActVAR and the baselines (src/train/distill.ts: stage 1 routers + selectors from the training-free start, stage 2 the VAR with the gates fixed; a baseline takes over the token / expert choice from stage 2 on). KL: mean per-token KL of the ActVAR\'s token distributions to the dense teacher\'s, teacher-forced.', '', dt, '');
   lines.push('## Tables in the paper\'s layout', '');
