@@ -8,7 +8,7 @@
 import { esc, plotSvg, paretoFront, type Point, type Series } from './svg.js';
 import { ids, resolutionOf, resolutionSentence, type Analysis, type Row } from './analysis.js';
 import { EXPERT_COUNTS, type InitKind } from './plan.js';
-import type { ReportMeta } from './markdown.js';
+import { TIMING_NOTE, type ReportMeta } from './markdown.js';
 import { pm } from './stats.js';
 
 /** PNG bytes of a run file (relative to the out dir) → data URI; null when missing. */
@@ -93,7 +93,7 @@ export function renderHtml(a: Analysis, meta: ReportMeta, image: ImageSource): s
   parts.push('<h1>ActVAR — the paper\'s claims rerun at small scale</h1>');
   parts.push(`<p>Shipped Fashion-MNIST VAR (depth 4, width 128, scales 1,2,3,4,6,8). Command <code>${esc(meta.command)}</code>; commit ${esc(commits)}; ${esc(machines)}. ` +
     (sz ? `N = ${sz.n} images per run, seeds ${a.seeds.join(', ')}, batch ${sz.batch}. ` : '') +
-    '<b>FID / IS / precision / recall use the shipped Fashion-MNIST classifier\'s features, not Inception</b>: compare them with each other, not with the paper\'s values. Every number and image on this page comes from the run files in <code>runs/</code>.</p>');
+    '<b>FID / IS / precision / recall use the shipped Fashion-MNIST classifier\'s features, not Inception</b>: compare them with each other, not with the paper\'s values. Every number and image on this page comes from the run files in <code>runs/</code>. ' + esc(TIMING_NOTE) + '</p>');
   parts.push('<h2>Verdicts</h2><table><thead><tr><th>source</th><th>claim</th><th>paper</th><th>ours</th><th>verdict</th></tr></thead><tbody>');
   for (const c of a.claims) {
     parts.push(`<tr><td>${esc(c.source)}</td><td>${esc(c.text)}</td><td>${esc(c.paper)}</td><td>${esc(c.ours)}</td><td class="${verdictClass(c.verdict.kind)}"><b>${esc(c.verdict.kind)}</b> — ${esc(c.verdict.why)}</td></tr>`);

@@ -24,6 +24,10 @@ export interface ReportMeta {
   screenshot: string | null;
 }
 
+/** How the seconds were taken, and what that means for the time verdicts (markdown and page). */
+export const TIMING_NOTE = 'Each run is timed on its own, one after another in one process: the time verdicts compare runs made minutes apart and carry the drift of the machine between them ' +
+  '(docs/BENCHMARKS.md, "The seconds of the reproduction report", measures it; alternating timings are the ones to trust for speed).';
+
 const pct = (a: Agg): string => pm(a, 1, 100) + (a.n ? ' %' : '');
 
 function table(header: string[], rows: string[][]): string {
@@ -160,7 +164,8 @@ export function renderMarkdown(a: Analysis, meta: ReportMeta): string {
   lines.push(`* Wall time of the command: ${(meta.wallSeconds / 60).toFixed(1)} min` + (meta.invocations ? ` over ${meta.invocations} invocation(s) (loading, reference features, runs, report; \`invocations.jsonl\`)` : ' (the runs\' own totals)') +
     (meta.uncoveredRuns ? `, plus the own totals of ${meta.uncoveredRuns} runs from an invocation that was stopped before it recorded itself` : '') +
     (meta.cpuSeconds ? `, ${(meta.cpuSeconds / 60).toFixed(1)} CPU-minutes (all threads; on an otherwise idle 2-core machine the wall time would be about half of that or a little more)` : '') +
-    '; the machine is shared, so seconds are noisy — every run\'s CPU seconds are in its JSON.');
+    '; the machine is shared, so seconds are noisy — every run\'s CPU seconds are in its JSON. ' +
+    TIMING_NOTE);
   lines.push('* Verdicts: per-seed paired differences, oriented so that > 0 means "as the paper claims"; **holds** when the 95 % t-interval of their mean is above 0, ' +
     '**does not hold at this scale** when it is below 0, **inconclusive** when it contains 0 (the difference is inside the seed spread) or when there is only one seed.', '');
   if (a.records.some((r) => r.mode !== 'full')) {
