@@ -5,17 +5,11 @@
 //   ACTVAR_THREADS=1 OPENBLAS_NUM_THREADS=1 node bench/experiments/actvar-fashion-gc.mjs [batch=50] [passes=5]
 import { PerformanceObserver, constants } from 'node:perf_hooks';
 import { Rng } from '../../dist/src/tensor/index.js';
-import { loadVar } from '../../dist/src/var/load.js';
-import { loadVqvae } from '../../dist/src/vqvae/load.js';
-import { ActVAR } from '../../dist/src/actvar/actvar.js';
-import { useNodeBackend } from '../../dist/src/backend/node.js';
+import { shippedModels, calibratedActVar } from './shipped-models.mjs';
 
-useNodeBackend();
 const B = Number(process.argv[2] ?? 50), passes = Number(process.argv[3] ?? 5);
-const model = loadVar(new URL('../../models/var-fashion-mnist.safetensors', import.meta.url).pathname);
-const vqvae = loadVqvae(new URL('../../models/tokenizer-fashion-mnist.safetensors', import.meta.url).pathname);
-const a = ActVAR.wrap(model, {});
-a.calibrate({ vqvae, labels: [0, 2, 5, 7], cfg: 1.5, topK: 0, topP: 0, rng: new Rng(0x5eed) });
+const { model, vqvae } = shippedModels();
+const a = calibratedActVar(model, vqvae, [0, 2, 5, 7]);
 let events = [];
 new PerformanceObserver((list) => { events.push(...list.getEntries()); }).observe({ entryTypes: ['gc'] });
 const labels = Array.from({ length: B }, (_, i) => (7 * i) % 10);

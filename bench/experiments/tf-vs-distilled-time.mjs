@@ -4,20 +4,13 @@
 // (sampling + decode, batch B), and the mean number of tokens each expert receives at the activated scales.
 //   node bench/experiments/tf-vs-distilled-time.mjs [batch=50] [passes=3]
 import { Rng } from '../../dist/src/tensor/index.js';
-import { loadVar } from '../../dist/src/var/load.js';
-import { loadVqvae } from '../../dist/src/vqvae/load.js';
-import { ActVAR } from '../../dist/src/actvar/actvar.js';
 import { loadActVar } from '../../dist/src/actvar/file.js';
-import { useNodeBackend } from '../../dist/src/backend/node.js';
+import { shippedModels, calibratedActVar, modelsDir } from './shipped-models.mjs';
 
-useNodeBackend();
 const B = Number(process.argv[2] ?? 50), passes = Number(process.argv[3] ?? 3);
-const models = new URL('../../models/', import.meta.url).pathname;
-const model = loadVar(models + 'var-fashion-mnist.safetensors');
-const vqvae = loadVqvae(models + 'tokenizer-fashion-mnist.safetensors');
-const tf = ActVAR.wrap(model, {});
-tf.calibrate({ vqvae, labels: [0, 5], cfg: 1.5, topK: 0, topP: 0, rng: new Rng(0x5eed) });
-const dist = loadActVar(models + 'actvar-fashion-mnist.safetensors');
+const { model, vqvae } = shippedModels();
+const tf = calibratedActVar(model, vqvae, [0, 5]);
+const dist = loadActVar(modelsDir + 'actvar-fashion-mnist.safetensors');
 const labels = Array.from({ length: B }, (_, i) => i % 10);
 const modes = { dense: [model, {}], training_free: [model, tf.hooks], distilled: [dist.model, dist.hooks] };
 const gen = ([m, hooks]) => { const r = m.autoregressiveInfer({ labels, vqvae, cfg: 1.5, topK: 0, topP: 0, rng: labels.map((_, i) => new Rng(i)), decode: false, ...hooks }); vqvae.fhatToImg(r.fHat); };
